@@ -1,0 +1,159 @@
+"""Simulator configuration: one dataclass per concern, validated on construction.
+
+Every randomized quantity is a closed range `(low, high)` sampled uniformly once per episode;
+`low == high` pins it. Bad values fail here, naming the field, instead of producing a silently
+odd robot later.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+from typing import Any, Mapping
+
+import yaml
+
+ROBOTS = ("ant",)
+
+
+def _range(name: str, value: Any, *, minimum: float, integer: bool = False) -> tuple:
+    """Validate a `(low, high)` pair and return it as a tuple."""
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        value = (value, value)
+    try:
+        low, high = value
+    except (TypeError, ValueError):
+        raise ValueError(f"sim config '{name}' must be a [low, high] pair, got {value!r}") from None
+    for v in (low, high):
+        if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v):
+            raise ValueError(f"sim config '{name}' must hold finite numbers, got {value!r}")
+        if integer and int(v) != v:
+            raise ValueError(f"sim config '{name}' must hold integers, got {value!r}")
+    if low > high:
+        raise ValueError(f"sim config '{name}': low {low} > high {high}")
+    if low < minimum:
+        raise ValueError(f"sim config '{name}': low {low} is below the minimum {minimum}")
+    return (int(low), int(high)) if integer else (float(low), float(high))
+
+
+def _from_mapping(cls, data: Mapping[str, Any], where: str):
+    """Build a dataclass from a mapping, refusing unknown keys (typos) with the allowed ones."""
+    if not isinstance(data, Mapping):
+        raise ValueError(f"{where} must be a mapping, got {type(data).__name__}")
+    allowed = {f.name for f in fields(cls)}
+    unknown = sorted(set(data) - allowed)
+    if unknown:
+        raise ValueError(f"{where}: unknown key(s) {unknown}; allowed: {sorted(allowed)}")
+    return cls(**dict(data))
+
+
+@dataclass
+class SensorNoise:
+    """Gaussian noise (standard deviations) on the robot's own sensors, never on privileged data."""
+
+    joint_position_std: float = 0.0        # rad
+    joint_velocity_std: float = 0.0        # rad/s
+    angular_velocity_std: float = 0.0      # rad/s
+    linear_acceleration_std: float = 0.0   # m/s^2
+
+    def __post_init__(self) -> None:
+        for f in fields(self):
+            v = getattr(self, f.name)
+            if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v) \
+                    or v < 0:
+                raise ValueError(f"sim config 'sensor_noise.{f.name}' must be a finite number "
+                                 f">= 0, got {v!r}")
+            setattr(self, f.name, float(v))
+
+    @property
+    def enabled(self) -> bool:
+        return any(getattr(self, f.name) > 0 for f in fields(self))
+
+
+@dataclass
+class SimConfig:
+    """The embedded simulator.
+
+    Control runs at 1 / (0.01 s * frame_skip): 20 Hz by default, Ant-v5's own rate. It is kept
+    because Ant's reward scale, gear and damping were tuned for it (teachers train in far fewer
+    samples), and 20 Hz leaves every consumer on a loaded 2-core machine ample headroom; the
+    student's real-time deadline is exercised by the deployment benchmarks, not by the sim rate.
+    """
+
+    robot: str = "ant"
+    max_episode_steps: int = 1000
+    frame_skip: int = 5                                  # physics steps (0.01 s) per control step
+    friction_range: tuple = (0.6, 1.2)                   # sliding friction of every contact
+    payload_kg_range: tuple = (0.0, 0.3)                 # mass added to the torso (robot: 0.91 kg)
+    motor_strength_range: tuple = (0.8, 1.2)             # actuator gear scale
+    action_delay_steps_range: tuple = (0, 0)             # commands applied this many steps late
+    sensor_noise: SensorNoise = field(default_factory=SensorNoise)
+    reset_noise_scale: float = 0.1                       # Ant-v5's initial-state noise
+    terminate_when_unhealthy: bool = True
+    reset_time_on_episode: bool = False                  # True: sim time restarts at 0 each reset
+
+    def __post_init__(self) -> None:
+        if self.robot not in ROBOTS:
+            raise ValueError(f"sim config 'robot' is {self.robot!r}; supported: {list(ROBOTS)}")
+        for name, minimum in (("max_episode_steps", 1), ("frame_skip", 1)):
+            v = getattr(self, name)
+            if isinstance(v, bool) or not isinstance(v, int) or v < minimum:
+                raise ValueError(f"sim config '{name}' must be an integer >= {minimum}, got {v!r}")
+        self.friction_range = _range("friction_range", self.friction_range, minimum=1e-3)
+        self.payload_kg_range = _range("payload_kg_range", self.payload_kg_range, minimum=0.0)
+        self.motor_strength_range = _range("motor_strength_range", self.motor_strength_range,
+                                           minimum=1e-3)
+        self.action_delay_steps_range = _range("action_delay_steps_range",
+                                               self.action_delay_steps_range, minimum=0,
+                                               integer=True)
+        if isinstance(self.sensor_noise, Mapping):
+            self.sensor_noise = _from_mapping(SensorNoise, self.sensor_noise,
+                                              "sim config 'sensor_noise'")
+        if not isinstance(self.sensor_noise, SensorNoise):
+            raise ValueError("sim config 'sensor_noise' must be a SensorNoise or a mapping")
+        v = self.reset_noise_scale
+        if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v) or v < 0:
+            raise ValueError(f"sim config 'reset_noise_scale' must be >= 0, got {v!r}")
+        self.reset_noise_scale = float(v)
+        for name in ("terminate_when_unhealthy", "reset_time_on_episode"):
+            if not isinstance(getattr(self, name), bool):
+                raise ValueError(f"sim config '{name}' must be true or false")
+
+    @property
+    def control_dt_s(self) -> float:
+        return 0.01 * self.frame_skip
+
+    @property
+    def rate_hz(self) -> float:
+        return 1.0 / self.control_dt_s
+
+    @classmethod
+    def nominal(cls, **overrides: Any) -> "SimConfig":
+        """No randomization, no noise: the robot exactly as modelled (tests, evaluation)."""
+        base = dict(friction_range=(1.0, 1.0), payload_kg_range=(0.0, 0.0),
+                    motor_strength_range=(1.0, 1.0))
+        base.update(overrides)
+        return cls(**base)
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> "SimConfig":
+        return _from_mapping(cls, data, "sim config")
+
+    def to_dict(self) -> dict:
+        d = asdict(self)
+        for k, v in d.items():
+            if isinstance(v, tuple):
+                d[k] = list(v)
+        return d
+
+
+def load_sim_config(path: str | Path) -> SimConfig:
+    """Read a SimConfig from YAML: either the bare mapping or under a top-level `sim:` key."""
+    with open(path) as f:
+        data = yaml.safe_load(f) or {}
+    if isinstance(data, Mapping) and set(data) == {"sim"}:
+        data = data["sim"]
+    try:
+        return SimConfig.from_dict(data)
+    except ValueError as e:
+        raise ValueError(f"{path}: {e}") from None

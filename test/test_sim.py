@@ -1,0 +1,269 @@
+"""The embedded simulator (ROS-free): reproducibility, randomization, sensor conventions."""
+from __future__ import annotations
+
+import math
+
+import mujoco
+import numpy as np
+import pytest
+
+from policy_distill_ros.sim.ant import AntSim
+from policy_distill_ros.sim.config import SensorNoise, SimConfig
+from policy_distill_ros.sim.frame import (CONTACT_FORCES, DYNAMICS, EPISODE, EPISODE_LABELS, IMU,
+                                          JOINT_STATES, ODOMETRY)
+from policy_distill_ros.sim.randomization import DYNAMICS_LABELS
+
+ANT_HINGES = ("hip_1", "ankle_1", "hip_2", "ankle_2", "hip_3", "ankle_3", "hip_4", "ankle_4")
+NOMINAL_GEAR = 150.0
+
+
+def commands(n: int, seed: int = 0) -> np.ndarray:
+    return np.random.default_rng(seed).uniform(-1.0, 1.0, size=(n, 8))
+
+
+def rollout(sim: AntSim, cmds: np.ndarray) -> list:
+    frames = [sim.reset()]
+    for c in cmds:
+        frame, _, terminated, truncated, _ = sim.step(c)
+        frames.append(frame)
+        if terminated or truncated:
+            frames.append(sim.reset())
+    return frames
+
+
+def assert_frames_equal(a, b) -> None:
+    assert a.stamp_s == b.stamp_s and a.episode_id == b.episode_id and a.step == b.step
+    assert a.topics.keys() == b.topics.keys()
+    for topic in a.topics:
+        for field, value in a.topics[topic].fields.items():
+            np.testing.assert_array_equal(value, b.topics[topic].fields[field],
+                                          err_msg=f"{topic}/{field}")
+
+
+def settle(sim: AntSim, steps: int = 60):
+    frame = sim.reset()
+    for _ in range(steps):
+        frame, *_ = sim.step(np.zeros(8))
+    return frame
+
+
+def test_same_seed_same_commands_give_identical_frames():
+    config = SimConfig(max_episode_steps=40, action_delay_steps_range=(0, 2),
+                       sensor_noise=SensorNoise(0.01, 0.1, 0.02, 0.2))
+    cmds = commands(100)
+    a, b = rollout(AntSim(config, seed=7), cmds), rollout(AntSim(config, seed=7), cmds)
+    assert len(a) == len(b) > 100  # crossed episode boundaries
+    for fa, fb in zip(a, b):
+        assert_frames_equal(fa, fb)
+
+
+def test_different_seeds_randomize_dynamics_and_trajectories():
+    cmds = commands(30)
+    a, b = AntSim(SimConfig(), seed=1), AntSim(SimConfig(), seed=2)
+    fa, fb = rollout(a, cmds), rollout(b, cmds)
+    da, db = (f.field(DYNAMICS, "data") for f in (fa[-1], fb[-1]))
+    assert da[0] != db[0] and da[1] != db[1] and da[2] != db[2]
+    assert not np.allclose(fa[-1].field(ODOMETRY, "pose.pose.position"),
+                           fb[-1].field(ODOMETRY, "pose.pose.position"))
+    # Successive episodes of one sim draw fresh dynamics too.
+    d0 = a.reset().field(DYNAMICS, "data")
+    d1 = a.reset().field(DYNAMICS, "data")
+    assert not np.array_equal(d0, d1)
+
+
+@pytest.mark.parametrize("seed", [3, 4])
+def test_dynamics_topic_reports_what_the_model_uses(seed):
+    config = SimConfig(friction_range=(0.4, 1.4), payload_kg_range=(0.05, 0.5),
+                       motor_strength_range=(0.6, 1.4), action_delay_steps_range=(0, 3))
+    sim = AntSim(config, seed=seed)
+    frame = sim.reset()
+    labels = frame.topics[DYNAMICS].names["data"]
+    assert tuple(labels) == DYNAMICS_LABELS
+    values = dict(zip(labels, frame.field(DYNAMICS, "data")))
+    m = sim.model
+    floor = m.geom("floor").id
+    torso = m.body("torso").id
+    fresh = AntSim(SimConfig.nominal(), seed=0).model  # the unmodified model, for reference
+    assert values["friction"] == pytest.approx(m.geom_friction[floor, 0])
+    assert np.allclose(m.geom_friction[:, 0], values["friction"])  # robot geoms too (max rule)
+    assert values["payload_kg"] == pytest.approx(m.body_mass[torso] - fresh.body_mass[torso])
+    assert np.allclose(m.actuator_gear[:, 0], NOMINAL_GEAR * values["motor_strength"])
+    assert 0.4 <= values["friction"] <= 1.4 and 0.05 <= values["payload_kg"] <= 0.5
+    assert values["action_delay_steps"] in (0, 1, 2, 3)
+    assert m.body_subtreemass[torso] == pytest.approx(fresh.body_subtreemass[torso]
+                                                      + values["payload_kg"])
+
+
+def test_joint_names_come_from_the_model_in_model_order():
+    sim = AntSim(SimConfig.nominal(), seed=0)
+    m = sim.model
+    hinges = tuple(m.joint(j).name for j in range(m.njnt)
+                   if m.jnt_type[j] == mujoco.mjtJoint.mjJNT_HINGE)
+    assert sim.joint_names == hinges == ANT_HINGES
+    frame = sim.reset()
+    for field in ("position", "velocity", "effort"):
+        assert tuple(frame.topics[JOINT_STATES].names[field]) == ANT_HINGES
+        assert frame.field(JOINT_STATES, field).shape == (8,)
+    assert tuple(frame.topics[CONTACT_FORCES].names["data"]) == ("foot_1", "foot_2", "foot_3",
+                                                                  "foot_4")
+
+
+def test_commands_reach_the_joint_of_the_same_name():
+    """MuJoCo's actuator order starts at hip_4; the command is in joint-name order."""
+    strength = 1.2
+    sim = AntSim(SimConfig.nominal(motor_strength_range=(strength, strength)), seed=0)
+    sim.reset()
+    for i, name in enumerate(ANT_HINGES):
+        cmd = np.zeros(8)
+        cmd[i] = 0.5
+        frame, *_ = sim.step(cmd)
+        effort = frame.field(JOINT_STATES, "effort")
+        expected = np.zeros(8)
+        expected[i] = 0.5 * NOMINAL_GEAR * strength
+        np.testing.assert_allclose(effort, expected, atol=1e-9, err_msg=name)
+
+
+def test_commands_are_clipped_to_the_actuator_range():
+    sim = AntSim(SimConfig.nominal(), seed=0)
+    sim.reset()
+    frame, *_ = sim.step(np.full(8, 5.0))
+    np.testing.assert_allclose(frame.field(JOINT_STATES, "effort"), NOMINAL_GEAR)
+
+
+def test_action_delay_shifts_commands_by_whole_steps():
+    sim = AntSim(SimConfig.nominal(action_delay_steps_range=(2, 2)), seed=0)
+    sim.reset()
+    cmds = [np.full(8, v) for v in (0.1, 0.2, 0.3, 0.4)]
+    applied = [sim.step(c)[4]["applied_command"][0] for c in cmds]
+    assert applied == pytest.approx([0.0, 0.0, 0.1, 0.2])
+
+
+def test_orientation_is_xyzw_identity_at_reset_without_noise():
+    sim = AntSim(SimConfig.nominal(reset_noise_scale=0.0), seed=0)
+    frame = sim.reset()
+    np.testing.assert_allclose(frame.field(IMU, "orientation"), [0, 0, 0, 1], atol=1e-12)
+    np.testing.assert_allclose(frame.field(ODOMETRY, "pose.pose.orientation"), [0, 0, 0, 1],
+                               atol=1e-12)
+
+
+def test_orientation_of_a_known_yaw_is_xyzw():
+    sim = AntSim(SimConfig.nominal(reset_noise_scale=0.0), seed=0)
+    sim.reset()
+    yaw = math.radians(90.0)
+    sim.data.qpos[3:7] = [math.cos(yaw / 2), 0.0, 0.0, math.sin(yaw / 2)]  # MuJoCo w, x, y, z
+    frame = sim._make_frame(0.0, False, False)
+    np.testing.assert_allclose(frame.field(IMU, "orientation"),
+                               [0, 0, math.sin(yaw / 2), math.cos(yaw / 2)], atol=1e-12)
+
+
+def test_imu_measures_gravity_at_rest():
+    sim = AntSim(SimConfig.nominal(reset_noise_scale=0.0), seed=0)
+    frame = settle(sim)
+    assert np.linalg.norm(frame.field(ODOMETRY, "twist.twist.linear")) < 0.05  # really at rest
+    acc = frame.field(IMU, "linear_acceleration")
+    assert acc[2] == pytest.approx(9.81, abs=0.15)
+    assert abs(acc[0]) < 0.15 and abs(acc[1]) < 0.15
+    np.testing.assert_allclose(frame.field(IMU, "angular_velocity"), 0.0, atol=0.05)
+
+
+def test_payload_shows_in_foot_contact_forces():
+    light = settle(AntSim(SimConfig.nominal(reset_noise_scale=0.0), seed=0))
+    payload = 0.4
+    heavy = settle(AntSim(SimConfig.nominal(reset_noise_scale=0.0,
+                                            payload_kg_range=(payload, payload)), seed=0))
+    f_light = light.field(CONTACT_FORCES, "data").sum()
+    f_heavy = heavy.field(CONTACT_FORCES, "data").sum()
+    assert f_light > 0.9 * 0.911 * 9.81   # the feet carry the robot's weight (0.911 kg)
+    assert f_heavy - f_light == pytest.approx(payload * 9.81, rel=0.25)
+
+
+def test_sensor_noise_touches_sensors_but_not_physics_or_privileged_data():
+    noise = SensorNoise(joint_position_std=0.02, joint_velocity_std=0.0,
+                        angular_velocity_std=0.0, linear_acceleration_std=0.0)
+    cmds = commands(40)
+    clean = rollout(AntSim(SimConfig(), seed=5), cmds)
+    noisy = rollout(AntSim(SimConfig(sensor_noise=noise), seed=5), cmds)
+    diff = np.array([n.field(JOINT_STATES, "position") - c.field(JOINT_STATES, "position")
+                     for n, c in zip(noisy, clean)])
+    assert diff.std() == pytest.approx(0.02, rel=0.2)
+    for n, c in zip(noisy, clean):
+        np.testing.assert_array_equal(n.field(ODOMETRY, "pose.pose.position"),
+                                      c.field(ODOMETRY, "pose.pose.position"))
+        np.testing.assert_array_equal(n.field(JOINT_STATES, "velocity"),
+                                      c.field(JOINT_STATES, "velocity"))
+
+
+def test_episodes_count_up_and_sim_time_continues_across_resets():
+    sim = AntSim(SimConfig.nominal(max_episode_steps=5), seed=0)
+    stamps, episodes = [], []
+    for episode in range(3):
+        frame = sim.reset()
+        stamps.append(frame.stamp_s)
+        episodes.append(frame.episode_id)
+        truncated = False
+        while not truncated:
+            frame, _, terminated, truncated, _ = sim.step(np.zeros(8))
+            assert not terminated
+            stamps.append(frame.stamp_s)
+            episodes.append(frame.episode_id)
+        assert frame.step == 5
+        values = dict(zip(EPISODE_LABELS, frame.field(EPISODE, "data")))
+        assert values["truncated"] == 1.0 and values["step"] == 5
+        assert values["episode_id"] == episode and values["stamp_s"] == frame.stamp_s
+        assert values["episode_return"] == pytest.approx(frame.episode_return)
+        with pytest.raises(RuntimeError, match="reset"):
+            sim.step(np.zeros(8))
+    assert episodes == [0] * 6 + [1] * 6 + [2] * 6
+    np.testing.assert_allclose(np.diff(stamps), 0.05)
+
+
+def test_reset_time_on_episode_restarts_sim_time():
+    sim = AntSim(SimConfig.nominal(max_episode_steps=3, reset_time_on_episode=True), seed=0)
+    for _ in range(2):
+        assert sim.reset().stamp_s == 0.0
+        for k in range(3):
+            frame, *_ = sim.step(np.zeros(8))
+        assert frame.stamp_s == pytest.approx(0.15)
+
+
+def test_explicit_episode_seed_reproduces_an_episode():
+    sim = AntSim(SimConfig(), seed=0)
+    first = sim.reset(episode_seed=1234)
+    sim.reset()
+    again = sim.reset(episode_seed=1234)
+    for topic in (JOINT_STATES, DYNAMICS):
+        for field, value in first.topics[topic].fields.items():
+            np.testing.assert_array_equal(value, again.topics[topic].fields[field])
+
+
+def test_bad_commands_are_refused_with_a_clear_error():
+    sim = AntSim(SimConfig.nominal(), seed=0)
+    sim.reset()
+    with pytest.raises(ValueError, match=r"shape \(8,\)"):
+        sim.step(np.zeros(7))
+    bad = np.zeros(8)
+    bad[3] = np.nan
+    with pytest.raises(ValueError, match="ankle_2"):
+        sim.step(bad)
+
+
+@pytest.mark.parametrize("kwargs, match", [
+    (dict(friction_range=(1.2, 0.5)), "friction_range"),
+    (dict(payload_kg_range=(-0.1, 0.2)), "payload_kg_range"),
+    (dict(motor_strength_range="strong"), "motor_strength_range"),
+    (dict(action_delay_steps_range=(0, 1.5)), "action_delay_steps_range"),
+    (dict(max_episode_steps=0), "max_episode_steps"),
+    (dict(robot="spot"), "robot"),
+    (dict(sensor_noise=dict(joint_position_std=-1.0)), "joint_position_std"),
+    (dict(sensor_noise=dict(gyro_std=0.1)), "gyro_std"),
+])
+def test_config_rejects_bad_values_naming_the_field(kwargs, match):
+    with pytest.raises(ValueError, match=match):
+        SimConfig(**kwargs)
+
+
+def test_config_from_dict_rejects_unknown_keys():
+    with pytest.raises(ValueError, match="fricton_range"):
+        SimConfig.from_dict({"fricton_range": [0.5, 1.0]})
+    config = SimConfig.from_dict(SimConfig().to_dict())
+    assert config == SimConfig()
