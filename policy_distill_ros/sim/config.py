@@ -147,13 +147,50 @@ class SimConfig:
         return d
 
 
-def load_sim_config(path: str | Path) -> SimConfig:
-    """Read a SimConfig from YAML: either the bare mapping or under a top-level `sim:` key."""
+# sim_node parameters that configure the node, not the simulator (see nodes/sim_node.py).
+NODE_PARAMS = frozenset({"seed", "mode", "num_episodes", "lockstep_timeout_s", "real_time_factor",
+                         "command_joints", "publish_privileged", "world_frame_id",
+                         "base_frame_id", "use_sim_time"})
+# Parameter names that differ from the SimConfig field they set.
+_PARAM_TO_FIELD = {"action_delay_steps": "action_delay_steps_range"}
+
+
+def sim_config_from_params(params: Mapping[str, Any]) -> SimConfig:
+    """SimConfig from sim_node parameters (flat `sensor_noise.x` keys or nested), so the node
+    and in-process users read `config/sim.yaml` identically. Node-only keys are skipped."""
+    data: dict[str, Any] = {}
+    noise: dict[str, Any] = {}
+    for key, value in params.items():
+        if key in NODE_PARAMS:
+            continue
+        if key.startswith("sensor_noise."):
+            noise[key.split(".", 1)[1]] = value
+        elif key == "sensor_noise" and isinstance(value, Mapping):
+            noise.update(value)
+        else:
+            data[_PARAM_TO_FIELD.get(key, key)] = value
+    if noise:
+        data["sensor_noise"] = noise
+    return SimConfig.from_dict(data)
+
+
+def load_sim_config(path: str | Path, node_name: str = "sim_node") -> SimConfig:
+    """Read a SimConfig from a ROS params file (`{node_name: {ros__parameters: ...}}`, the format
+    of config/sim.yaml) or from a bare mapping of the same keys."""
     with open(path) as f:
         data = yaml.safe_load(f) or {}
-    if isinstance(data, Mapping) and set(data) == {"sim"}:
-        data = data["sim"]
+    if isinstance(data, Mapping) and isinstance(data.get(node_name), Mapping):
+        data = data[node_name].get("ros__parameters", {})
     try:
-        return SimConfig.from_dict(data)
+        return sim_config_from_params(data)
     except ValueError as e:
         raise ValueError(f"{path}: {e}") from None
+
+
+def load_sim_seed(path: str | Path, node_name: str = "sim_node") -> int:
+    """The `seed` parameter of a sim params file (0 when absent)."""
+    with open(path) as f:
+        data = yaml.safe_load(f) or {}
+    if isinstance(data, Mapping) and isinstance(data.get(node_name), Mapping):
+        data = data[node_name].get("ros__parameters", {})
+    return int(data.get("seed", 0))
