@@ -58,6 +58,7 @@ class AntSim:
         self._pending: deque[np.ndarray] = deque()
         self._noise_rng = np.random.default_rng(0)
         self._frame: SensorFrame | None = None
+        self._applied = np.zeros(len(DYNAMICS_LABELS))
 
     def _inverse_order(self) -> np.ndarray:
         """actuator index of each command element."""
@@ -89,6 +90,7 @@ class AntSim:
         rng = np.random.default_rng(episode_seed)
         self.dynamics = sample_dynamics(self.config, rng)
         self._randomizer.apply(self.dynamics, self.data)
+        self._applied = self._randomizer.read_applied().as_array()  # fixed for the episode
         self._env.reset(seed=int(episode_seed))
         self._noise_rng = np.random.default_rng([int(episode_seed), 1])
         delay = self.dynamics.action_delay_steps
@@ -126,7 +128,7 @@ class AntSim:
         mujoco.mj_forward(self.model, self.data)
         topics = self._sensors.read(self.data, self.config.sensor_noise, self._noise_rng)
         stamp_s = (self._time_base_steps + self._step) * self.dt_s
-        topics[DYNAMICS] = TopicSample({"data": self._randomizer.read_applied().as_array()},
+        topics[DYNAMICS] = TopicSample({"data": self._applied.copy()},
                                        {"data": DYNAMICS_LABELS})
         episode = np.array([self.episode_id, self._step, stamp_s, reward, self._return,
                             float(terminated), float(truncated)])
