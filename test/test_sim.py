@@ -267,3 +267,44 @@ def test_config_from_dict_rejects_unknown_keys():
         SimConfig.from_dict({"fricton_range": [0.5, 1.0]})
     config = SimConfig.from_dict(SimConfig().to_dict())
     assert config == SimConfig()
+
+
+def test_command_mapper_orders_by_label_or_by_configured_joints():
+    from policy_distill_ros.sim.runner import CommandError, CommandMapper
+    mapper = CommandMapper(ANT_HINGES)
+    values = np.arange(8.0)
+    np.testing.assert_array_equal(mapper.to_sim_order(values), values)
+    reversed_labels = list(reversed(ANT_HINGES))
+    np.testing.assert_array_equal(mapper.to_sim_order(values, reversed_labels), values[::-1])
+    with pytest.raises(CommandError, match="7 values, expected 8"):
+        mapper.to_sim_order(np.zeros(7))
+    with pytest.raises(CommandError, match="unknown: \\['knee_1'\\]"):
+        mapper.to_sim_order(values, ["knee_1"] + list(ANT_HINGES[1:]))
+    bad = values.copy()
+    bad[2] = np.inf
+    with pytest.raises(CommandError, match="hip_2"):
+        mapper.to_sim_order(bad)
+    custom = CommandMapper(ANT_HINGES, reversed_labels)
+    np.testing.assert_array_equal(custom.to_sim_order(values), values[::-1])
+    with pytest.raises(ValueError, match="exactly once"):
+        CommandMapper(ANT_HINGES, ANT_HINGES[:7])
+
+
+def test_runner_resets_after_terminal_frames_and_stops_after_num_episodes():
+    from policy_distill_ros.sim.runner import SimRunner
+    runner = SimRunner(AntSim(SimConfig.nominal(max_episode_steps=3), seed=0), num_episodes=2)
+    frames = [runner.start()]
+    while (frame := runner.advance(np.zeros(8))) is not None:
+        frames.append(frame)
+    assert [(f.episode_id, f.step) for f in frames] == [
+        (0, 0), (0, 1), (0, 2), (0, 3), (1, 0), (1, 1), (1, 2), (1, 3)]
+    assert runner.finished and runner.episodes_done == 2
+    assert all(b.stamp_s > a.stamp_s for a, b in zip(frames, frames[1:]))
+
+
+def test_sim_yaml_is_the_default_config():
+    from pathlib import Path
+
+    from policy_distill_ros.sim.config import load_sim_config
+    path = Path(__file__).resolve().parents[1] / "config" / "sim.yaml"
+    assert load_sim_config(path) == SimConfig()
