@@ -1,0 +1,143 @@
+"""What the recorder node records, validated before anything is subscribed (ROS-free).
+
+Topic entries are "name" (type discovered from the graph) or "name:pkg/msg/Type". The specs in
+use and the teacher's sha256 become the bag's custom data, so a dataset always says which
+teacher and which observation specs produced it.
+"""
+from __future__ import annotations
+
+import datetime
+import hashlib
+import os
+from dataclasses import dataclass, field
+from typing import Dict, List, Optional, Sequence, Tuple
+
+import yaml
+
+from policy_distill_ros.recording.bag_writer import BagWriterConfig
+from policy_distill_ros.recording.msg_types import MessageTypeError, normalize_msgtype
+
+# custom_data keys (metadata.yaml `custom_data` and the MCAP metadata record `policy_distill_ros`)
+KEY_TEACHER_PATH = "teacher_path"
+KEY_TEACHER_SHA256 = "teacher_sha256"
+KEY_TEACHER_SPEC = "teacher_spec"          # the spec file's YAML text, verbatim
+KEY_STUDENT_SPEC = "student_spec"
+KEY_RECORDED_TOPICS = "recorded_topics"    # comma-separated, as configured
+
+
+@dataclass(frozen=True)
+class TopicRequest:
+    name: str
+    msgtype: Optional[str] = None   # None: discover from the publishers on the graph
+
+
+def parse_topic(entry: str) -> TopicRequest:
+    """'imu' or 'imu:sensor_msgs/msg/Imu' -> TopicRequest; ValueError naming the entry."""
+    text = entry.strip()
+    if not text:
+        raise ValueError("recorder topics: an entry is empty")
+    name, sep, msgtype = text.partition(":")
+    name = name.strip()
+    if not name or any(c.isspace() for c in name):
+        raise ValueError(f"recorder topics: {entry!r} has no valid topic name")
+    if not sep:
+        return TopicRequest(name)
+    try:
+        return TopicRequest(name, normalize_msgtype(msgtype))
+    except MessageTypeError as exc:
+        raise ValueError(f"recorder topics: entry {entry!r}: {exc}") from None
+
+
+def sha256_of(path: str) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def _spec_text(path: str, what: str) -> str:
+    try:
+        with open(path, encoding="utf-8") as f:
+            text = f.read()
+        yaml.safe_load(text)
+    except OSError as exc:
+        raise ValueError(f"recorder {what} {path}: {exc.strerror or exc}") from None
+    except yaml.YAMLError as exc:
+        raise ValueError(f"recorder {what} {path}: not valid YAML ({exc})") from None
+    return text
+
+
+def default_bag_name(now: Optional[datetime.datetime] = None) -> str:
+    """rosbag2's default naming: rosbag2_YYYY_MM_DD-HH_MM_SS."""
+    return (now or datetime.datetime.now()).strftime("rosbag2_%Y_%m_%d-%H_%M_%S")
+
+
+@dataclass
+class RecorderConfig:
+    topics: Sequence[str]
+    output_dir: str = "bags"
+    bag_path: str = ""                  # explicit bag directory; default: output_dir/<timestamp>
+    flush_period_s: float = 0.5
+    max_bag_size_mb: float = 0.0        # split files at this size; 0 = one file
+    compression: str = "none"
+    qos_depth: int = 1000               # subscriber queue per topic
+    discovery_warn_s: float = 5.0       # warn about topics still without a publisher after this
+    teacher_path: str = ""
+    teacher_spec_path: str = ""
+    student_spec_path: str = ""
+    requests: List[TopicRequest] = field(init=False)
+
+    def __post_init__(self) -> None:
+        if not self.topics:
+            raise ValueError("recorder topics is empty: name at least one topic to record")
+        self.requests = [parse_topic(t) for t in self.topics]
+        names = [r.name for r in self.requests]
+        if len(set(names)) != len(names):
+            raise ValueError(f"recorder topics: duplicate entries in {names}")
+        if not self.bag_path and not self.output_dir:
+            raise ValueError("recorder: set output_dir or bag_path")
+        if self.qos_depth < 1:
+            raise ValueError(f"recorder qos_depth is {self.qos_depth}; expected >= 1")
+        if self.discovery_warn_s < 0:
+            raise ValueError("recorder discovery_warn_s must be >= 0")
+        self.writer_config()   # flush period, size and compression checks live there
+
+    def resolved_bag_path(self, now: Optional[datetime.datetime] = None) -> str:
+        return self.bag_path or os.path.join(self.output_dir, default_bag_name(now))
+
+    def custom_data(self) -> Dict[str, str]:
+        """Specs and teacher identity, read now (a missing file fails at start, not at the end)."""
+        data = {KEY_RECORDED_TOPICS: ",".join(r.name for r in self.requests)}
+        if self.teacher_path:
+            try:
+                data[KEY_TEACHER_SHA256] = sha256_of(self.teacher_path)
+            except OSError as exc:
+                raise ValueError(f"recorder teacher_path {self.teacher_path}: "
+                                 f"{exc.strerror or exc}") from None
+            data[KEY_TEACHER_PATH] = os.path.abspath(self.teacher_path)
+        if self.teacher_spec_path:
+            data[KEY_TEACHER_SPEC] = _spec_text(self.teacher_spec_path, "teacher_spec_path")
+        if self.student_spec_path:
+            data[KEY_STUDENT_SPEC] = _spec_text(self.student_spec_path, "student_spec_path")
+        return data
+
+    def writer_config(self, bag_path: str = "unset",
+                      custom_data: Optional[Dict[str, str]] = None) -> BagWriterConfig:
+        return BagWriterConfig(path=bag_path, flush_period_s=self.flush_period_s,
+                               max_file_size_mb=self.max_bag_size_mb,
+                               compression=self.compression,
+                               custom_data=dict(custom_data or {}))
+
+
+def choose_qos(offered: Sequence[Tuple[str, str]]) -> Tuple[str, str]:
+    """(reliability, durability) to subscribe with, from the publishers' (reliability, durability).
+
+    Reliable only when every publisher is reliable (a reliable subscriber never hears a best
+    effort publisher); transient-local only when every publisher keeps history for late joiners.
+    """
+    reliability = "reliable" if offered and all(r == "reliable" for r, _ in offered) \
+        else "best_effort"
+    durability = "transient_local" if offered and all(d == "transient_local" for _, d in offered) \
+        else "volatile"
+    return reliability, durability
