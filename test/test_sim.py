@@ -308,3 +308,68 @@ def test_sim_yaml_is_the_default_config():
     from policy_distill_ros.sim.config import load_sim_config
     path = Path(__file__).resolve().parents[1] / "config" / "sim.yaml"
     assert load_sim_config(path) == SimConfig()
+
+
+# --- SpecEnv: the in-process path through core's spec and assembler --------------------------
+
+SPECS = __import__("pathlib").Path(__file__).resolve().parents[1] / "config" / "specs"
+
+
+def _spec_env(name: str, config: SimConfig | None = None, spec_dict: dict | None = None):
+    pytest.importorskip("policy_distill_ros.core.observation",
+                        reason="core/observation.py not in the tree yet")
+    import yaml
+
+    from policy_distill_ros.sim.spec_env import make_spec_env
+    spec = spec_dict if spec_dict is not None else yaml.safe_load((SPECS / name).read_text())
+    return make_spec_env(spec, config or SimConfig.nominal(reset_noise_scale=0.0), seed=0)
+
+
+def test_spec_env_teacher_vector_is_the_spec_applied_to_the_frame():
+    env = _spec_env("ant_teacher.yaml")
+    obs, _ = env.reset(seed=1)
+    assert obs.shape == env.observation_space.shape == (44,)
+    action = np.linspace(-1.5, 1.5, 8)
+    obs, *_ = env.step(action)
+    frame = env.frame
+    np.testing.assert_allclose(obs[:8], frame.field(JOINT_STATES, "position"), atol=1e-6)
+    np.testing.assert_allclose(obs[8:16], np.clip(0.1 * frame.field(JOINT_STATES, "velocity"),
+                                                  -10, 10), atol=1e-5)
+    np.testing.assert_allclose(obs[16:20], frame.field(IMU, "orientation"), atol=1e-6)
+    np.testing.assert_allclose(obs[26:34], np.clip(action, -1, 1), atol=1e-6)  # last action
+    np.testing.assert_allclose(obs[34:37], frame.field(ODOMETRY, "twist.twist.linear"),
+                               atol=1e-6)
+    np.testing.assert_allclose(obs[41:44], frame.field(DYNAMICS, "data")[:3]
+                               - [0.9, 0.15, 1.0], atol=1e-6)
+
+
+def test_spec_env_student_has_history_and_no_privileged_input():
+    env = _spec_env("ant_student.yaml")
+    assert not env.spec_.observation.privileged_topics
+    obs, _ = env.reset(seed=2)
+    assert obs.shape == (102,)
+    first, *_ = env.step(np.zeros(8))
+    second, *_ = env.step(np.zeros(8))
+    np.testing.assert_allclose(second[34:68], first[68:102], atol=1e-6)  # oldest-first history
+
+
+def test_spec_env_is_reproducible_and_clips_to_the_action_limits():
+    config = SimConfig()
+    a, b = _spec_env("ant_teacher.yaml", config), _spec_env("ant_teacher.yaml", config)
+    np.testing.assert_array_equal(a.reset(seed=9)[0], b.reset(seed=9)[0])
+    out_a, out_b = a.step(np.full(8, 3.0)), b.step(np.full(8, 3.0))
+    np.testing.assert_array_equal(out_a[0], out_b[0])
+    np.testing.assert_array_equal(out_a[4]["applied_command"], np.ones(8))
+    assert a.action_space.low.tolist() == [-1.0] * 8 and a.action_space.high.tolist() == [1.0] * 8
+
+
+def test_spec_env_maps_actions_to_joints_by_name():
+    import yaml
+    spec = yaml.safe_load((SPECS / "ant_student.yaml").read_text())
+    spec["action"]["joints"] = list(reversed(ANT_HINGES))
+    env = _spec_env("", SimConfig.nominal(reset_noise_scale=0.0), spec_dict=spec)
+    env.reset(seed=0)
+    env.step(np.array([0.5] + [0.0] * 7))  # first action element = ankle_4
+    effort = dict(zip(ANT_HINGES, env.frame.field(JOINT_STATES, "effort")))
+    assert effort.pop("ankle_4") == pytest.approx(75.0)
+    assert all(v == 0.0 for v in effort.values())
