@@ -22,6 +22,7 @@ from std_msgs.msg import Float64MultiArray, MultiArrayDimension
 from policy_distill_ros.recording.bag_reader import BagError, bag_info, read_bag, read_bag_raw
 from policy_distill_ros.recording.bag_writer import BagWriteError, BagWriter, BagWriterConfig
 from policy_distill_ros.recording.join import join_by_stamp
+from policy_distill_ros.recording.mcap_scan import scan_mcap
 from policy_distill_ros.recording.recover import recover
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -252,14 +253,23 @@ def test_killed_writer_leaves_a_readable_bag_and_recover_indexes_it(tmp_path):
     got = [(m.topic, m.log_time_ns, _key(m.message)) for m in read_bag(str(bag))]
     assert len(got) >= flushed
     assert got == want[:len(got)]
-    # A torn last write: cut into the final chunk; everything before it still reads.
-    last = sorted(p for p in os.listdir(bag) if p.endswith(".mcap"))[-1]
-    size = os.path.getsize(bag / last)
-    if size > 200:
-        os.truncate(bag / last, size - 100)
+    # Torn last writes, both shapes: (1) cut inside the message indexes after the last chunk
+    # (the chunk is whole, its index set is not), (2) cut inside the chunk itself.
+    files = sorted((p for p in os.listdir(bag) if p.endswith(".mcap")), key=lambda p: int(
+        p.rsplit("_", 1)[1].split(".")[0]))
+    with_chunks = [str(bag / f) for f in files if scan_mcap(str(bag / f)).chunks]
+    last_file = with_chunks[-1]
+    chunk = scan_mcap(last_file).chunks[-1]
+    chunk_end = chunk.record_offset + chunk.record_length
+    os.truncate(last_file, chunk_end + 20)                 # inside the first index record
+    in_indexes = [(m.topic, m.log_time_ns, _key(m.message)) for m in read_bag(str(bag))]
+    assert in_indexes == want[:len(in_indexes)] and len(in_indexes) >= flushed - 1000
+    assert bag_info(str(bag)).message_count == len(in_indexes)
+    os.truncate(last_file, chunk.record_offset + 50)        # inside the chunk record
     torn_raw = [(m.topic, m.log_time_ns, m.message) for m in read_bag_raw(str(bag))]
     torn = [(m.topic, m.log_time_ns, _key(m.message)) for m in read_bag(str(bag))]
-    assert torn == want[:len(torn)] and len(torn) > 0
+    assert torn == want[:len(torn)] and 0 < len(torn) < len(in_indexes)
+    assert bag_info(str(bag)).message_count == len(torn)
 
     report = recover(str(bag))
     assert report.message_count == len(torn)

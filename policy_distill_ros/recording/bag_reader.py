@@ -157,7 +157,7 @@ def read_bag_raw(path: str, topics: Optional[Iterable[str]] = None) -> Iterator[
     order = 0
     for file_index, scan in enumerate(scans):
         for chunk in scan.chunks:
-            if wanted is not None and chunk.counts and not any(
+            if wanted is not None and chunk.indexes_complete and not any(
                     scan.channels.get(c) is not None and scan.channels[c].topic in wanted
                     for c in chunk.counts):
                 continue
@@ -241,7 +241,7 @@ def bag_info(path: str) -> BagInfo:
         counts: Dict[int, int] = {}
         for chunk in scan.chunks:
             chunk_counts = chunk.counts
-            if not chunk_counts:   # message indexes missing (torn): count inside the chunk
+            if not chunk.indexes_complete:   # indexes may be torn: count inside the chunk
                 with open(scan.path, "rb") as f:
                     try:
                         msgs = chunk_messages(read_chunk(f, scan.path, chunk), scan, scan.path,

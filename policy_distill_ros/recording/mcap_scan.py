@@ -35,6 +35,9 @@ class ChunkRef:
     index_offsets: Dict[int, int] = field(default_factory=dict)   # channel -> index record offset
     index_length: int = 0
     counts: Dict[int, int] = field(default_factory=dict)          # channel -> messages
+    # False for the last chunk of an unclosed file: the write may have been cut inside its
+    # message indexes, so `counts` may miss channels; count from the chunk's content instead.
+    indexes_complete: bool = True
 
 
 @dataclass
@@ -86,6 +89,8 @@ def scan_mcap(path: str) -> McapScan:
                     scan.problem = f"torn record header at offset {pos} (file ends at {size})"
                 else:
                     scan.problem = "no summary or footer: the writer did not close the file"
+                if last_chunk is not None:
+                    last_chunk.indexes_complete = False
                 break
             opcode, length = rec.RECORD_PREFIX.unpack(prefix)
             content_start = pos + 9
@@ -95,6 +100,8 @@ def scan_mcap(path: str) -> McapScan:
             if end > size:
                 scan.problem = (f"torn record (opcode 0x{opcode:02x}) at offset {pos}: it needs "
                                 f"{length} bytes, the file ends at {size}; recorder killed?")
+                if last_chunk is not None:
+                    last_chunk.indexes_complete = False
                 break
             if opcode == rec.OP_DATA_END:
                 scan.data_end = end

@@ -53,12 +53,15 @@ def recover(path: str) -> RecoveryReport:
 def _close_file(scan: McapScan) -> int:
     """Truncate to the last complete record, add missing message indexes, summary, footer."""
     size = os.path.getsize(scan.path)
+    last = scan.chunks[-1] if scan.chunks else None
+    if last is not None and not last.indexes_complete:
+        # Its message indexes may be cut short: drop them and rebuild from the chunk itself.
+        scan.data_end = last.record_offset + last.record_length
     with open(scan.path, "r+b") as f:
         f.truncate(scan.data_end)
         f.seek(scan.data_end)
         tail = bytearray()
-        last = scan.chunks[-1] if scan.chunks else None
-        if last is not None and not last.counts:
+        if last is not None and not last.indexes_complete:
             tail += _rebuild_indexes(f, scan, last, scan.data_end)
         tail += rec.data_end_record()
         summary_start = scan.data_end + len(tail)
@@ -80,12 +83,15 @@ def _rebuild_indexes(f, scan: McapScan, chunk: ChunkRef, at: int) -> bytes:
         if opcode == rec.OP_MESSAGE:
             channel_id, _seq, log_ns, _pub = rec.MESSAGE_FIELDS.unpack_from(raw, start)
             entries.setdefault(channel_id, []).append((log_ns, start - 9))
+    chunk.index_offsets.clear()
+    chunk.counts.clear()
     out = bytearray()
     for channel_id in sorted(entries):
         chunk.index_offsets[channel_id] = at + len(out)
         chunk.counts[channel_id] = len(entries[channel_id])
         out += rec.message_index_record(channel_id, entries[channel_id])
     chunk.index_length = len(out)
+    chunk.indexes_complete = True
     f.seek(at)
     return bytes(out)
 
