@@ -198,3 +198,39 @@ def test_bad_topic_entry_is_refused_at_start(tmp_path):
     assert proc.returncode not in (0, None)
     assert "imu:not a type" in read_log(proc)
     assert not os.path.exists(tmp_path / "never")
+
+
+def test_disk_full_stops_with_a_clear_error_and_a_readable_bag(ros_node, tmp_path):
+    """A real 1 MiB tmpfs (root with mount rights); the writer test injects ENOSPC elsewhere."""
+    import shutil
+    import subprocess
+    import uuid
+    mount_point = tmp_path / "tiny"
+    mount_point.mkdir()
+    if os.geteuid() != 0 or shutil.which("mount") is None:
+        pytest.skip("needs root and the mount command to create a 1 MiB tmpfs")
+    done = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m",
+                           f"tmpfs-{uuid.uuid4().hex[:6]}", str(mount_point)],
+                          capture_output=True, text=True)
+    if done.returncode != 0:
+        pytest.skip(f"mount -t tmpfs refused: {done.stderr.strip()}")
+    bag = str(mount_point / "bag")
+    try:
+        pub = ros_node.create_publisher(JointState, "joint_states", RELIABLE)
+        params = {"topics": ["joint_states"], "bag_path": bag, "flush_period_s": 0.1}
+        with node_process("recorder_node", "recorder_node", params) as proc:
+            wait_for(lambda: pub.get_subscription_count() >= 1, 15.0, "subscription", proc)
+            big = JointState()
+            big.name = [f"joint_{k}" for k in range(300)]   # ~5 KB: 1 MiB fills in ~1 s
+            deadline = time.monotonic() + 30
+            while proc.poll() is None and time.monotonic() < deadline:
+                pub.publish(big)
+                time.sleep(0.001)
+            assert proc.poll() == 1, "recorder should exit with 1 when the disk is full"
+        log = read_log(proc)
+        assert "disk full" in log and bag in log and "Kept" in log and "Traceback" not in log
+        info = bag_info(bag)
+        assert info.message_count > 0
+        assert all(len(m.message.name) == 300 for m in read_bag(bag))
+    finally:
+        subprocess.run(["umount", str(mount_point)], check=False)

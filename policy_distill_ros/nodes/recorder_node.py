@@ -11,7 +11,7 @@ from __future__ import annotations
 import importlib
 import sys
 import time
-from typing import Dict, Optional
+from typing import Dict
 
 import rclpy
 import rclpy.logging
@@ -43,6 +43,7 @@ def message_class(msgtype: str):
 class RecorderNode(Node):
     def __init__(self) -> None:
         super().__init__("recorder_node")
+        self._logger_name = self.get_logger().name   # still usable after the context is gone
         self.config = RecorderConfig(
             topics=list(declare(self, "topics", ["joint_states", "imu", "episode"],
                                 "topics to record: 'name' (type from the graph) or "
@@ -192,7 +193,7 @@ class RecorderNode(Node):
     def destroy_node(self) -> None:
         self.writer.close()
         # After Ctrl-C the context is already shut down: a plain logger (no rosout publisher).
-        logger = rclpy.logging.get_logger(self.get_name())
+        logger = rclpy.logging.get_logger(self._logger_name)
         if self.writer.error is None:
             logger.info(f"closed bag {self.bag_path}: {self.writer.written} messages, "
                                    f"{self.writer.dropped} dropped")
