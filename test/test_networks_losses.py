@@ -272,13 +272,13 @@ def test_gradient_descent_reduces_each_loss_and_leaves_teacher_frozen(name):
     obs = torch.randn(256, 6)
     with torch.no_grad():
         teacher_out = teacher(obs, True)
-    first = float(loss(student(obs, True), teacher_out)[0])
+    first = loss(student(obs, True), teacher_out)[0].item()
     for _ in range(150):
         opt.zero_grad()
         total, _ = loss(student(obs, True), teacher_out)
         total.backward()
         opt.step()
-    last = float(loss(student(obs, True), teacher_out)[0])
+    last = loss(student(obs, True), teacher_out)[0].item()
     assert last < 0.5 * first, (first, last)
     for key, value in teacher.state_dict().items():
         assert torch.equal(value, teacher_before[key]), key
@@ -301,7 +301,7 @@ def test_combined_total_is_weighted_sum_of_terms():
     total, terms = loss(student(obs, True), teacher(obs, True))
     expected = 2.0 * terms["bc"] + 0.5 * terms["kl"] + 3.0 * terms["feature"]
     torch.testing.assert_close(total, expected)
-    assert float(terms["total"]) == float(total)
+    assert terms["total"] is total
 
 
 @pytest.mark.parametrize("bad, match", [
