@@ -1,0 +1,238 @@
+"""ROS glue shared by the policy nodes (student, teacher): inputs in, command + stamped echo out.
+
+Only adapts messages; the meaning of every number (which field, which joint, scaling, history)
+lives in `core/`. Subscription callbacks here only store the newest message, so a control loop
+on another thread never waits for, or races with, message parsing.
+"""
+from __future__ import annotations
+
+import array
+import threading
+from dataclasses import dataclass
+from typing import Callable, Dict, Iterable, List, Mapping, Optional, Sequence, Tuple
+
+import numpy as np
+from geometry_msgs.msg import TwistStamped
+from nav_msgs.msg import Odometry
+from rclpy.node import Node
+from sensor_msgs.msg import Imu, JointState
+from std_msgs.msg import Float64MultiArray, MultiArrayDimension
+
+from policy_distill_ros.nodes.ros_common import COMMAND_QOS, SENSOR_QOS, s_to_stamp, stamp_to_s
+
+# The message types an observation term may read (standard types only, see docs/contracts.md).
+MESSAGE_TYPES: Dict[str, type] = {
+    "sensor_msgs/msg/JointState": JointState,
+    "sensor_msgs/msg/Imu": Imu,
+    "geometry_msgs/msg/TwistStamped": TwistStamped,
+    "nav_msgs/msg/Odometry": Odometry,
+    "std_msgs/msg/Float64MultiArray": Float64MultiArray,
+}
+
+# Topic (or last path component of a topic) -> type, from the topic table in docs/contracts.md.
+DEFAULT_TOPIC_TYPES: Dict[str, str] = {
+    "joint_states": "sensor_msgs/msg/JointState",
+    "imu": "sensor_msgs/msg/Imu",
+    "command": "geometry_msgs/msg/TwistStamped",
+    "odometry": "nav_msgs/msg/Odometry",
+    "contact_forces": "std_msgs/msg/Float64MultiArray",
+    "dynamics": "std_msgs/msg/Float64MultiArray",
+}
+
+FALLBACK_MODES = ("hold_default", "zero", "last_safe")
+
+
+def parse_topic_types(entries: Sequence[str]) -> Dict[str, str]:
+    """`["front/imu=sensor_msgs/msg/Imu", ...]` (a string-array parameter) -> {topic: type name}."""
+    table: Dict[str, str] = {}
+    for entry in entries:
+        topic, sep, type_name = entry.partition("=")
+        topic, type_name = topic.strip(), _normalize_type_name(type_name.strip())
+        if not sep or not topic or not type_name:
+            raise ValueError(f"topic_types entry {entry!r}: expected 'topic=pkg/msg/Type'")
+        if type_name not in MESSAGE_TYPES:
+            raise ValueError(f"topic_types entry {entry!r}: type {type_name!r} is not one of "
+                             f"{', '.join(sorted(MESSAGE_TYPES))}")
+        table[topic] = type_name
+    return table
+
+
+def _normalize_type_name(name: str) -> str:
+    """Accept `sensor_msgs/Imu` as well as `sensor_msgs/msg/Imu`."""
+    parts = name.split("/")
+    return f"{parts[0]}/msg/{parts[1]}" if len(parts) == 2 else name
+
+
+def message_type_for(topic: str, overrides: Optional[Mapping[str, str]] = None) -> type:
+    """The message class of an input topic: explicit override, else the contract's topic table.
+
+    Matched on the full topic, then on its last path component, so `front/imu` is an Imu.
+    """
+    overrides = overrides or {}
+    for key in (topic, topic.lstrip("/")):
+        if key in overrides:
+            return MESSAGE_TYPES[overrides[key]]
+    base = topic.rstrip("/").rsplit("/", 1)[-1]
+    type_name = DEFAULT_TOPIC_TYPES.get(topic.lstrip("/")) or DEFAULT_TOPIC_TYPES.get(base)
+    if type_name is None:
+        raise ValueError(f"input topic {topic!r}: message type unknown; add "
+                         f"'{topic}=pkg/msg/Type' to the topic_types parameter (one of "
+                         f"{', '.join(sorted(MESSAGE_TYPES))})")
+    return MESSAGE_TYPES[type_name]
+
+
+@dataclass
+class StoredInput:
+    """The newest message of one topic and when it arrived (node clock, seconds)."""
+
+    msg: object
+    receive_s: float
+    seq: int
+
+
+class InputCache:
+    """Newest message per topic, written by subscription callbacks, read by the control loop.
+
+    A callback does one dict assignment (atomic under the GIL); the loop takes what is new since
+    its last look. No lock on the hot path; the sequence number tells new from already seen.
+    """
+
+    def __init__(self, topics: Iterable[str]) -> None:
+        self._latest: Dict[str, Optional[StoredInput]] = {t: None for t in topics}
+        self._seen: Dict[str, int] = {t: 0 for t in self._latest}
+        self._seq = 0
+
+    @property
+    def topics(self) -> List[str]:
+        return list(self._latest)
+
+    def store(self, topic: str, msg: object, receive_s: float) -> None:
+        self._seq += 1  # only the executor thread writes, so this counter needs no lock
+        self._latest[topic] = StoredInput(msg, receive_s, self._seq)
+
+    def take_new(self) -> List[Tuple[str, StoredInput]]:
+        """Entries stored since the previous call, oldest arrival first."""
+        fresh = []
+        for topic, entry in list(self._latest.items()):
+            if entry is not None and entry.seq != self._seen[topic]:
+                self._seen[topic] = entry.seq
+                fresh.append((topic, entry))
+        fresh.sort(key=lambda item: item[1].seq)
+        return fresh
+
+    def clear(self) -> None:
+        for topic in self._latest:
+            self._latest[topic] = None
+            self._seen[topic] = 0
+
+
+def subscribe_inputs(node: Node, topics: Iterable[str], on_message: Callable[[str, object], None],
+                     type_overrides: Optional[Mapping[str, str]] = None,
+                     callback_group=None) -> list:
+    """One best-effort keep-last-1 subscription per input topic (relative names: remappable).
+
+    `on_message(topic, msg)` is called from the executor. Types come from `message_type_for`, so
+    an unknown topic fails here, at configure time, with the fix in the message.
+    """
+    subscriptions = []
+    for topic in topics:
+        msg_type = message_type_for(topic, type_overrides)
+        subscriptions.append(node.create_subscription(
+            msg_type, topic, _bind(on_message, topic), SENSOR_QOS,
+            callback_group=callback_group))
+    return subscriptions
+
+
+def _bind(on_message: Callable[[str, object], None], topic: str) -> Callable[[object], None]:
+    return lambda msg: on_message(topic, msg)
+
+
+def header_stamp_s(msg: object) -> Optional[float]:
+    """Seconds of `msg.header.stamp`, or None for messages without a header."""
+    header = getattr(msg, "header", None)
+    return None if header is None else stamp_to_s(header.stamp)
+
+
+def twist_command(msg: TwistStamped) -> np.ndarray:
+    """The usual legged-robot velocity command [v_x, v_y, yaw_rate] from a TwistStamped."""
+    twist = msg.twist
+    return np.array([twist.linear.x, twist.linear.y, twist.angular.z], dtype=np.float64)
+
+
+class ActionPublisher:
+    """Publishes `policy_command` (Float64MultiArray) and its stamped echo `policy_action`.
+
+    The stamp rule: the echo's `header.stamp` is the stamp of the newest observation that
+    produced the command, so `now - echo.stamp` is the sensor-to-action latency. Messages are
+    preallocated; only the numbers change per tick. A non-finite command is refused here, the
+    last line of defence, so no NaN ever leaves a policy node.
+    """
+
+    FALLBACK_FRAME = "fallback"
+
+    def __init__(self, node: Node, joint_names: Sequence[str],
+                 command_topic: str = "policy_command", echo_topic: str = "policy_action") -> None:
+        self._names = list(joint_names)
+        self._command_pub = node.create_publisher(Float64MultiArray, command_topic, COMMAND_QOS)
+        self._echo_pub = node.create_publisher(JointState, echo_topic, COMMAND_QOS)
+        self._command = Float64MultiArray()
+        self._command.layout.dim = [MultiArrayDimension(label=",".join(self._names),
+                                                        size=len(self._names),
+                                                        stride=len(self._names))]
+        self._echo = JointState()
+        self._echo.name = list(self._names)
+        self._node = node
+
+    def publish(self, command: np.ndarray, stamp_s: float, fallback: bool = False) -> None:
+        values = np.asarray(command, dtype=np.float64).reshape(-1)
+        if values.shape[0] != len(self._names):
+            raise ValueError(f"command has {values.shape[0]} values, action spec has "
+                             f"{len(self._names)} joints")
+        if not np.all(np.isfinite(values)):
+            raise ValueError("refusing to publish a non-finite command")
+        data = array.array("d", values.tobytes())
+        self._command.data = data
+        s_to_stamp(stamp_s, self._echo.header.stamp)
+        self._echo.header.frame_id = self.FALLBACK_FRAME if fallback else ""
+        self._echo.position = data
+        self._command_pub.publish(self._command)
+        self._echo_pub.publish(self._echo)
+
+    def destroy(self) -> None:
+        self._node.destroy_publisher(self._command_pub)
+        self._node.destroy_publisher(self._echo_pub)
+
+
+class FallbackCommand:
+    """The command sent when the policy cannot be trusted this tick.
+
+    hold_default: the action spec's default pose; zero: all zeros (clipped to the limits);
+    last_safe: the last command the policy produced from good input (default pose before any).
+    """
+
+    def __init__(self, mode: str, default_pose: np.ndarray, lower: Optional[np.ndarray] = None,
+                 upper: Optional[np.ndarray] = None) -> None:
+        if mode not in FALLBACK_MODES:
+            raise ValueError(f"fallback_mode {mode!r}: expected one of {', '.join(FALLBACK_MODES)}")
+        self.mode = mode
+        self._default = np.asarray(default_pose, dtype=np.float64).copy()
+        self._lower = None if lower is None else np.asarray(lower, dtype=np.float64)
+        self._upper = None if upper is None else np.asarray(upper, dtype=np.float64)
+        self._last_safe: Optional[np.ndarray] = None
+        self._lock = threading.Lock()
+
+    def remember_safe(self, command: np.ndarray) -> None:
+        with self._lock:
+            self._last_safe = np.array(command, dtype=np.float64)
+
+    def command(self) -> np.ndarray:
+        if self.mode == "zero":
+            value = np.zeros_like(self._default)
+        elif self.mode == "last_safe":
+            with self._lock:
+                value = self._default if self._last_safe is None else self._last_safe
+        else:
+            value = self._default
+        if self._lower is not None and self._upper is not None:
+            value = np.clip(value, self._lower, self._upper)
+        return np.array(value, dtype=np.float64)
