@@ -1,0 +1,325 @@
+"""Teacher checkpoints: our safetensors format and importers that must reproduce rsl_rl / SB3 actions."""
+
+from __future__ import annotations
+
+import json
+import pickle
+import zipfile
+
+import numpy as np
+import pytest
+import torch
+
+from policy_distill_ros.training.importers import (
+    TeacherImportError,
+    import_rsl_rl,
+    import_sb3,
+    load_vecnormalize,
+)
+from policy_distill_ros.training.networks import TeacherConfig, TeacherPolicy
+from policy_distill_ros.training.normalizer import EmpiricalNormalizer, NormalizerConfig
+from policy_distill_ros.training.teacher_io import (
+    TeacherFormatError,
+    load_teacher,
+    save_teacher,
+    teacher_hash,
+)
+
+ATOL = 1e-5
+
+
+def act(teacher, normalizer, obs: np.ndarray) -> np.ndarray:
+    x = torch.as_tensor(obs, dtype=torch.float32)
+    with torch.no_grad():
+        return teacher.act(normalizer(x) if normalizer is not None else x).numpy()
+
+
+# ------------------------------------------------------------------------------ own format
+
+def make_teacher(seed: int = 0) -> tuple[TeacherPolicy, EmpiricalNormalizer]:
+    torch.manual_seed(seed)
+    teacher = TeacherPolicy(TeacherConfig(obs_size=7, action_size=2, hidden_sizes=(32, 16), activation="elu"))
+    normalizer = EmpiricalNormalizer(NormalizerConfig(size=7))
+    normalizer.update(torch.randn(100, 7) * 3 + 1)
+    return teacher, normalizer.freeze()
+
+
+def test_teacher_round_trip_reproduces_outputs_and_hash(tmp_path):
+    teacher, normalizer = make_teacher()
+    sha = save_teacher(teacher, normalizer, tmp_path / "t", info={"env": "toy", "observation_spec": {"a": 1}})
+    assert sorted(p.name for p in (tmp_path / "t").iterdir()) == ["model.safetensors", "teacher.json"]
+    loaded, loaded_norm, info = load_teacher(tmp_path / "t")
+    obs = np.random.default_rng(0).normal(size=(20, 7)) * 3
+    np.testing.assert_array_equal(act(loaded, loaded_norm, obs), act(teacher, normalizer, obs))
+    assert info.sha256 == sha == teacher_hash(loaded, loaded_norm)
+    assert info.info["env"] == "toy" and info.architecture == teacher.config
+    assert loaded_norm.frozen and not any(p.requires_grad for p in loaded.parameters())
+    # same content, different free-form info -> same hash; different weights -> different hash
+    assert save_teacher(teacher, normalizer, tmp_path / "t2", info={"env": "renamed"}) == sha
+    other, _ = make_teacher(seed=1)
+    assert teacher_hash(other, normalizer) != sha
+    assert teacher_hash(teacher, None) != sha
+
+
+def test_no_pickle_in_teacher_files(tmp_path):
+    teacher, normalizer = make_teacher()
+    save_teacher(teacher, normalizer, tmp_path)
+    meta = json.loads((tmp_path / "teacher.json").read_text())
+    assert meta["format"] == "policy_distill_ros.teacher" and meta["architecture"]["hidden_sizes"] == [32, 16]
+    header_len = int.from_bytes((tmp_path / "model.safetensors").read_bytes()[:8], "little")
+    header = json.loads((tmp_path / "model.safetensors").read_bytes()[8:8 + header_len])
+    assert "policy.trunk.layers.0.weight" in header and "normalizer.mean" in header
+
+
+def test_tampered_or_incomplete_teacher_is_refused(tmp_path):
+    teacher, normalizer = make_teacher()
+    save_teacher(teacher, normalizer, tmp_path / "t")
+    from safetensors.torch import load_file, save_file
+    tensors = load_file(str(tmp_path / "t" / "model.safetensors"))
+    tensors["policy.mean_head.bias"] = tensors["policy.mean_head.bias"] + 0.5
+    save_file(tensors, str(tmp_path / "t" / "model.safetensors"))
+    with pytest.raises(TeacherFormatError, match="hash mismatch"):
+        load_teacher(tmp_path / "t")
+    (tmp_path / "t" / "model.safetensors").unlink()
+    with pytest.raises(TeacherFormatError, match="model.safetensors missing"):
+        load_teacher(tmp_path / "t")
+    with pytest.raises(TeacherFormatError, match="not a teacher directory"):
+        load_teacher(tmp_path / "nowhere")
+
+
+def test_teacher_json_with_wrong_architecture_names_the_key(tmp_path):
+    teacher, normalizer = make_teacher()
+    save_teacher(teacher, normalizer, tmp_path)
+    meta = json.loads((tmp_path / "teacher.json").read_text())
+    meta["architecture"]["hidden_sizes"] = [32, 17]
+    (tmp_path / "teacher.json").write_text(json.dumps(meta))
+    with pytest.raises(TeacherFormatError, match=r"policy.trunk.layers.1.weight has shape \[16, 32\]"):
+        load_teacher(tmp_path, verify_hash=False)
+
+
+# ------------------------------------------------------------------------------ rsl_rl
+
+def rsl_rl_runner(std_type: str, obs_normalization: bool = True):
+    """A real rsl_rl OnPolicyRunner on a tiny vectorized env, trained 2 iterations."""
+    from tensordict import TensorDict
+    from rsl_rl.env import VecEnv
+    from rsl_rl.runners import OnPolicyRunner
+
+    class DriftEnv(VecEnv):
+        def __init__(self) -> None:
+            self.num_envs, self.num_actions, self.max_episode_length = 4, 2, 20
+            self.episode_length_buf = torch.zeros(4, dtype=torch.long)
+            self.device, self.cfg = "cpu", {}
+            self.gen = torch.Generator().manual_seed(0)
+            self.obs = torch.randn(4, 5, generator=self.gen) * 3 + 1
+
+        def get_observations(self):
+            return TensorDict({"policy": self.obs.clone()}, batch_size=[self.num_envs])
+
+        def step(self, actions):
+            self.obs = 0.9 * self.obs + torch.randn(self.obs.shape, generator=self.gen) * 2 + 0.5
+            self.episode_length_buf += 1
+            dones = self.episode_length_buf >= self.max_episode_length
+            self.episode_length_buf[dones] = 0
+            return self.get_observations(), -actions.square().sum(-1), dones.float(), {"time_outs": dones.float()}
+
+    cfg = {
+        "algorithm": {"class_name": "PPO"},
+        "actor": {"class_name": "MLPModel", "hidden_dims": [16, 8], "activation": "elu",
+                  "obs_normalization": obs_normalization,
+                  "distribution_cfg": {"class_name": "GaussianDistribution", "init_std": 0.7, "std_type": std_type}},
+        "critic": {"class_name": "MLPModel", "hidden_dims": [16], "activation": "elu",
+                   "obs_normalization": obs_normalization},
+        "obs_groups": {"actor": ["policy"], "critic": ["policy"]},
+        "num_steps_per_env": 8, "save_interval": 100,
+    }
+    torch.manual_seed(0)
+    runner = OnPolicyRunner(DriftEnv(), cfg, log_dir=None, device="cpu")
+    runner.learn(2)
+    return runner
+
+
+def rsl_rl_reference(runner, obs: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    from tensordict import TensorDict
+    policy = runner.get_inference_policy()
+    x = torch.as_tensor(obs, dtype=torch.float32)
+    with torch.no_grad():
+        actions = policy(TensorDict({"policy": x}, batch_size=[len(x)]))
+        policy.distribution.update(policy.mlp(policy.obs_normalizer(x)))
+        std = policy.distribution.std
+    return actions.numpy(), std.numpy()
+
+
+@pytest.mark.parametrize("std_type", ["scalar", "log"])
+def test_rsl_rl_checkpoint_import_reproduces_actions(tmp_path, std_type):
+    runner = rsl_rl_runner(std_type)
+    runner.save(str(tmp_path / "model_2.pt"))
+    teacher, normalizer, info = import_rsl_rl(tmp_path / "model_2.pt")
+    obs = np.random.default_rng(1).normal(size=(64, 5)) * 4 + 2
+    ref_actions, ref_std = rsl_rl_reference(runner, obs)
+    assert float(normalizer.count) > 0 and not torch.allclose(normalizer.mean, torch.zeros(5))
+    np.testing.assert_allclose(act(teacher, normalizer, obs), ref_actions, atol=ATOL, rtol=0)
+    with torch.no_grad():
+        std = teacher(normalizer(torch.as_tensor(obs, dtype=torch.float32))).log_std.exp().numpy()
+    np.testing.assert_allclose(std, ref_std, rtol=1e-5)
+    assert info.info["source"] == "rsl_rl" and info.architecture.hidden_sizes == (16, 8)
+    # the imported teacher survives our own format
+    save_teacher(teacher, normalizer, tmp_path / "own", info.info)
+    again, again_norm, again_info = load_teacher(tmp_path / "own")
+    np.testing.assert_array_equal(act(again, again_norm, obs), act(teacher, normalizer, obs))
+    assert again_info.sha256 == info.sha256
+
+
+def test_rsl_rl_without_normalizer(tmp_path):
+    runner = rsl_rl_runner("scalar", obs_normalization=False)
+    runner.save(str(tmp_path / "model.pt"))
+    teacher, normalizer, _ = import_rsl_rl(tmp_path / "model.pt")
+    assert normalizer is None
+    obs = np.random.default_rng(2).normal(size=(16, 5))
+    np.testing.assert_allclose(act(teacher, None, obs), rsl_rl_reference(runner, obs)[0], atol=ATOL, rtol=0)
+
+
+@pytest.mark.parametrize("normalizer_location", ["in_model", "top_level"])
+def test_legacy_actor_critic_layout_is_imported(tmp_path, normalizer_location):
+    """The older ActorCritic layout Isaac Lab checkpoints use. rsl-rl-lib 5.5 no longer writes it, so it is
+    assembled from a real runner's tensors with the legacy key names."""
+    runner = rsl_rl_runner("scalar")
+    runner.save(str(tmp_path / "new.pt"))
+    actor = torch.load(tmp_path / "new.pt", weights_only=True)["actor_state_dict"]
+    model = {k.replace("mlp.", "actor."): v for k, v in actor.items() if k.startswith("mlp.")}
+    model["std"] = actor["distribution.std_param"]
+    model["critic.0.weight"] = torch.zeros(16, 5)
+    norm = {k[len("obs_normalizer."):]: v for k, v in actor.items() if k.startswith("obs_normalizer.")}
+    legacy = {"model_state_dict": model, "optimizer_state_dict": {}, "iter": 2, "infos": None}
+    if normalizer_location == "in_model":
+        model.update({f"actor_obs_normalizer.{k}": v for k, v in norm.items()})
+    else:
+        legacy["obs_norm_state_dict"] = norm
+    torch.save(legacy, tmp_path / "legacy.pt")
+    teacher, normalizer, info = import_rsl_rl(tmp_path / "legacy.pt")
+    assert info.info["layout"] == "ActorCritic model_state_dict"
+    obs = np.random.default_rng(3).normal(size=(32, 5)) * 4
+    np.testing.assert_allclose(act(teacher, normalizer, obs), rsl_rl_reference(runner, obs)[0], atol=ATOL, rtol=0)
+
+
+class Payload:
+    """An arbitrary object in a checkpoint: importing must refuse rather than unpickle it."""
+
+    def __init__(self) -> None:
+        self.note = "not a tensor"
+
+
+def test_checkpoint_with_arbitrary_objects_is_refused(tmp_path):
+    torch.save({"actor_state_dict": {}, "infos": Payload()}, tmp_path / "evil.pt")
+    with pytest.raises(TeacherImportError, match="refusing to unpickle"):
+        import_rsl_rl(tmp_path / "evil.pt")
+    torch.save({"something": torch.zeros(1)}, tmp_path / "other.pt")
+    with pytest.raises(TeacherImportError, match="actor_state_dict"):
+        import_rsl_rl(tmp_path / "other.pt")
+    with pytest.raises(TeacherImportError, match="unknown activation"):
+        import_rsl_rl(tmp_path / "other.pt", activation="sin")
+
+
+# ------------------------------------------------------------------------------ Stable-Baselines3
+
+def pendulum_obs(n: int, seed: int) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    theta = rng.uniform(-np.pi, np.pi, n)
+    return np.stack([np.cos(theta), np.sin(theta), rng.uniform(-8, 8, n)], axis=1).astype(np.float32)
+
+
+def sb3_policy_actions(model, obs: np.ndarray) -> np.ndarray:
+    with torch.no_grad():
+        return model.policy._predict(torch.as_tensor(obs), deterministic=True).numpy()
+
+
+@pytest.mark.parametrize("policy_kwargs, activation", [
+    (None, "tanh"),
+    ({"net_arch": {"pi": [32, 16], "vf": [8]}, "activation_fn": torch.nn.ReLU}, "relu"),
+])
+def test_sb3_ppo_import_reproduces_actions(tmp_path, policy_kwargs, activation):
+    from stable_baselines3 import PPO
+    model = PPO("MlpPolicy", "Pendulum-v1", n_steps=64, batch_size=32, n_epochs=1, seed=0, device="cpu",
+                policy_kwargs=policy_kwargs)
+    model.learn(64)
+    model.save(tmp_path / "ppo.zip")
+    teacher, normalizer, info = import_sb3(tmp_path / "ppo.zip")
+    assert normalizer is None and info.architecture.activation == activation
+    obs = pendulum_obs(64, seed=4)
+    ours = act(teacher, None, obs)
+    np.testing.assert_allclose(ours, sb3_policy_actions(model, obs), atol=ATOL, rtol=0)
+    low, high = np.array(info.info["action_low"]), np.array(info.info["action_high"])
+    assert info.info["sb3_action_postprocess"] == "clip"
+    predicted, _ = model.predict(obs, deterministic=True)
+    np.testing.assert_allclose(np.clip(ours, low, high), predicted, atol=ATOL, rtol=0)
+    with torch.no_grad():
+        std = teacher(torch.as_tensor(obs)).log_std.exp()
+    np.testing.assert_allclose(std.numpy()[0], model.policy.log_std.exp().detach().numpy(), rtol=1e-6)
+
+
+def test_sb3_sac_import_reproduces_squashed_actions(tmp_path):
+    from stable_baselines3 import SAC
+    model = SAC("MlpPolicy", "Pendulum-v1", learning_starts=16, batch_size=16, seed=0, device="cpu",
+                policy_kwargs={"net_arch": [24, 24]})
+    model.learn(40)
+    model.save(tmp_path / "sac.zip")
+    teacher, _, info = import_sb3(tmp_path / "sac.zip")
+    assert teacher.squash_output and info.info["algorithm"] == "sac"
+    obs = pendulum_obs(64, seed=5)
+    ours = act(teacher, None, obs)
+    np.testing.assert_allclose(ours, sb3_policy_actions(model, obs), atol=ATOL, rtol=0)
+    assert np.all(np.abs(ours) <= 1.0)
+    low, high = np.array(info.info["action_low"]), np.array(info.info["action_high"])
+    predicted, _ = model.predict(obs, deterministic=True)
+    np.testing.assert_allclose(low + 0.5 * (ours + 1.0) * (high - low), predicted, atol=2 * ATOL, rtol=0)
+    with torch.no_grad():
+        mean, log_std, _ = model.actor.get_action_dist_params(torch.as_tensor(obs))
+        out = teacher(torch.as_tensor(obs))
+    np.testing.assert_allclose(out.mean.numpy(), mean.numpy(), atol=ATOL, rtol=0)
+    np.testing.assert_allclose(out.log_std.numpy(), log_std.numpy(), atol=ATOL, rtol=0)
+
+
+def test_sb3_vecnormalize_statistics_are_imported(tmp_path):
+    import gymnasium as gym
+    from stable_baselines3 import PPO
+    from stable_baselines3.common.vec_env import DummyVecEnv, VecNormalize
+    venv = VecNormalize(DummyVecEnv([lambda: gym.make("Pendulum-v1")]), clip_obs=2.5)
+    venv.seed(0)
+    model = PPO("MlpPolicy", venv, n_steps=64, batch_size=32, n_epochs=1, seed=0, device="cpu")
+    model.learn(128)
+    model.save(tmp_path / "ppo.zip")
+    venv.save(str(tmp_path / "vecnormalize.pkl"))
+    teacher, normalizer, info = import_sb3(tmp_path / "ppo.zip", vecnormalize_path=tmp_path / "vecnormalize.pkl")
+    assert normalizer.config.eps_placement == "var" and normalizer.config.clip == 2.5
+    assert float(normalizer.count) > 100
+    obs = pendulum_obs(64, seed=6)
+    obs[:4, 2] = 50.0  # far out: exercises the clip
+    expected = sb3_policy_actions(model, venv.normalize_obs(obs).astype(np.float32))
+    np.testing.assert_allclose(act(teacher, normalizer, obs), expected, atol=ATOL, rtol=0)
+    venv.close()
+
+
+class _Exploit:
+    def __init__(self, marker: str) -> None:
+        self.marker = marker
+
+    def __reduce__(self):
+        return (open, (self.marker, "w"))
+
+
+def test_vecnormalize_loader_refuses_foreign_globals_without_running_them(tmp_path):
+    marker = tmp_path / "pwned"
+    (tmp_path / "evil.pkl").write_bytes(pickle.dumps({"obs_rms": _Exploit(str(marker))}))
+    with pytest.raises(TeacherImportError, match="builtins.open is not allowed|io.open is not allowed"):
+        load_vecnormalize(tmp_path / "evil.pkl")
+    assert not marker.exists()
+
+
+def test_sb3_bad_inputs_are_named(tmp_path):
+    (tmp_path / "junk.zip").write_bytes(b"not a zip")
+    with pytest.raises(TeacherImportError, match="not a zip"):
+        import_sb3(tmp_path / "junk.zip")
+    with zipfile.ZipFile(tmp_path / "empty.zip", "w") as archive:
+        archive.writestr("data", "{}")
+    with pytest.raises(TeacherImportError, match="policy.pth"):
+        import_sb3(tmp_path / "empty.zip")
