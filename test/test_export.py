@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import onnx
 import pytest
@@ -118,3 +120,86 @@ def test_export_config_validation():
     with pytest.raises(ValueError, match=">= 18"):
         ExportConfig(exporter="dynamo", opset=17)
     assert ExportConfig().opset == 17 and ExportConfig(exporter="dynamo").opset == 18
+
+
+# ------------------------------------------------------------------ full export with metadata (needs core)
+
+SPEC = {
+    "observation": {
+        "history_length": 1,
+        "terms": [
+            {"name": "joint_pos", "topic": "joint_states", "field": "position", "joints": ["hip", "knee"]},
+            {"name": "joint_vel", "topic": "joint_states", "field": "velocity", "joints": ["hip", "knee"],
+             "scale": 0.1},
+            {"name": "base_ang_vel", "topic": "imu", "field": "angular_velocity", "size": 3},
+            {"name": "last_action", "kind": "last_action"},
+        ],
+    },
+    "action": {"joints": ["hip", "knee"], "scale": 1.0, "offset": [0.0, 0.0], "lower": [-1.0, -1.0],
+               "upper": [1.0, 1.0]},
+    "rate_hz": 50.0,
+}
+SPEC_OBS, SPEC_ACT = 9, 2
+
+
+def spec_metadata():
+    policy_file = pytest.importorskip("policy_distill_ros.core.policy_file")
+    return policy_file, policy_file.PolicyMetadata.from_props({
+        "policy_distill_ros.format": "1",
+        "observation_spec": json.dumps(SPEC["observation"]),
+        "action_spec": json.dumps(SPEC["action"]),
+        "rate_hz": json.dumps(SPEC["rate_hz"]),
+        "history_layout": "oldest_first_term_major",
+        "recurrent_state": json.dumps([]),
+        "provenance": json.dumps({"teacher_hash": "abc123", "dataset": "unit-test", "losses": {"bc_weight": 1.0},
+                                  "metrics": {}}),
+    })
+
+
+@pytest.mark.parametrize("kind", ["mlp", "gru"])
+def test_export_policy_writes_a_file_core_loads_with_parity_in_provenance(tmp_path, kind):
+    policy_file, meta = spec_metadata()
+    torch.manual_seed(9)
+    student = build_student(StudentConfig(kind=kind, obs_size=SPEC_OBS, action_size=SPEC_ACT, hidden_sizes=(16,),
+                                          gru_hidden_size=8))
+    norm = EmpiricalNormalizer(NormalizerConfig(size=SPEC_OBS))
+    norm.update(torch.randn(200, SPEC_OBS) * 2 + 1)
+    samples = torch.randn(16, SPEC_OBS)
+    report = export_policy(student, norm, meta, tmp_path / "student.onnx", samples)
+    assert report.passed and report.max_abs_error <= 1e-5
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["student.onnx"]
+    stored = policy_file.read_metadata(tmp_path / "student.onnx")
+    assert stored.provenance["metrics"]["onnx_parity"]["max_abs_error"] == pytest.approx(report.max_abs_error)
+    assert stored.provenance["teacher_hash"] == "abc123"
+    if kind == "gru":
+        assert stored.recurrent_state == [{"input": "h_in", "output": "h_out", "shape": [1, 1, 8]}]
+    policy = policy_file.OnnxPolicy(tmp_path / "student.onnx")
+    module = inference_module(student, norm)
+    hidden = module.student.initial_state(1) if kind == "gru" else None
+    for row in torch.randn(5, SPEC_OBS) * 3:
+        with torch.no_grad():
+            if kind == "gru":
+                expected, hidden = module(row.reshape(1, -1), hidden)
+            else:
+                expected = module(row.reshape(1, -1))
+        got = np.asarray(policy.policy(row.numpy())).reshape(-1)
+        np.testing.assert_allclose(got, expected.numpy().reshape(-1), atol=1e-5, rtol=0)
+
+
+def test_attach_metadata_is_read_back_by_onnxruntime():
+    import onnxruntime as ort
+
+    from policy_distill_ros.training.export import attach_metadata
+
+    class Props:
+        def to_props(self):
+            return {"policy_distill_ros.format": "1", "rate_hz": "50.0"}
+
+    student, norm = make_student("mlp")
+    model, _ = export_onnx(inference_module(student, norm), sample_obs()[:1], ExportConfig())
+    entry = model.metadata_props.add()
+    entry.key, entry.value = "rate_hz", "stale"
+    tagged = attach_metadata(model, Props())
+    session = ort.InferenceSession(tagged.SerializeToString(), providers=["CPUExecutionProvider"])
+    assert session.get_modelmeta().custom_metadata_map == {"policy_distill_ros.format": "1", "rate_hz": "50.0"}
+    assert len(model.metadata_props) == 1  # the input model is not modified

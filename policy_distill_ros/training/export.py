@@ -243,9 +243,29 @@ def _with_export_facts(meta, report: ParityReport, recurrent_state: list[dict]):
     return dataclasses.replace(meta, **changes)
 
 
+def attach_metadata(model: onnx.ModelProto, meta) -> onnx.ModelProto:
+    """Copy of ``model`` whose ``metadata_props`` are ``meta.to_props()`` (replacing same-named keys)."""
+    props = meta.to_props()
+    out = onnx.ModelProto()
+    out.CopyFrom(model)
+    kept = [(p.key, p.value) for p in out.metadata_props if p.key not in props]
+    del out.metadata_props[:]
+    for key, value in kept + sorted(props.items()):
+        entry = out.metadata_props.add()
+        entry.key, entry.value = key, value
+    return out
+
+
 def _write_policy(model: onnx.ModelProto, meta, path: Path) -> None:
-    from policy_distill_ros.core.policy_file import save_policy
-    save_policy(model, meta, path)
+    """core's ``save_policy`` when it provides one (contract), else attach the props and write here."""
+    try:
+        from policy_distill_ros.core.policy_file import save_policy
+    except ImportError:
+        save_policy = None
+    if save_policy is not None:
+        save_policy(model, meta, path)
+        return
+    path.write_bytes(attach_metadata(model, meta).SerializeToString())
 
 
 def _load_check(path: Path) -> None:
