@@ -183,7 +183,9 @@ class ActionPublisher:
         self._echo.name = list(self._names)
         self._node = node
 
-    def publish(self, command: np.ndarray, stamp_s: float, fallback: bool = False) -> None:
+    def publish(self, command: np.ndarray, stamp, fallback: bool = False) -> None:
+        """`stamp`: the input's own builtin_interfaces/Time (copied exactly, so echoes join
+        inputs by exact stamp), or float seconds when there is no input message."""
         values = np.asarray(command, dtype=np.float64).reshape(-1)
         if values.shape[0] != len(self._names):
             raise ValueError(f"command has {values.shape[0]} values, action spec has "
@@ -192,7 +194,10 @@ class ActionPublisher:
             raise ValueError("refusing to publish a non-finite command")
         data = array.array("d", values.tobytes())
         self._command.data = data
-        s_to_stamp(stamp_s, self._echo.header.stamp)
+        if isinstance(stamp, float):
+            s_to_stamp(stamp, self._echo.header.stamp)
+        else:
+            self._echo.header.stamp.sec, self._echo.header.stamp.nanosec = stamp.sec, stamp.nanosec
         self._echo.header.frame_id = self.FALLBACK_FRAME if fallback else ""
         self._echo.position = data
         self._command_pub.publish(self._command)

@@ -115,6 +115,7 @@ class StudentNode(LifecycleNode):
         self._timer = None
         self._active = False
         self._last_stamp: Dict[str, float] = {}
+        self._newest = None  # (seconds, builtin_interfaces/Time) of the newest input stamp
         self._tick_lock = threading.Lock()
         self.deadline_misses = 0
         self.ticks = 0
@@ -176,6 +177,7 @@ class StudentNode(LifecycleNode):
         self._out = ActionPublisher(self, action.joints)
         self._asm.set_last_action(self._fallback.command())
         self._last_stamp = {}
+        self._newest = None
 
     def on_activate(self, state: LifecycleState) -> TransitionCallbackReturn:
         self._faults = FaultTracker()
@@ -257,8 +259,11 @@ class StudentNode(LifecycleNode):
                 self._asm.reset()
                 self._asm.set_last_action(self._fallback.command())
                 self._last_stamp.clear()
+                self._newest = None
             if stamp is not None:
                 self._last_stamp[topic] = stamp
+                if self._newest is None or stamp >= self._newest[0]:
+                    self._newest = (stamp, entry.msg.header.stamp)
             self._asm.on_message(topic, entry.msg, entry.receive_s)
         command = getattr(self, "_pending_command", None)
         if command is not None:
@@ -270,30 +275,14 @@ class StudentNode(LifecycleNode):
             if not self._active or self._out is None:
                 return
             started = time.perf_counter()
-            now_s = self._now_s()
-            self._feed_inputs()
-            obs = self._asm.build(now_s)
-            policy = self._policy  # one read: a hot reload swaps this reference between ticks
-            fault = self._check_inputs(obs)
-            command = None
-            if fault is None:
+            try:
+                self._control_step()
+            except Exception as exc:  # noqa: BLE001 - the loop must outlive any bug
+                self._report("policy", ("internal", f"control tick failed: {exc!r}"))
                 try:
-                    raw = policy(obs.vector)
-                except Exception as exc:  # noqa: BLE001 - any runtime failure -> fallback
-                    fault = ("inference", f"inference failed: {exc}")
-                else:
-                    try:
-                        command = self._spec.action.postprocess(raw)
-                    except ValueError as exc:
-                        fault = ("action", f"policy output rejected: {exc}")
-            self._report("policy", fault)
-            if command is None:
-                command = self._fallback.command()
-            else:
-                self._fallback.remember_safe(command)
-            stamp_s = obs.stamp_s if obs.stamp_s is not None else now_s
-            self._out.publish(command, stamp_s, fallback=fault is not None)
-            self._asm.set_last_action(command)
+                    self._out.publish(self._fallback.command(), self._now_s(), fallback=True)
+                except Exception:  # noqa: BLE001 - nothing safer left to do
+                    pass
             self.ticks += 1
             took_s = time.perf_counter() - started
             if took_s > self._deadline_s:
@@ -303,6 +292,39 @@ class StudentNode(LifecycleNode):
                                           f"#{self.deadline_misses})"))
             else:
                 self._report("deadline", None)
+
+    def _control_step(self) -> None:
+        now_s = self._now_s()
+        self._feed_inputs()
+        obs = self._asm.build(now_s)
+        policy = self._policy  # one read: a hot reload swaps this reference between ticks
+        fault = self._check_inputs(obs)
+        command = None
+        if fault is None:
+            try:
+                raw = policy(obs.vector)
+            except Exception as exc:  # noqa: BLE001 - any runtime failure -> fallback
+                fault = ("inference", f"inference failed: {exc}")
+            else:
+                try:
+                    command = self._spec.action.postprocess(raw)
+                except ValueError as exc:
+                    fault = ("action", f"policy output rejected: {exc}")
+        self._report("policy", fault)
+        if command is None:
+            command = self._fallback.command()
+        else:
+            self._fallback.remember_safe(command)
+        self._out.publish(command, self._echo_stamp(obs.stamp_s, now_s), fallback=fault is not None)
+        self._asm.set_last_action(command)
+
+    def _echo_stamp(self, stamp_s: Optional[float], now_s: float):
+        """The stamp rule: the newest input's own Time message (exact), else now."""
+        if stamp_s is None:
+            return now_s
+        if self._newest is not None and abs(self._newest[0] - stamp_s) < 1e-6:
+            return self._newest[1]
+        return float(stamp_s)
 
     def _check_inputs(self, obs):
         if obs.problem:
@@ -316,8 +338,10 @@ class StudentNode(LifecycleNode):
     def _report(self, channel: str, fault) -> None:
         """Log a fault once when it starts and once when it clears (core FaultTracker)."""
         for level, text in self._faults.update(channel, fault):
-            log = self.get_logger()
-            (log.error if level == "error" else log.info)(text)
+            if level == "error":  # two call sites: rclpy fixes a call site's severity
+                self.get_logger().error(text)
+            else:
+                self.get_logger().info(text)
 
     # ---- hot reload ------------------------------------------------------------------------
     def _on_set_parameters(self, params) -> SetParametersResult:
@@ -369,8 +393,9 @@ class _AdminNode:
 
     def __init__(self, student: StudentNode) -> None:
         self._student = student
+        # use_global_arguments=False: a `__node:=` remap of the process must not rename it too
         self._node = Node(f"_{student.get_name()}_admin", namespace=student.get_namespace(),
-                          context=student.context)
+                          context=student.context, use_global_arguments=False)
         service_name = student.get_fully_qualified_name().rstrip("/") + "/reload"
         self._node.create_service(Trigger, service_name, self._on_reload)
         self._executor = SingleThreadedExecutor(context=student.context)

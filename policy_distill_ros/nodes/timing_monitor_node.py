@@ -204,8 +204,10 @@ class TimingMonitorNode(Node):
         except Exception as exc:  # noqa: BLE001 - reported, never fatal
             self.get_logger().error(f"deactivate request failed: {exc}")
             return
-        log = self.get_logger()
-        (log.warning if ok else log.error)(f"student deactivate {'done' if ok else 'refused'}")
+        if ok:
+            self.get_logger().warning("student deactivated")
+        else:
+            self.get_logger().error("student refused to deactivate")
 
     # ---- reporting -------------------------------------------------------------------------
     def _publish_diagnostics(self) -> None:

@@ -1,0 +1,155 @@
+"""Test-side ROS peer for the policy-node end-to-end tests: fake robot sensors, recorded outputs.
+
+Runs a real rclpy node in the test process (its own executor thread) that publishes JointState
+(names in a shuffled order, extra joints included) and Imu with stamps it remembers, and records
+everything the nodes under test publish. Nothing here reuses the package's node code paths.
+"""
+from __future__ import annotations
+
+import threading
+import time
+from typing import Callable, Dict, List, Sequence
+
+import numpy as np
+import rclpy
+from diagnostic_msgs.msg import DiagnosticArray
+from rclpy.executors import SingleThreadedExecutor
+from rclpy.qos import (DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPolicy)
+from sensor_msgs.msg import Imu, JointState
+from std_msgs.msg import Float64, Float64MultiArray
+
+BEST_EFFORT = QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=1,
+                         reliability=ReliabilityPolicy.BEST_EFFORT)
+RECORD = QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=1000,
+                    reliability=ReliabilityPolicy.RELIABLE)
+LATCHED = QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=1,
+                     reliability=ReliabilityPolicy.RELIABLE,
+                     durability=DurabilityPolicy.TRANSIENT_LOCAL)
+
+
+def wait_until(predicate: Callable[[], bool], timeout_s: float, what: str,
+               period_s: float = 0.02) -> None:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if predicate():
+            return
+        time.sleep(period_s)
+    raise AssertionError(f"timed out after {timeout_s:g} s waiting for {what}")
+
+
+class RobotPeer:
+    """Publishes sensors at `rate_hz` from a timer; records commands, echoes, diagnostics."""
+
+    def __init__(self, joint_order: Sequence[str], rate_hz: float = 100.0,
+                 namespace: str = "") -> None:
+        self.node = rclpy.create_node("robot_peer", namespace=namespace)
+        self.joint_order = list(joint_order)
+        self.position = np.zeros(len(joint_order))
+        self.velocity = np.zeros(len(joint_order))
+        self.angular_velocity = np.zeros(3)
+        self.publish_joints = True
+        self.publish_imu = True
+        self.stamp_offset_s = 0.0
+        self.sent_stamps: List[tuple] = []   # (sec, nanosec) of every sensor publication
+        self.lock = threading.Lock()
+        self.commands: List[tuple] = []      # (receive_s, data)
+        self.echoes: List[JointState] = []
+        self.diagnostics: List[DiagnosticArray] = []
+        self.floats: Dict[str, List[float]] = {}
+        self._js_pub = self.node.create_publisher(JointState, "joint_states", BEST_EFFORT)
+        self._imu_pub = self.node.create_publisher(Imu, "imu", BEST_EFFORT)
+        self.node.create_subscription(Float64MultiArray, "policy_command", self._on_command,
+                                      RECORD)
+        self.node.create_subscription(JointState, "policy_action", self._on_echo, RECORD)
+        self.node.create_subscription(DiagnosticArray, "/diagnostics", self._on_diag, RECORD)
+        self.node.create_timer(1.0 / rate_hz, self._publish)
+        self.executor = SingleThreadedExecutor()
+        self.executor.add_node(self.node)
+        self._thread = threading.Thread(target=self.executor.spin, daemon=True)
+        self._thread.start()
+
+    def now_s(self) -> float:
+        return self.node.get_clock().now().nanoseconds * 1e-9
+
+    def _publish(self) -> None:
+        stamp_ns = self.node.get_clock().now().nanoseconds + int(self.stamp_offset_s * 1e9)
+        sec, nanosec = divmod(stamp_ns, 1_000_000_000)
+        if self.publish_joints:
+            msg = JointState(name=self.joint_order, position=self.position.tolist(),
+                             velocity=self.velocity.tolist())
+            msg.header.stamp.sec, msg.header.stamp.nanosec = sec, nanosec
+            self._js_pub.publish(msg)
+        if self.publish_imu:
+            imu = Imu()
+            imu.header.stamp.sec, imu.header.stamp.nanosec = sec, nanosec
+            imu.angular_velocity.x, imu.angular_velocity.y, imu.angular_velocity.z = \
+                (float(v) for v in self.angular_velocity)
+            imu.orientation.w = 1.0
+            self._imu_pub.publish(imu)
+        if self.publish_joints or self.publish_imu:
+            with self.lock:
+                self.sent_stamps.append((sec, nanosec))
+
+    def _on_command(self, msg: Float64MultiArray) -> None:
+        with self.lock:
+            self.commands.append((self.now_s(), np.array(msg.data)))
+
+    def _on_echo(self, msg: JointState) -> None:
+        with self.lock:
+            self.echoes.append(msg)
+
+    def _on_diag(self, msg: DiagnosticArray) -> None:
+        with self.lock:
+            self.diagnostics.append(msg)
+
+    def record_floats(self, topic: str) -> None:
+        self.floats[topic] = []
+        self.node.create_subscription(Float64, topic,
+                                      lambda m: self.floats[topic].append(m.data), RECORD)
+
+    def echo_count(self) -> int:
+        with self.lock:
+            return len(self.echoes)
+
+    def echoes_since(self, index: int) -> List[JointState]:
+        with self.lock:
+            return list(self.echoes[index:])
+
+    def call(self, srv_type, name: str, request, timeout_s: float = 15.0):
+        client = self.node.create_client(srv_type, name)
+        try:
+            wait_until(client.service_is_ready, timeout_s, f"service {name}")
+            future = client.call_async(request)
+            wait_until(future.done, timeout_s, f"response of {name}")
+            return future.result()
+        finally:
+            self.node.destroy_client(client)
+
+    def publisher(self, msg_type, topic: str, qos=LATCHED):
+        return self.node.create_publisher(msg_type, topic, qos)
+
+    def close(self) -> None:
+        self.executor.shutdown(timeout_sec=2.0)
+        self._thread.join(timeout=2.0)
+        self.node.destroy_node()
+
+
+def echo_stamp_s(msg: JointState) -> float:
+    return msg.header.stamp.sec + msg.header.stamp.nanosec * 1e-9
+
+
+def echo_stamp(msg: JointState) -> tuple:
+    return (msg.header.stamp.sec, msg.header.stamp.nanosec)
+
+
+def is_fallback(msg: JointState) -> bool:
+    return msg.header.frame_id == "fallback"
+
+
+def wait_for_log(proc_node, text: str, timeout_s: float = 10.0) -> str:
+    wait_until(lambda: text in proc_node.read_log(), timeout_s, f"log line {text!r}")
+    return proc_node.read_log()
+
+
+__all__ = ["RobotPeer", "wait_until", "echo_stamp_s", "echo_stamp", "is_fallback", "wait_for_log",
+           "BEST_EFFORT", "RECORD", "LATCHED"]
