@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import os
 import sys
+import time
 from dataclasses import dataclass
 from typing import Dict, Optional
 
@@ -35,6 +36,8 @@ from policy_distill_ros.nodes.ros_common import SENSOR_QOS, declare, spin_node, 
 ECHO_QOS = QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=20,
                       reliability=ReliabilityPolicy.RELIABLE)
 DIAGNOSTICS_PERIOD_S = 1.0
+# A SIGKILLed student's service still looks ready until its DDS lease expires: bound the wait.
+DEACTIVATE_TIMEOUT_S = 2.0
 
 
 @dataclass
@@ -129,7 +132,7 @@ class TimingMonitorNode(Node):
                                       "fallback command can be published")
         self._ages: Dict[str, float] = {}
         self._deactivate_requested = False
-        self._last_level = None
+        self._pending_deactivate = None  # (future, sent_s)
         self.create_subscription(JointState, "policy_action", self._on_action, ECHO_QOS)
         for topic in self.cfg.topics:
             self.create_subscription(message_type_for(topic), topic,
@@ -157,7 +160,7 @@ class TimingMonitorNode(Node):
         latency_s = now_s - stamp_to_s(msg.header.stamp)
         self.latency.add(latency_s)
         self.period.add(now_s)
-        if self.deadline.on_event(now_s) and self._deactivate_requested is not None:
+        if self.deadline.on_event(now_s):
             self.get_logger().info("actions resumed: deadline met again, fallback stopped")
         self._deactivate_requested = False
         self._latency_pub.publish(Float64(data=latency_s * 1e3))
@@ -185,20 +188,38 @@ class TimingMonitorNode(Node):
                 and not self._deactivate_requested:
             self._deactivate_requested = True
             self._request_deactivate()
+        self._expire_deactivate_request()
 
     def _request_deactivate(self) -> None:
         name = self._lifecycle.srv_name
         if not self._lifecycle.service_is_ready():
-            self.get_logger().error(f"{self.deadline.consecutive} consecutive misses; cannot "
+            self.get_logger().error(f"{self.deadline.consecutive} consecutive misses; could not "
                                     f"deactivate the student: service {name} is not available")
             return
         self.get_logger().error(f"{self.deadline.consecutive} consecutive misses: asking "
                                 f"{name} to DEACTIVATE")
         request = ChangeState.Request()
         request.transition.id = Transition.TRANSITION_DEACTIVATE
-        self._lifecycle.call_async(request).add_done_callback(self._on_deactivate_done)
+        future = self._lifecycle.call_async(request)
+        future.add_done_callback(self._on_deactivate_done)
+        self._pending_deactivate = (future, time.monotonic())
+
+    def _expire_deactivate_request(self) -> None:
+        if self._pending_deactivate is None:
+            return
+        future, sent_s = self._pending_deactivate
+        if future.done():
+            self._pending_deactivate = None
+        elif time.monotonic() - sent_s > DEACTIVATE_TIMEOUT_S:
+            self._pending_deactivate = None
+            self._lifecycle.remove_pending_request(future)
+            future.cancel()
+            self.get_logger().error(f"could not deactivate the student: no answer from "
+                                    f"{self._lifecycle.srv_name} within {DEACTIVATE_TIMEOUT_S:g} s")
 
     def _on_deactivate_done(self, future) -> None:
+        if future.cancelled():
+            return
         try:
             ok = future.result().success
         except Exception as exc:  # noqa: BLE001 - reported, never fatal
