@@ -29,9 +29,11 @@ class BaselineNode(Node):
         self.joints = self.declare_parameter("joints", "j0").value.split(",")
         hidden = [int(h) for h in self.declare_parameter("hidden", "256,128").value.split(",")]
         self.history_length = self.declare_parameter("history_length", 3).value
-        torch.set_num_threads(self.declare_parameter("torch_threads", 1).value)
+        threads = self.declare_parameter("torch_threads", 0).value  # 0: torch's default
+        if threads > 0:
+            torch.set_num_threads(threads)
         n = len(self.joints)
-        step_size = n + n + 3 + 4 + n  # pos, vel, ang vel, orientation, last action
+        step_size = n + n + 3 + 4 + 3 + n  # pos, vel, ang vel, orientation, command, action
         layers, width = [], step_size * self.history_length
         for h in hidden:
             layers += [torch.nn.Linear(width, h), torch.nn.ELU()]
@@ -40,6 +42,7 @@ class BaselineNode(Node):
         self.net = torch.nn.Sequential(*layers).eval()
         self.history = collections.deque(maxlen=self.history_length)
         self.last_action = np.zeros(n)
+        self.command = np.zeros(3)  # velocity command term (no operator in the benchmark)
         self.imu = None
         self.command_pub = self.create_publisher(Float64MultiArray, "policy_command", COMMAND_QOS)
         self.echo_pub = self.create_publisher(JointState, "policy_action", COMMAND_QOS)
@@ -55,7 +58,8 @@ class BaselineNode(Node):
         index = [msg.name.index(j) for j in self.joints]
         w, o = self.imu.angular_velocity, self.imu.orientation
         step = np.concatenate([np.array(msg.position)[index], np.array(msg.velocity)[index],
-                               [w.x, w.y, w.z], [o.x, o.y, o.z, o.w], self.last_action])
+                               [w.x, w.y, w.z], [o.x, o.y, o.z, o.w], self.command,
+                               self.last_action])
         self.history.append(step)
         while len(self.history) < self.history_length:
             self.history.appendleft(step)

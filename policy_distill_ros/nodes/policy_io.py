@@ -7,6 +7,7 @@ on another thread never waits for, or races with, message parsing.
 from __future__ import annotations
 
 import array
+import contextlib
 import threading
 from dataclasses import dataclass
 from typing import Callable, Dict, Iterable, List, Mapping, Optional, Sequence, Tuple
@@ -14,7 +15,9 @@ from typing import Callable, Dict, Iterable, List, Mapping, Optional, Sequence, 
 import numpy as np
 from geometry_msgs.msg import TwistStamped
 from nav_msgs.msg import Odometry
+from rclpy.executors import SingleThreadedExecutor
 from rclpy.node import Node
+from rclpy.parameter import Parameter
 from sensor_msgs.msg import Imu, JointState
 from std_msgs.msg import Float64MultiArray, MultiArrayDimension
 
@@ -241,3 +244,95 @@ class FallbackCommand:
         if self._lower is not None and self._upper is not None:
             value = np.clip(value, self._lower, self._upper)
         return np.array(value, dtype=np.float64)
+
+
+class PolicyIo:
+    """A policy node's hot path (sensor subscriptions, command + echo publishers) on a hidden
+    helper node `_<owner>_io`, served by its own thread.
+
+    Why: rclpy's executor rebuilds its wait set in Python on every wake-up, over every entity of
+    the node; a lifecycle node with parameter and lifecycle services made each sensor message
+    pay for ~15 idle services (profiled: the executor loop was the largest cost per message).
+    The helper carries only the hot path and its thread waits on just these subscriptions
+    (rclpy's own wait-set binding, as `rclpy.wait_for_message` uses it; the executor is the
+    fallback where that binding differs). Measured on the benchmark's relay (sensor -> echo,
+    no compute, 500 Hz): executor p50/p99 0.58/0.96 ms, wait-set loop 0.50/0.82 ms.
+    The owner keeps services, parameters and lifecycle, so a slow service call there (a model
+    reload) never delays sensor callbacks. Topic names are resolved through the owner, so
+    remaps given to the owner still apply.
+    """
+
+    WAIT_TIMEOUT_NS = 100_000_000
+
+    def __init__(self, owner: Node, topics: Sequence[str],
+                 on_message: Callable[[str, object], None], joint_names: Sequence[str],
+                 type_overrides: Optional[Mapping[str, str]] = None) -> None:
+        self.node = Node(f"_{owner.get_name()}_io", namespace=owner.get_namespace(),
+                         context=owner.context, use_global_arguments=False,
+                         start_parameter_services=False, enable_rosout=False,
+                         parameter_overrides=[Parameter("start_type_description_service",
+                                                        value=False)])
+        self._on_message = on_message
+        self._topics = list(topics)
+        self.subscriptions = [
+            self.node.create_subscription(message_type_for(topic, type_overrides),
+                                          owner.resolve_topic_name(topic),
+                                          _bind(on_message, topic), SENSOR_QOS)
+            for topic in self._topics]
+        self.out = ActionPublisher(self.node, joint_names,
+                                   command_topic=owner.resolve_topic_name("policy_command"),
+                                   echo_topic=owner.resolve_topic_name("policy_action"))
+        self._stop = threading.Event()
+        self._executor: Optional[SingleThreadedExecutor] = None
+        try:
+            from rclpy.impl.implementation_singleton import rclpy_implementation as _rclpy
+            self._wake = self.node.create_guard_condition(lambda: None)
+            self._wait_set = _rclpy.WaitSet(len(self.subscriptions), 1, 0, 0, 0, 0,
+                                            owner.context.handle)
+            target = self._wait_loop
+        except (ImportError, AttributeError, TypeError):
+            self._executor = SingleThreadedExecutor(context=owner.context)
+            self._executor.add_node(self.node)
+            target = self._spin
+        self._thread = threading.Thread(target=target, daemon=True,
+                                        name=f"{owner.get_name()}_io")
+        self._thread.start()
+
+    def _wait_loop(self) -> None:
+        subs, wait_set = self.subscriptions, self._wait_set
+        try:
+            with contextlib.ExitStack() as stack:  # handles stay valid while we wait on them
+                for sub in subs:
+                    stack.enter_context(sub.handle)
+                stack.enter_context(self._wake.handle)
+                while not self._stop.is_set():
+                    wait_set.clear_entities()
+                    for sub in subs:
+                        wait_set.add_subscription(sub.handle)
+                    wait_set.add_guard_condition(self._wake.handle)
+                    wait_set.wait(self.WAIT_TIMEOUT_NS)
+                    ready = wait_set.get_ready_entities("subscription")
+                    for topic, sub in zip(self._topics, subs):
+                        if sub.handle.pointer in ready:
+                            taken = sub.handle.take_message(sub.msg_type, sub.raw)
+                            if taken is not None:
+                                self._on_message(topic, taken[0])
+        except Exception:  # noqa: BLE001 - context shut down under us: nothing left to serve
+            if not self._stop.is_set():
+                raise
+
+    def _spin(self) -> None:
+        try:
+            self._executor.spin()
+        except Exception:  # noqa: BLE001 - context shut down under us: nothing left to serve
+            pass
+
+    def close(self) -> None:
+        self._stop.set()
+        if self._executor is not None:
+            self._executor.shutdown(timeout_sec=1.0)
+        else:
+            self._wake.trigger()
+        if self._thread is not threading.current_thread():
+            self._thread.join(timeout=2.0)
+        self.node.destroy_node()

@@ -28,9 +28,7 @@ from typing import Dict, Optional
 import numpy as np
 import rclpy
 from rcl_interfaces.msg import SetParametersResult
-from rclpy.executors import SingleThreadedExecutor
 from rclpy.lifecycle import LifecycleNode, LifecycleState, TransitionCallbackReturn
-from rclpy.node import Node
 from std_msgs.msg import String
 from std_srvs.srv import Trigger
 
@@ -40,8 +38,8 @@ from policy_distill_ros.core.observation import ObservationAssembler
 from policy_distill_ros.core.policy_file import OnnxPolicy
 from policy_distill_ros.core.spec import PolicySpec, load_policy_spec
 from policy_distill_ros.nodes.policy_io import (FALLBACK_MODES, ActionPublisher, FallbackCommand,
-                                               InputCache, header_stamp_s, parse_topic_types,
-                                               subscribe_inputs, twist_command)
+                                               InputCache, PolicyIo, header_stamp_s,
+                                               message_type_for, parse_topic_types, twist_command)
 from policy_distill_ros.nodes.ros_common import LATCHED_QOS, SENSOR_QOS, declare, spin_node
 
 TRIGGERS = ("timer", "on_message")
@@ -107,6 +105,7 @@ class StudentNode(LifecycleNode):
         self._policy: Optional[OnnxPolicy] = None
         self._asm: Optional[ObservationAssembler] = None
         self._inputs: Optional[InputCache] = None
+        self._io: Optional[PolicyIo] = None
         self._out: Optional[ActionPublisher] = None
         self._fallback: Optional[FallbackCommand] = None
         self._faults = FaultTracker()
@@ -121,7 +120,9 @@ class StudentNode(LifecycleNode):
         self.ticks = 0
         self._reload_lock = threading.Lock()
         self.add_on_set_parameters_callback(self._on_set_parameters)
-        self._admin = _AdminNode(self)  # `~/reload` served off the control path
+        # Sensor callbacks and the loop run on other threads (PolicyIo, LoopTimer), so a reload
+        # served here never delays them; the load itself runs in a worker thread all the same.
+        self.create_service(Trigger, "~/reload", self._on_reload)
         if autostart:
             if self.trigger_configure() != TransitionCallbackReturn.SUCCESS:
                 raise SystemExit(1)  # a launch file / supervisor sees the failure
@@ -161,7 +162,8 @@ class StudentNode(LifecycleNode):
             raise ValueError(f"trigger_topic {self._trigger_topic!r} is not an input topic of "
                              f"the model ({', '.join(topics)})")
         self._inputs = InputCache(topics)
-        self._subs = subscribe_inputs(self, topics, self._on_input, cfg.type_table)
+        for topic in topics:  # unknown topic types fail here, before anything is created
+            message_type_for(topic, cfg.type_table)
         self._command_term = any(getattr(t, "kind", None) == "command"
                                  for t in spec.observation.terms)
         if self._command_term:
@@ -174,7 +176,8 @@ class StudentNode(LifecycleNode):
         self._fallback = FallbackCommand(cfg.fallback_mode, action.default_pose,
                                          getattr(action, "lower", None),
                                          getattr(action, "upper", None))
-        self._out = ActionPublisher(self, action.joints)
+        self._io = PolicyIo(self, topics, self._on_input, action.joints, cfg.type_table)
+        self._out = self._io.out
         self._asm.set_last_action(self._fallback.command())
         self._last_stamp = {}
         self._newest = None
@@ -221,13 +224,13 @@ class StudentNode(LifecycleNode):
         for sub in self._subs:
             self.destroy_subscription(sub)
         self._subs = []
-        if self._out is not None:
-            self._out.destroy()
-        self._out = self._policy = self._asm = self._inputs = None
+        if self._io is not None:
+            self._io.close()
+        self._io = self._out = self._policy = self._asm = self._inputs = None
 
     def destroy_node(self) -> None:
         self._stop_loop()
-        self._admin.close()
+        self._release()
         super().destroy_node()
 
     # ---- inputs ----------------------------------------------------------------------------
@@ -357,6 +360,15 @@ class StudentNode(LifecycleNode):
             threading.Thread(target=self.reload, args=(msg.data,), daemon=True,
                              name="student_reload").start()
 
+    def _on_reload(self, request: Trigger.Request, response: Trigger.Response):
+        result: list = []
+        worker = threading.Thread(target=lambda: result.append(self.reload()), daemon=True,
+                                  name="student_reload")
+        worker.start()
+        worker.join()
+        response.success, response.message = result[0]
+        return response
+
     def reload(self, path: Optional[str] = None) -> tuple[bool, str]:
         """Load + validate `path` (default: model_path) and swap it in; never on the loop thread.
 
@@ -381,42 +393,6 @@ class StudentNode(LifecycleNode):
             return True, f"reloaded {path}"
         finally:
             self._reload_lock.release()
-
-
-class _AdminNode:
-    """Serves `<student>/reload` from its own executor thread.
-
-    A Trigger response must carry the load result, and loading takes tens of ms: on the
-    student's executor that would hold up input callbacks (inputs would look stale). A hidden
-    helper node in the same process and a second single-threaded executor keep it off that path.
-    """
-
-    def __init__(self, student: StudentNode) -> None:
-        self._student = student
-        # use_global_arguments=False: a `__node:=` remap of the process must not rename it too
-        self._node = Node(f"_{student.get_name()}_admin", namespace=student.get_namespace(),
-                          context=student.context, use_global_arguments=False)
-        service_name = student.get_fully_qualified_name().rstrip("/") + "/reload"
-        self._node.create_service(Trigger, service_name, self._on_reload)
-        self._executor = SingleThreadedExecutor(context=student.context)
-        self._executor.add_node(self._node)
-        self._thread = threading.Thread(target=self._spin, daemon=True, name="student_admin")
-        self._thread.start()
-
-    def _spin(self) -> None:
-        try:
-            self._executor.spin()
-        except Exception:  # noqa: BLE001 - context shut down under us: nothing left to serve
-            pass
-
-    def _on_reload(self, request: Trigger.Request, response: Trigger.Response):
-        response.success, response.message = self._student.reload()
-        return response
-
-    def close(self) -> None:
-        self._executor.shutdown(timeout_sec=1.0)
-        self._thread.join(timeout=2.0)
-        self._node.destroy_node()
 
 
 def main(args=None) -> int:

@@ -1,0 +1,236 @@
+"""Sensor-message-to-action latency: student node (ONNX Runtime) vs a plain rclpy + torch node.
+
+    .venv/bin/python bench/student_latency.py [--duration-s 20] [--rate-hz 500]
+
+Processes, same machine, same run, one policy node at a time: a sensor publisher (JointState for
+12 joints in shuffled order + Imu at --rate-hz, stamped with the wall clock just before
+publishing), the policy node, and a probe that records `receive time - echo.header.stamp` for
+every `policy_action` echo. Both policies: the 12-joint quadruped spec of
+config/robot_example.yaml (obs 138 = 46 x history 3), MLP 138-256-128-12, one thread.
+
+What "latency" means per configuration (honestly different):
+  student on_message  inference in the joint_states callback: message in -> action out
+  student timer       fixed-rate loop thread: adds a sampling delay of 0..1 period on top
+  baseline            inference in the joint_states callback, torch, default executor
+Deadline misses: echo gaps longer than 2 control periods (an action that never came).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import signal
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+LEGS = [f"{leg}_{part}_joint" for leg in ("FL", "FR", "RL", "RR")
+        for part in ("hip", "thigh", "calf")]
+HIDDEN = (256, 128)
+
+
+# ---- roles run as child processes ------------------------------------------------------------
+def run_sensors(rate_hz: float) -> None:
+    """Absolute-time publishing thread so the input stream itself is steady."""
+    import rclpy
+    from sensor_msgs.msg import Imu, JointState
+
+    from policy_distill_ros.nodes.ros_common import SENSOR_QOS
+    rclpy.init()
+    node = rclpy.create_node("bench_sensors")
+    joints_pub = node.create_publisher(JointState, "joint_states", SENSOR_QOS)
+    imu_pub = node.create_publisher(Imu, "imu", SENSOR_QOS)
+    order = list(reversed(LEGS))  # not the spec's order: the node resolves joints by name
+    rng = np.random.default_rng(0)
+    joints = JointState(name=order)
+    imu = Imu()
+    period_s = 1.0 / rate_hz
+    next_s = time.monotonic()
+    try:
+        while rclpy.ok():
+            next_s += period_s
+            delay = next_s - time.monotonic()
+            if delay > 0:
+                time.sleep(delay)
+            joints.position = (0.1 * rng.standard_normal(12)).tolist()
+            joints.velocity = rng.standard_normal(12).tolist()
+            imu.angular_velocity.x, imu.angular_velocity.y, imu.angular_velocity.z = \
+                (float(v) for v in 0.1 * rng.standard_normal(3))
+            imu.orientation.w = 1.0
+            stamp = node.get_clock().now().to_msg()
+            imu.header.stamp = stamp
+            joints.header.stamp = stamp
+            imu_pub.publish(imu)        # the imu first: the joint_states trigger then sees it
+            joints_pub.publish(joints)
+    except KeyboardInterrupt:
+        pass
+    finally:
+        node.destroy_node()
+        rclpy.try_shutdown()
+
+
+def run_probe(out_path: str) -> None:
+    """Records (receive_ns, stamp_ns) of every echo until SIGINT, then writes them."""
+    import rclpy
+    from rclpy.executors import ExternalShutdownException
+    from sensor_msgs.msg import JointState
+
+    from policy_distill_ros.nodes.ros_common import COMMAND_QOS
+    rclpy.init()
+    node = rclpy.create_node("bench_probe")
+    rows = []
+
+    def on_echo(msg: JointState) -> None:
+        now_ns = node.get_clock().now().nanoseconds
+        rows.append((now_ns, msg.header.stamp.sec * 1_000_000_000 + msg.header.stamp.nanosec,
+                     msg.header.frame_id == "fallback"))
+
+    node.create_subscription(JointState, "policy_action", on_echo, COMMAND_QOS)
+    try:
+        rclpy.spin(node)
+    except (KeyboardInterrupt, ExternalShutdownException):
+        pass
+    finally:
+        np.save(out_path, np.array(rows, dtype=np.int64).reshape(-1, 3))
+        node.destroy_node()
+        rclpy.try_shutdown()
+
+
+# ---- orchestration ---------------------------------------------------------------------------
+def start(args: list, env: dict, log_path: str) -> subprocess.Popen:
+    with open(log_path, "w") as log:
+        return subprocess.Popen(args, env=env, stdout=log, stderr=subprocess.STDOUT,
+                                cwd=str(REPO))
+
+
+def stop(proc: subprocess.Popen) -> None:
+    if proc.poll() is None:
+        proc.send_signal(signal.SIGINT)
+        try:
+            proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
+def make_model(path: str, rate_hz: float) -> None:
+    """The student: a random MLP of the benchmark size with the robot spec in its metadata."""
+    import onnx
+    import torch
+
+    from policy_distill_ros.core.policy_file import PolicyMetadata
+    from policy_distill_ros.core.spec import load_policy_spec
+    from policy_distill_ros.training.export import attach_metadata
+    spec = load_policy_spec(str(REPO / "config" / "robot_example.yaml"))
+    layers, width = [], spec.observation.size
+    for h in HIDDEN:
+        layers += [torch.nn.Linear(width, h), torch.nn.ELU()]
+        width = h
+    net = torch.nn.Sequential(*layers, torch.nn.Linear(width, spec.action.size)).eval()
+    onnx_path = path + ".raw"
+    torch.onnx.export(net, torch.zeros(1, spec.observation.size), onnx_path,
+                      input_names=["obs"], output_names=["actions"], dynamo=False)
+    meta = PolicyMetadata(observation_spec=spec.observation, action_spec=spec.action,
+                          rate_hz=rate_hz)
+    onnx.save(attach_metadata(onnx.load(onnx_path), meta), path)
+    os.unlink(onnx_path)
+
+
+def summarize(rows: np.ndarray, rate_hz: float, warmup_s: float) -> dict:
+    if len(rows) == 0:
+        return {"actions": 0}
+    rows = rows[rows[:, 0] > rows[0, 0] + warmup_s * 1e9]
+    latency_ms = (rows[:, 0] - rows[:, 1]) / 1e6
+    gaps_ms = np.diff(rows[:, 0]) / 1e6
+    period_ms = 1e3 / rate_hz
+    return {"actions": int(len(rows)), "fallbacks": int(rows[:, 2].sum()),
+            "p50_ms": float(np.percentile(latency_ms, 50)),
+            "p99_ms": float(np.percentile(latency_ms, 99)),
+            "max_ms": float(latency_ms.max()),
+            "rate_hz": float(1e3 / gaps_ms.mean()),
+            "jitter_ms": float(gaps_ms.std()),
+            "misses": int((gaps_ms > 2 * period_ms).sum())}
+
+
+def run_case(name: str, node_args: list, env: dict, duration_s: float, rate_hz: float,
+             workdir: str) -> dict:
+    out = os.path.join(workdir, f"{name}.npy")
+    probe = start([sys.executable, __file__, "--role", "probe", "--out", out], env,
+                  os.path.join(workdir, f"{name}_probe.log"))
+    node = start(node_args, env, os.path.join(workdir, f"{name}_node.log"))
+    time.sleep(duration_s + 3.0)  # + start-up and discovery (discarded as warm-up)
+    stop(node)
+    stop(probe)
+    result = summarize(np.load(out), rate_hz, warmup_s=3.0)
+    result["log"] = os.path.join(workdir, f"{name}_node.log")
+    return result
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--role", choices=("main", "sensors", "probe"), default="main")
+    parser.add_argument("--out", default="")
+    parser.add_argument("--duration-s", type=float, default=20.0)
+    parser.add_argument("--rate-hz", type=float, default=500.0)
+    parser.add_argument("--cases", default="on_message,timer,baseline")
+    args = parser.parse_args()
+    if args.role == "sensors":
+        return run_sensors(args.rate_hz)
+    if args.role == "probe":
+        return run_probe(args.out)
+
+    workdir = tempfile.mkdtemp(prefix="student_latency_")
+    env = dict(os.environ, PYTHONPATH=str(REPO) + os.pathsep + os.environ.get("PYTHONPATH", ""),
+               ROS_DOMAIN_ID=os.environ.get("ROS_DOMAIN_ID", str(101 + os.getpid() % 100)),
+               ROS_AUTOMATIC_DISCOVERY_RANGE="LOCALHOST")
+    model = os.path.join(workdir, "student.onnx")
+    make_model(model, args.rate_hz)
+    student = [sys.executable, "-m", "policy_distill_ros.nodes.student_node", "--ros-args",
+               "-p", f"model_path:={model}", "-p", f"rate_hz:={args.rate_hz}",
+               "-p", "max_input_age_s:=0.05"]
+    cases = {
+        "on_message": student + ["-p", "trigger:=on_message", "-p", "trigger_topic:=joint_states"],
+        "timer": student + ["-p", "trigger:=timer"],
+        "baseline": [sys.executable, str(REPO / "bench" / "baseline_node.py"), "--ros-args",
+                     "-p", f"joints:={','.join(LEGS)}",
+                     "-p", f"hidden:={','.join(map(str, HIDDEN))}"],
+    }
+    sensors = start([sys.executable, __file__, "--role", "sensors", "--rate-hz",
+                     str(args.rate_hz)], env, os.path.join(workdir, "sensors.log"))
+    results = {}
+    try:
+        for name in args.cases.split(","):
+            print(f"running {name} for {args.duration_s:g} s ...", flush=True)
+            results[name] = run_case(name, cases[name], env, args.duration_s, args.rate_hz,
+                                     workdir)
+    finally:
+        stop(sensors)
+    print(f"\nsensor message -> action echo at {args.rate_hz:g} Hz, {args.duration_s:g} s each "
+          f"(logs in {workdir})")
+    print(f"{'case':<12}{'actions':>8}{'p50 ms':>9}{'p99 ms':>9}{'max ms':>9}{'rate Hz':>9}"
+          f"{'jitter ms':>11}{'misses':>8}{'fallback':>9}")
+    for name, r in results.items():
+        if not r.get("actions"):
+            print(f"{name:<12} no actions received (see {r.get('log')})")
+            continue
+        print(f"{name:<12}{r['actions']:>8}{r['p50_ms']:>9.3f}{r['p99_ms']:>9.3f}"
+              f"{r['max_ms']:>9.3f}{r['rate_hz']:>9.1f}{r['jitter_ms']:>11.3f}{r['misses']:>8}"
+              f"{r['fallbacks']:>9}")
+    base = results.get("baseline", {})
+    for name in ("on_message", "timer"):
+        if base.get("actions") and results.get(name, {}).get("actions"):
+            print(f"p99 ratio baseline / student {name}: "
+                  f"{base['p99_ms'] / results[name]['p99_ms']:.1f}x")
+    print(json.dumps(results))
+
+
+if __name__ == "__main__":
+    main()
