@@ -133,7 +133,8 @@ rclpy.try_shutdown()
 def declared_parameters(executable: str) -> set[str]:
     out = subprocess.run([sys.executable, "-c", _DECLARED_SCRIPT, executable], cwd=str(REPO),
                          capture_output=True, text=True, timeout=120,
-                         env={**os.environ, "PYTHONPATH": str(REPO)})
+                         env={**os.environ, "PYTHONPATH": os.pathsep.join(
+                             filter(None, [str(REPO), os.environ.get("PYTHONPATH")]))})
     assert out.returncode == 0, f"{executable}: {out.stderr[-2000:]}"
     result = json.loads(out.stdout.strip().splitlines()[-1])
     assert result["classes"], f"{executable}: module defines no Node class"
