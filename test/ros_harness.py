@@ -115,13 +115,24 @@ class RobotPeer:
         with self.lock:
             return list(self.echoes[index:])
 
-    def call(self, srv_type, name: str, request, timeout_s: float = 15.0):
+    def call(self, srv_type, name: str, request, timeout_s: float = 15.0,
+             attempt_s: float = 3.0):
+        """Call a service; re-send if unanswered: a client may first match the server of a node
+        that just exited (its discovery data outlives it) and miss the live one."""
         client = self.node.create_client(srv_type, name)
         try:
+            deadline = time.monotonic() + timeout_s
             wait_until(client.service_is_ready, timeout_s, f"service {name}")
-            future = client.call_async(request)
-            wait_until(future.done, timeout_s, f"response of {name}")
-            return future.result()
+            while True:
+                future = client.call_async(request)
+                try:
+                    wait_until(future.done, min(attempt_s, deadline - time.monotonic()),
+                               f"response of {name}")
+                    return future.result()
+                except AssertionError:
+                    client.remove_pending_request(future)
+                    if time.monotonic() >= deadline - 0.1:
+                        raise
         finally:
             self.node.destroy_client(client)
 
