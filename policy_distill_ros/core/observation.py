@@ -1,0 +1,325 @@
+"""Observation vector assembly: messages (or simulator samples) in, policy input vector out.
+
+One implementation for the robot (500 Hz, so the hot path avoids allocations), the embedded
+simulator and the trainer's bag reader. Joints are selected by name through an index map cached
+per distinct name order; bad input never raises here, it becomes the topic's `problem` and the
+last good value is kept, so the caller decides (fallback) with full information.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any, Mapping, Sequence
+
+import numpy as np
+
+from .fields import FieldError, extract, header_stamp_s, names_of
+from .spec import ObservationSpec, ObsTerm
+
+__all__ = ["Observation", "ObservationAssembler"]
+
+_MAX_CACHED_NAME_ORDERS = 32
+
+
+@dataclass(frozen=True)
+class Observation:
+    """Result of one build: the vector and what it is made of.
+
+    stamp_s: newest input stamp among the topics used (header stamp, or receive time for a
+    message without header), None before any input. ages_s: now - receive time of the last good
+    message per topic (inf if none yet). problem: the first problem found, None when all good.
+    """
+
+    vector: np.ndarray
+    stamp_s: float | None
+    ages_s: dict[str, float]
+    problem: str | None
+
+    @property
+    def ok(self) -> bool:
+        return self.problem is None
+
+
+class _TermState:
+    """Per-term constants and scratch space, precomputed once."""
+
+    __slots__ = ("term", "where", "dest", "size", "offset", "scale", "shift", "mult", "clip_lo",
+                 "clip_hi", "scratch", "index_cache", "by_name")
+
+    def __init__(self, term: ObsTerm, dest: np.ndarray):
+        self.term = term
+        self.where = (f"topic '{term.topic}' field '{term.field}' (term '{term.name}')"
+                      if term.topic is not None else f"term '{term.name}'")
+        self.dest = dest  # view into the assembler's current step (float32)
+        self.size = dest.shape[0]
+        self.offset = term.offset_array()
+        self.scale = term.scale_array()
+        self.shift = bool(np.any(self.offset != 0.0))
+        self.mult = bool(np.any(self.scale != 1.0))
+        self.clip_lo, self.clip_hi = term.clip if term.clip is not None else (None, None)
+        self.scratch = np.zeros(self.size, dtype=np.float64)
+        # names tuple -> (index array or None for "take as is", problem or None)
+        self.index_cache: dict[tuple, tuple[np.ndarray | None, str | None]] = {}
+        self.by_name = term.joints if term.joints is not None else term.labels
+
+    def index_for(self, names: Sequence[str]) -> tuple[np.ndarray | None, str | None]:
+        key = tuple(names)
+        hit = self.index_cache.get(key)
+        if hit is not None:
+            return hit
+        position = {n: i for i, n in enumerate(key)}
+        what = "joint" if self.term.joints is not None else "label"
+        missing = [n for n in self.by_name if n not in position]
+        if len(position) != len(key):
+            dup = sorted({n for n in key if key.count(n) > 1})
+            hit = (None, f"{self.where}: duplicate {what} name(s) {dup} in the message")
+        elif missing:
+            hit = (None, f"{self.where}: {what}(s) {missing} missing from the message "
+                         f"(it has {list(key)})")
+        else:
+            idx = np.array([position[n] for n in self.by_name], dtype=np.intp)
+            identity = len(key) == len(idx) and bool(np.all(idx == np.arange(len(idx))))
+            hit = (None if identity else idx, None)
+        if len(self.index_cache) >= _MAX_CACHED_NAME_ORDERS:
+            self.index_cache.clear()
+        self.index_cache[key] = hit
+        return hit
+
+    def load(self, raw: np.ndarray, names: Sequence[str] | None) -> str | None:
+        """Select, check and transform `raw` into scratch; return a problem or None."""
+        out = self.scratch
+        if self.by_name is not None:
+            if names is None:
+                what = "joint names (msg.name)" if self.term.joints is not None else \
+                    "layout labels (layout.dim[0].label)"
+                return f"{self.where}: the message has no {what}"
+            if raw.shape[0] != len(names):
+                return (f"{self.where}: {raw.shape[0]} values for {len(names)} names")
+            idx, problem = self.index_for(names)
+            if problem is not None:
+                return problem
+            if idx is None:
+                out[:] = raw
+            else:
+                np.take(raw, idx, out=out)
+        else:
+            if raw.shape[0] != self.size:
+                return f"{self.where}: {raw.shape[0]} values, expected {self.size}"
+            out[:] = raw
+        if not math.isfinite(out.sum()):
+            bad = np.flatnonzero(~np.isfinite(out))
+            if bad.size:
+                which = [self.by_name[i] for i in bad] if self.by_name is not None else \
+                    [int(i) for i in bad]
+                return f"{self.where}: non-finite value(s) at {which}"
+        if self.shift:
+            np.subtract(out, self.offset, out=out)
+        if self.mult:
+            np.multiply(out, self.scale, out=out)
+        if self.clip_lo is not None:
+            np.clip(out, self.clip_lo, self.clip_hi, out=out)
+        return None
+
+    def commit(self) -> None:
+        self.dest[:] = self.scratch
+
+
+class _TopicState:
+    __slots__ = ("topic", "terms", "received", "receive_time_s", "stamp_s", "problem")
+
+    def __init__(self, topic: str, terms: list[_TermState]):
+        self.topic = topic
+        self.terms = terms
+        self.received = False
+        self.receive_time_s = -math.inf
+        self.stamp_s: float | None = None
+        self.problem: str | None = None
+
+
+class ObservationAssembler:
+    """Keeps the latest good value of every term and builds the flattened, history-stacked
+    observation (oldest step first, term-major inside a step; padded with the oldest step
+    until the history is full)."""
+
+    def __init__(self, spec: ObservationSpec, action_size: int):
+        if not isinstance(spec, ObservationSpec):
+            raise TypeError(f"spec must be an ObservationSpec, got {type(spec).__name__}")
+        if isinstance(action_size, bool) or not isinstance(action_size, (int, np.integer)) \
+                or action_size < 1:
+            raise ValueError(f"action_size must be a positive integer, got {action_size!r}")
+        spec = spec.with_action_size(int(action_size))  # raises SpecError on a mismatch
+        self.spec = spec
+        self.action_size = int(action_size)
+        self._step = np.zeros(spec.step_size, dtype=np.float32)
+        self._history = np.zeros((spec.history_length, spec.step_size), dtype=np.float32)
+        self._history_flat = self._history.reshape(-1)
+        self._filled = 0
+        slices = spec.term_slices()
+        self._topics: dict[str, _TopicState] = {}
+        self._last_action: _TermState | None = None
+        self._command: _TermState | None = None
+        self._command_problem: str | None = None
+        for term in spec.terms:
+            state = _TermState(term, self._step[slices[term.name]])
+            if term.kind == "last_action":
+                self._last_action = state
+            elif term.kind == "command":
+                self._command = state
+            else:
+                self._topics.setdefault(term.topic, _TopicState(term.topic, [])).terms.append(
+                    state)
+        self._zero_action = np.zeros(self.action_size)
+        if self._command is not None:  # a zero command until one is set
+            self._command.load(np.zeros(self._command.size), None)
+            self._command.commit()
+        self.reset()
+
+    # -- properties -------------------------------------------------------------------------
+    @property
+    def size(self) -> int:
+        return self.spec.size
+
+    @property
+    def topics(self) -> tuple[str, ...]:
+        return tuple(self._topics)
+
+    def topic_problem(self, topic: str) -> str | None:
+        return self._topics[topic].problem
+
+    # -- input ------------------------------------------------------------------------------
+    def on_message(self, topic: str, msg: Any, receive_time_s: float) -> str | None:
+        """Extract every term fed by `topic` from a ROS (or rosbags) message.
+
+        Returns the problem (also kept for `build`) or None. Never raises on bad data.
+        """
+        state = self._topics.get(topic)
+        if state is None:
+            return f"topic '{topic}' is not used by the observation spec"
+        try:
+            stamp = header_stamp_s(msg)
+        except AttributeError as e:
+            return self._fail(state, f"topic '{topic}': bad header stamp ({e})")
+        for ts in state.terms:
+            try:
+                raw = extract(msg, ts.term.field)
+            except FieldError as e:
+                return self._fail(state, f"topic '{topic}' (term '{ts.term.name}'): {e}")
+            names = names_of(msg, ts.term) if ts.by_name is not None else None
+            problem = ts.load(raw, names)
+            if problem is not None:
+                return self._fail(state, problem)
+        return self._commit(state, stamp, receive_time_s)
+
+    def on_sample(self, topic: str, stamp_s: float | None, fields: Mapping[str, Any],
+                  names: Mapping[str, Sequence[str]] | None = None,
+                  receive_time_s: float | None = None) -> str | None:
+        """Feed already-extracted numbers: `fields` maps field path -> values, `names` maps
+        field path -> element names (joint names or labels) for terms selected by name.
+        `receive_time_s` defaults to `stamp_s` (simulator and bag replay)."""
+        state = self._topics.get(topic)
+        if state is None:
+            return f"topic '{topic}' is not used by the observation spec"
+        for ts in state.terms:
+            field_path = ts.term.field
+            if field_path not in fields:
+                return self._fail(state, f"topic '{topic}': sample has no field '{field_path}' "
+                                         f"(term '{ts.term.name}'; has {sorted(fields)})")
+            try:
+                raw = np.asarray(fields[field_path], dtype=np.float64).reshape(-1)
+            except (TypeError, ValueError):
+                return self._fail(state, f"{ts.where}: values are not numeric")
+            elem_names = names.get(field_path) if names is not None else None
+            problem = ts.load(raw, elem_names)
+            if problem is not None:
+                return self._fail(state, problem)
+        if receive_time_s is None:
+            receive_time_s = stamp_s
+        if receive_time_s is None:
+            return self._fail(state, f"topic '{topic}': sample has neither stamp nor receive "
+                                     f"time")
+        return self._commit(state, stamp_s, receive_time_s)
+
+    def _fail(self, state: _TopicState, problem: str) -> str:
+        state.problem = problem
+        return problem
+
+    def _commit(self, state: _TopicState, stamp_s: float | None,
+                receive_time_s: float) -> None:
+        for ts in state.terms:
+            ts.commit()
+        state.received = True
+        state.receive_time_s = float(receive_time_s)
+        state.stamp_s = float(stamp_s) if stamp_s is not None else float(receive_time_s)
+        state.problem = None
+        return None
+
+    def set_last_action(self, action: Any) -> None:
+        """The policy's previous raw output (size = action size). Raises on bad input:
+        the caller produced it, so a wrong size or NaN here is a bug, not sensor noise."""
+        if self._last_action is None:
+            return
+        a = np.asarray(action, dtype=np.float64).reshape(-1)
+        problem = self._last_action.load(a, None)
+        if problem is not None:
+            raise ValueError(f"set_last_action: {problem}")
+        self._last_action.commit()
+
+    def set_command(self, command: Any) -> str | None:
+        """An external command (operator input). Bad values keep the previous command and are
+        reported by `build` until a good command arrives; returns the problem or None."""
+        if self._command is None:
+            return None
+        c = np.asarray(command, dtype=np.float64).reshape(-1)
+        problem = self._command.load(c, None)
+        if problem is not None:
+            self._command_problem = problem
+            return problem
+        self._command.commit()
+        self._command_problem = None
+        return None
+
+    # -- output -----------------------------------------------------------------------------
+    def build(self, now_s: float) -> Observation:
+        """Push the current step into the history and return the flattened observation."""
+        problem: str | None = None
+        newest: float | None = None
+        ages: dict[str, float] = {}
+        for topic, state in self._topics.items():
+            if state.received:
+                ages[topic] = now_s - state.receive_time_s
+                if newest is None or state.stamp_s > newest:
+                    newest = state.stamp_s
+            else:
+                ages[topic] = math.inf
+            if problem is None:
+                if state.problem is not None:  # the more informative of the two
+                    problem = state.problem
+                elif not state.received:
+                    problem = f"no message yet on topic '{topic}'"
+        if problem is None and self._command_problem is not None:
+            problem = self._command_problem
+        history = self._history
+        if self._filled == 0:
+            history[:] = self._step
+        else:
+            history[:-1] = history[1:]
+            history[-1] = self._step
+        if self._filled < history.shape[0]:
+            self._filled += 1
+        return Observation(self._history_flat.copy(), newest, ages, problem)
+
+    def current_step(self) -> np.ndarray:
+        """A copy of the newest single step (no history), e.g. for logging."""
+        return self._step.copy()
+
+    def reset(self) -> None:
+        """Forget the history and the last action (episode reset, time jumped backwards).
+
+        The latest sensor values stay: they are still the newest truth about the robot.
+        """
+        self._filled = 0
+        self._history[:] = 0.0
+        if self._last_action is not None:
+            self._last_action.load(self._zero_action, None)
+            self._last_action.commit()
+
