@@ -1,0 +1,132 @@
+"""A fixed-rate loop on its own thread, scheduled on absolute monotonic times.
+
+Tick k is due at start + k * period, so sleep error never accumulates into drift. When a
+callback overruns past the next tick, the missed ticks are skipped (counted, not bursted):
+a controller wants the newest data at the proper rate, not a catch-up volley.
+By default it only sleeps (`spin_s=0`): bench/loop_timer.py measures whether a short final
+busy-wait helps on a given machine; on a 2-core box shared with DDS it usually costs more
+CPU than the jitter it saves.
+"""
+from __future__ import annotations
+
+import math
+import threading
+import time
+from typing import Callable
+
+from .timing import PeriodStats
+
+__all__ = ["LoopTimer"]
+
+_MAX_SLEEP_CHUNK_S = 0.05  # stop() is honoured within this even at slow rates
+
+
+class LoopTimer:
+    """Calls `callback(tick_time_s)` at `rate_hz` on a dedicated thread.
+
+    `tick_time_s` is the scheduled (not actual) monotonic time of the tick. Exceptions from the
+    callback go to `on_error(exc)` and the loop continues; without `on_error` the loop stops
+    and the exception is kept in `.error`.
+    """
+
+    def __init__(self, rate_hz: float, callback: Callable[[float], None], *,
+                 name: str = "loop_timer", spin_s: float = 0.0,
+                 on_error: Callable[[BaseException], None] | None = None,
+                 clock: Callable[[], float] = time.monotonic):
+        if not (isinstance(rate_hz, (int, float)) and math.isfinite(rate_hz) and rate_hz > 0):
+            raise ValueError(f"LoopTimer rate_hz must be a positive number, got {rate_hz!r}")
+        if not (isinstance(spin_s, (int, float)) and 0.0 <= spin_s < 1.0 / rate_hz):
+            raise ValueError(f"LoopTimer spin_s must be in [0, period), got {spin_s!r}")
+        self.rate_hz = float(rate_hz)
+        self.period_s = 1.0 / self.rate_hz
+        self.spin_s = float(spin_s)
+        self._callback = callback
+        self._on_error = on_error
+        self._clock = clock
+        self._name = name
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self.ticks = 0
+        self.overruns = 0        # callbacks that ran past the next tick's due time
+        self.skipped_ticks = 0   # ticks dropped because of overruns
+        self.errors = 0
+        self.error: BaseException | None = None
+        self.period_stats = PeriodStats(self.period_s)  # actual wake-to-wake periods
+        self.max_lateness_s = 0.0  # worst wake-up after a due time
+
+    # -- control ----------------------------------------------------------------------------
+    def start(self) -> "LoopTimer":
+        if self._thread is not None:
+            raise RuntimeError(f"LoopTimer '{self._name}' already started")
+        self._stop.clear()
+        self._thread = threading.Thread(target=self._run, name=self._name, daemon=True)
+        self._thread.start()
+        return self
+
+    def stop(self, timeout_s: float = 2.0) -> None:
+        """Stop and join; safe to call twice or from the callback itself."""
+        self._stop.set()
+        thread = self._thread
+        if thread is not None and thread is not threading.current_thread():
+            thread.join(timeout_s)
+            if thread.is_alive():
+                raise RuntimeError(f"LoopTimer '{self._name}' did not stop within {timeout_s} s "
+                                   f"(callback blocked?)")
+            self._thread = None
+
+    @property
+    def running(self) -> bool:
+        return self._thread is not None and self._thread.is_alive()
+
+    def __enter__(self) -> "LoopTimer":
+        return self.start()
+
+    def __exit__(self, *exc) -> None:
+        self.stop()
+
+    # -- loop -------------------------------------------------------------------------------
+    def _sleep_until(self, due_s: float) -> bool:
+        """Sleep until `due_s`; False if stop was requested meanwhile."""
+        clock = self._clock
+        while True:
+            remaining = due_s - clock()
+            if self._stop.is_set():
+                return False
+            if remaining <= self.spin_s:
+                break
+            time.sleep(min(remaining - self.spin_s, _MAX_SLEEP_CHUNK_S))
+        while clock() < due_s:  # short final spin (only when spin_s > 0)
+            pass
+        return True
+
+    def _run(self) -> None:
+        clock = self._clock
+        period = self.period_s
+        start = clock()
+        k = 0
+        while not self._stop.is_set():
+            due = start + k * period
+            if not self._sleep_until(due):
+                break
+            woke = clock()
+            lateness = woke - due
+            if lateness > self.max_lateness_s:
+                self.max_lateness_s = lateness
+            self.period_stats.tick(woke)
+            try:
+                self._callback(due)
+            except BaseException as e:  # noqa: BLE001 - reported, never silently lost
+                self.errors += 1
+                if self._on_error is None:
+                    self.error = e
+                    break
+                self._on_error(e)
+            self.ticks += 1
+            k += 1
+            now = clock()
+            next_due = start + k * period
+            if now > next_due:
+                self.overruns += 1
+                behind = int((now - start) / period) + 1  # first tick still in the future
+                self.skipped_ticks += behind - k
+                k = behind

@@ -1,0 +1,218 @@
+"""Latency, period and deadline statistics for the control loop.
+
+Cheap to update at 500 Hz (`add` is a few arithmetic operations, no allocation); the costly
+percentile computation happens only when a report is asked for (1 Hz diagnostics).
+Two views of latency: a sliding window (what is happening now, exact percentiles) and since
+start (log-bucketed histogram, ~1% relative resolution, exact max), so a rare spike an hour
+ago is not forgotten.
+"""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+__all__ = ["LatencyStats", "PeriodStats", "DeadlineCounter", "LogHistogram"]
+
+_PERCENTILES = (50.0, 90.0, 99.0)
+
+
+def _check_window(window: int) -> int:
+    if isinstance(window, bool) or not isinstance(window, (int, np.integer)) or window < 1:
+        raise ValueError(f"window must be a positive integer, got {window!r}")
+    return int(window)
+
+
+class LogHistogram:
+    """Counts of positive values in log-spaced buckets between `low` and `high` seconds.
+
+    Values at or below `low` go to the first bucket, above `high` to the last; percentiles
+    are reported as the bucket's geometric centre, clamped to the exact min/max seen.
+    """
+
+    def __init__(self, low: float = 1e-7, high: float = 100.0, buckets_per_decade: int = 100):
+        if not (0 < low < high) or buckets_per_decade < 1:
+            raise ValueError(f"LogHistogram needs 0 < low < high and buckets_per_decade >= 1, "
+                             f"got low={low}, high={high}, per_decade={buckets_per_decade}")
+        self._log_low = math.log10(low)
+        self._per_decade = buckets_per_decade
+        self._n = int(math.ceil((math.log10(high) - self._log_low) * buckets_per_decade)) + 1
+        self._counts = np.zeros(self._n, dtype=np.int64)
+        self.count = 0
+        self.min = math.inf
+        self.max = -math.inf
+        self.sum = 0.0
+
+    def add(self, value: float) -> None:
+        if value > 0.0:
+            i = int((math.log10(value) - self._log_low) * self._per_decade)
+            i = 0 if i < 0 else (self._n - 1 if i >= self._n else i)
+        else:
+            i = 0
+        self._counts[i] += 1
+        self.count += 1
+        self.sum += value
+        if value < self.min:
+            self.min = value
+        if value > self.max:
+            self.max = value
+
+    def percentile(self, q: float) -> float:
+        if self.count == 0:
+            return math.nan
+        rank = q / 100.0 * (self.count - 1)  # same convention as numpy's linear method
+        cumulative = np.cumsum(self._counts)
+        i = int(np.searchsorted(cumulative, math.floor(rank) + 1))
+        centre = 10.0 ** (self._log_low + (i + 0.5) / self._per_decade)
+        return min(max(centre, self.min), self.max)
+
+
+class LatencyStats:
+    """Latency samples (seconds): sliding-window exact percentiles + since-start histogram."""
+
+    def __init__(self, window: int = 1000):
+        self.window = _check_window(window)
+        self._ring = np.zeros(self.window, dtype=np.float64)
+        self._next = 0
+        self._filled = 0
+        self._hist = LogHistogram()
+
+    @property
+    def count(self) -> int:
+        """Samples since start."""
+        return self._hist.count
+
+    def add(self, latency_s: float) -> None:
+        if not math.isfinite(latency_s):
+            raise ValueError(f"latency must be finite, got {latency_s!r}")
+        self._ring[self._next] = latency_s
+        self._next = (self._next + 1) % self.window
+        if self._filled < self.window:
+            self._filled += 1
+        self._hist.add(latency_s)
+
+    def window_values(self) -> np.ndarray:
+        """The samples in the window, oldest first (a copy)."""
+        if self._filled < self.window:
+            return self._ring[: self._filled].copy()
+        return np.roll(self._ring, -self._next)
+
+    def window_percentiles(self) -> dict[str, float]:
+        """p50/p90/p99/max/mean over the window (NaN when empty), seconds."""
+        if self._filled == 0:
+            return {"p50": math.nan, "p90": math.nan, "p99": math.nan, "max": math.nan,
+                    "mean": math.nan, "count": 0}
+        values = self._ring[: self._filled]
+        p50, p90, p99 = np.percentile(values, _PERCENTILES)
+        return {"p50": float(p50), "p90": float(p90), "p99": float(p99),
+                "max": float(values.max()), "mean": float(values.mean()),
+                "count": self._filled}
+
+    def total_percentiles(self) -> dict[str, float]:
+        """p50/p90/p99 since start from the histogram (~1% resolution), exact max and mean."""
+        h = self._hist
+        if h.count == 0:
+            return {"p50": math.nan, "p90": math.nan, "p99": math.nan, "max": math.nan,
+                    "mean": math.nan, "count": 0}
+        return {"p50": h.percentile(50.0), "p90": h.percentile(90.0),
+                "p99": h.percentile(99.0), "max": h.max, "mean": h.sum / h.count,
+                "count": h.count}
+
+    def reset(self) -> None:
+        self.__init__(self.window)
+
+
+class PeriodStats:
+    """Loop period and jitter against a nominal period, over a sliding window."""
+
+    def __init__(self, nominal_period_s: float, window: int = 1000):
+        if not (isinstance(nominal_period_s, (int, float)) and nominal_period_s > 0
+                and math.isfinite(nominal_period_s)):
+            raise ValueError(f"nominal_period_s must be a positive number, "
+                             f"got {nominal_period_s!r}")
+        self.nominal_period_s = float(nominal_period_s)
+        self.window = _check_window(window)
+        self._ring = np.zeros(self.window, dtype=np.float64)
+        self._next = 0
+        self._filled = 0
+        self._last_tick_s: float | None = None
+        self.count = 0
+
+    def tick(self, now_s: float) -> None:
+        """Record one loop iteration at `now_s`; time going backwards restarts the measurement."""
+        last = self._last_tick_s
+        self._last_tick_s = now_s
+        if last is not None and now_s >= last:
+            self.add_period(now_s - last)
+
+    def add_period(self, period_s: float) -> None:
+        self._ring[self._next] = period_s
+        self._next = (self._next + 1) % self.window
+        if self._filled < self.window:
+            self._filled += 1
+        self.count += 1
+
+    def stats(self) -> dict[str, float]:
+        """mean period, jitter (std and max |period - nominal|), over the window, seconds."""
+        if self._filled == 0:
+            return {"mean_period_s": math.nan, "jitter_std_s": math.nan,
+                    "jitter_max_s": math.nan, "count": 0}
+        v = self._ring[: self._filled]
+        return {"mean_period_s": float(v.mean()), "jitter_std_s": float(v.std()),
+                "jitter_max_s": float(np.abs(v - self.nominal_period_s).max()),
+                "count": self._filled}
+
+    def restart(self) -> None:
+        """Forget the last tick (after a pause), keep the window."""
+        self._last_tick_s = None
+
+
+class DeadlineCounter:
+    """Deadline hits/misses: in the sliding window, since start, and consecutive."""
+
+    def __init__(self, window: int = 1000):
+        self.window = _check_window(window)
+        self._ring = np.zeros(self.window, dtype=bool)
+        self._next = 0
+        self._filled = 0
+        self._window_misses = 0
+        self.total = 0
+        self.total_misses = 0
+        self.consecutive_misses = 0
+        self.max_consecutive_misses = 0
+
+    def record(self, missed: bool) -> None:
+        missed = bool(missed)
+        if self._filled == self.window:
+            self._window_misses -= int(self._ring[self._next])
+        else:
+            self._filled += 1
+        self._ring[self._next] = missed
+        self._next = (self._next + 1) % self.window
+        self._window_misses += int(missed)
+        self.total += 1
+        if missed:
+            self.total_misses += 1
+            self.consecutive_misses += 1
+            if self.consecutive_misses > self.max_consecutive_misses:
+                self.max_consecutive_misses = self.consecutive_misses
+        else:
+            self.consecutive_misses = 0
+
+    def check(self, elapsed_s: float, deadline_s: float) -> bool:
+        """Record whether `elapsed_s` exceeded `deadline_s`; returns True on a miss."""
+        missed = not (elapsed_s <= deadline_s)  # NaN counts as a miss
+        self.record(missed)
+        return missed
+
+    @property
+    def window_misses(self) -> int:
+        return self._window_misses
+
+    @property
+    def window_count(self) -> int:
+        return self._filled
+
+    @property
+    def window_miss_ratio(self) -> float:
+        return self._window_misses / self._filled if self._filled else 0.0
