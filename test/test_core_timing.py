@@ -26,7 +26,7 @@ def test_window_percentiles_equal_numpy_on_the_last_window():
     w = stats.window_percentiles()
     for q in (50, 90, 99):
         assert w[f"p{q}"] == pytest.approx(np.percentile(last, q), rel=1e-12)
-    assert w["max"] == last.max() and w["count"] == 1000
+    assert w["max"] == last.max() and set(w) == {"p50", "p90", "p99", "max"}
     np.testing.assert_array_equal(stats.window_values(), last)
     assert stats.count == 2500
 
@@ -42,12 +42,13 @@ def test_total_percentiles_from_histogram_close_to_numpy_and_exact_max():
         assert t[f"p{q}"] == pytest.approx(np.percentile(data, q), rel=0.03)
     assert t["max"] == 0.05  # exact, although it left the window long ago
     assert stats.window_percentiles()["max"] < 0.001
-    assert t["mean"] == pytest.approx(data.mean())
+    assert stats.mean_s == pytest.approx(data.mean())
 
 
 def test_latency_edge_cases():
     stats = LatencyStats(window=3)
-    assert np.isnan(stats.window_percentiles()["p50"]) and stats.total_percentiles()["count"] == 0
+    assert np.isnan(stats.window_percentiles()["p50"]) and stats.count == 0
+    assert np.isnan(stats.total_percentiles()["max"])
     stats.add(-1e-6)  # clock skew between machines: kept, not a crash
     stats.add(0.0)
     assert stats.total_percentiles()["max"] == 0.0
@@ -59,33 +60,53 @@ def test_latency_edge_cases():
 
 def test_period_stats_jitter():
     p = PeriodStats(nominal_period_s=0.01, window=10)
+    assert p.summary()["rate_hz"] == 0.0
     for t in [0.0, 0.010, 0.021, 0.030, 0.040]:
-        p.tick(t)
-    s = p.stats()
+        p.add(t)
+    s = p.summary()
     periods = np.array([0.010, 0.011, 0.009, 0.010])
-    assert s["mean_period_s"] == pytest.approx(periods.mean())
-    assert s["jitter_std_s"] == pytest.approx(periods.std())
+    assert s["mean_s"] == pytest.approx(periods.mean())
+    assert s["rate_hz"] == pytest.approx(1 / periods.mean())
+    assert s["jitter_s"] == pytest.approx(periods.std())
     assert s["jitter_max_s"] == pytest.approx(0.001)
-    p.tick(0.005)  # time went backwards: no negative period recorded
-    assert p.stats()["count"] == 4
+    p.add(0.005)  # time went backwards: no negative period recorded
+    assert p.count == 4
+    free = PeriodStats(window=2)  # no nominal: deviation from the window mean
+    for t in [0.0, 0.1, 0.4]:
+        free.add(t)
+    assert free.summary()["jitter_max_s"] == pytest.approx(0.1)
 
 
 def test_deadline_counter_window_total_consecutive():
-    d = DeadlineCounter(window=4)
+    d = DeadlineCounter(deadline_s=0.001, window=4)
     pattern = [False, True, True, True, False, False, False, False, True]
     for missed in pattern:
         d.record(missed)
-    assert d.total == 9 and d.total_misses == 4
+    assert d.total == 9 and d.misses == 4
     assert d.window_misses == 1 and d.window_count == 4  # last four: F F F T
-    assert d.consecutive_misses == 1 and d.max_consecutive_misses == 3
-    assert d.check(0.002, 0.001) is True and d.check(0.0005, 0.001) is False
-    assert d.check(float("nan"), 0.001) is True  # unknown elapsed time is a miss
+    assert d.consecutive == 1 and d.max_consecutive == 3 and d.in_miss
+    assert d.record_elapsed(0.002) is True and d.record_elapsed(0.0005) is False
+    assert d.record_elapsed(float("nan")) is True  # unknown elapsed time is a miss
     assert d.window_miss_ratio == pytest.approx(3 / 4)  # T (pattern end), T, F, T
+
+
+def test_deadline_counter_as_watchdog():
+    d = DeadlineCounter(deadline_s=0.1)
+    assert d.check(5.0) is False  # nothing to watch before the first event
+    assert d.on_event(1.0) is False
+    assert d.check(1.05) is False and not d.in_miss
+    assert d.check(1.25) is True and d.consecutive == 2 and d.misses == 2  # two deadlines
+    assert d.check(1.28) is False  # still the same two
+    assert d.silence_s(1.28) == pytest.approx(0.28)
+    assert d.check(1.31) is True and d.consecutive == 3
+    assert d.on_event(1.32) is True and not d.in_miss  # recovered
+    assert d.on_event(1.50) is False and d.misses == 4  # late, not seen by check: one miss
+    assert d.max_consecutive == 3 and d.total == d.misses + 3
 
 
 def test_loop_timer_rate_and_absolute_schedule():
     due_times: list[float] = []
-    timer = LoopTimer(200.0, due_times.append)
+    timer = LoopTimer.at_rate(200.0, lambda: due_times.append(timer.due_s))
     with timer:
         time.sleep(0.5)
     n = len(due_times)
@@ -94,18 +115,19 @@ def test_loop_timer_rate_and_absolute_schedule():
     # scheduled times lie exactly on the absolute grid: no drift, whatever the sleep error
     np.testing.assert_allclose(d / timer.period_s, np.round(d / timer.period_s), atol=1e-6)
     assert timer.ticks == n and not timer.running
-    assert timer.period_stats.stats()["mean_period_s"] == pytest.approx(0.005, rel=0.5)
+    assert timer.period_stats.summary()["mean_s"] == pytest.approx(0.005, rel=0.5)
 
 
 def test_loop_timer_overrun_skips_instead_of_bursting():
     calls: list[float] = []
 
-    def slow(t: float) -> None:
-        calls.append(t)
+    def slow() -> None:
+        calls.append(timer.due_s)
         if len(calls) == 3:
             time.sleep(0.055)  # ~5.5 periods of 10 ms
 
-    with LoopTimer(100.0, slow) as timer:
+    timer = LoopTimer(0.01, slow)
+    with timer:
         time.sleep(0.3)
     assert timer.overruns >= 1 and timer.skipped_ticks >= 4
     gaps = np.diff(calls) / timer.period_s
@@ -117,26 +139,28 @@ def test_loop_timer_overrun_skips_instead_of_bursting():
 def test_loop_timer_errors():
     seen: list[BaseException] = []
 
-    def boom(_t: float) -> None:
+    def boom() -> None:
         raise RuntimeError("callback failed")
 
-    with LoopTimer(100.0, boom, on_error=seen.append) as timer:
+    with LoopTimer(0.01, boom, on_error=seen.append) as timer:
         time.sleep(0.1)
     assert timer.errors >= 2 and isinstance(seen[0], RuntimeError)  # kept running
-    timer = LoopTimer(100.0, boom).start()
+    timer = LoopTimer(0.01, boom).start()
     deadline = time.monotonic() + 2.0
     while timer.running and time.monotonic() < deadline:
         time.sleep(0.01)
     timer.stop()
     assert isinstance(timer.error, RuntimeError) and timer.errors == 1
-    with pytest.raises(ValueError, match="rate_hz"):
+    with pytest.raises(ValueError, match="period_s"):
         LoopTimer(0.0, boom)
+    with pytest.raises(ValueError, match="rate_hz"):
+        LoopTimer.at_rate(-1.0, boom)
     with pytest.raises(ValueError, match="spin_s"):
-        LoopTimer(100.0, boom, spin_s=0.02)
+        LoopTimer(0.01, boom, spin_s=0.02)
 
 
 def test_loop_timer_stops_promptly_at_slow_rate():
-    timer = LoopTimer(0.5, lambda t: None).start()  # 2 s period
+    timer = LoopTimer(2.0, lambda: None).start()
     time.sleep(0.05)
     t0 = time.monotonic()
     timer.stop()
@@ -155,5 +179,19 @@ def test_fault_tracker_transitions_once():
     assert not end.active and end.duration_s == pytest.approx(0.5)
     assert "cleared after 0.500 s" in end.describe()
     assert f.clear("stale_input") is None and not f
-    assert f.update("stale_input", "again").active and f.occurrences["stale_input"] == 2
-    assert f.update("stale_input", None).active is False
+    assert f.set("stale_input", "again") is not None and f.occurrences["stale_input"] == 2
+    assert f.clear("stale_input").active is False
+
+
+def test_fault_tracker_update_gives_log_lines_per_kind():
+    f = FaultTracker()
+    assert f.update("policy", None) == []
+    lines = f.update("policy", ("stale:imu", "stale input: 'imu' is 120 ms old"))
+    assert lines == [("error", "fault 'policy' started: stale input: 'imu' is 120 ms old")]
+    assert f.update("policy", ("stale:imu", "stale input: 'imu' is 140 ms old")) == []
+    lines = f.update("policy", ("inference", "inference failed: boom"))  # kind changed
+    assert [level for level, _ in lines] == ["info", "error"]
+    assert "140 ms" in lines[0][1] and "inference failed" in lines[1][1]
+    assert f.update("policy", None) == [("info", "fault 'policy' cleared "
+                                                 "(was: inference failed: boom)")]
+    assert f.update("policy", None) == [] and not f

@@ -22,23 +22,23 @@ _MAX_SLEEP_CHUNK_S = 0.05  # stop() is honoured within this even at slow rates
 
 
 class LoopTimer:
-    """Calls `callback(tick_time_s)` at `rate_hz` on a dedicated thread.
+    """Calls `callback()` every `period_s` seconds on a dedicated thread.
 
-    `tick_time_s` is the scheduled (not actual) monotonic time of the tick. Exceptions from the
-    callback go to `on_error(exc)` and the loop continues; without `on_error` the loop stops
-    and the exception is kept in `.error`.
+    During a call, `due_s` holds the scheduled (not actual) monotonic time of the tick.
+    Exceptions from the callback go to `on_error(exc)` and the loop continues; without
+    `on_error` the loop stops and the exception is kept in `.error`.
     """
 
-    def __init__(self, rate_hz: float, callback: Callable[[float], None], *,
+    def __init__(self, period_s: float, callback: Callable[[], None], *,
                  name: str = "loop_timer", spin_s: float = 0.0,
                  on_error: Callable[[BaseException], None] | None = None,
                  clock: Callable[[], float] = time.monotonic):
-        if not (isinstance(rate_hz, (int, float)) and math.isfinite(rate_hz) and rate_hz > 0):
-            raise ValueError(f"LoopTimer rate_hz must be a positive number, got {rate_hz!r}")
-        if not (isinstance(spin_s, (int, float)) and 0.0 <= spin_s < 1.0 / rate_hz):
-            raise ValueError(f"LoopTimer spin_s must be in [0, period), got {spin_s!r}")
-        self.rate_hz = float(rate_hz)
-        self.period_s = 1.0 / self.rate_hz
+        if not (isinstance(period_s, (int, float)) and math.isfinite(period_s) and period_s > 0):
+            raise ValueError(f"LoopTimer period_s must be a positive number, got {period_s!r}")
+        if not (isinstance(spin_s, (int, float)) and 0.0 <= spin_s < period_s):
+            raise ValueError(f"LoopTimer spin_s must be in [0, period_s), got {spin_s!r}")
+        self.period_s = float(period_s)
+        self.rate_hz = 1.0 / self.period_s
         self.spin_s = float(spin_s)
         self._callback = callback
         self._on_error = on_error
@@ -46,6 +46,7 @@ class LoopTimer:
         self._name = name
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
+        self.due_s = math.nan
         self.ticks = 0
         self.overruns = 0        # callbacks that ran past the next tick's due time
         self.skipped_ticks = 0   # ticks dropped because of overruns
@@ -53,6 +54,15 @@ class LoopTimer:
         self.error: BaseException | None = None
         self.period_stats = PeriodStats(self.period_s)  # actual wake-to-wake periods
         self.max_lateness_s = 0.0  # worst wake-up after a due time
+
+    @classmethod
+    def at_rate(cls, rate_hz: float, callback: Callable[[], None], *,
+                name: str = "loop_timer", spin_s: float = 0.0,
+                on_error: Callable[[BaseException], None] | None = None) -> "LoopTimer":
+        """Same, given a rate instead of a period."""
+        if not (isinstance(rate_hz, (int, float)) and math.isfinite(rate_hz) and rate_hz > 0):
+            raise ValueError(f"LoopTimer rate_hz must be a positive number, got {rate_hz!r}")
+        return cls(1.0 / rate_hz, callback, name=name, spin_s=spin_s, on_error=on_error)
 
     # -- control ----------------------------------------------------------------------------
     def start(self) -> "LoopTimer":
@@ -112,9 +122,10 @@ class LoopTimer:
             lateness = woke - due
             if lateness > self.max_lateness_s:
                 self.max_lateness_s = lateness
-            self.period_stats.tick(woke)
+            self.period_stats.add(woke)
+            self.due_s = due
             try:
-                self._callback(due)
+                self._callback()
             except BaseException as e:  # noqa: BLE001 - reported, never silently lost
                 self.errors += 1
                 if self._on_error is None:

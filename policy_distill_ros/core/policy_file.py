@@ -77,24 +77,35 @@ class RecurrentState:
 
 @dataclass(frozen=True)
 class PolicyMetadata:
-    """Everything a policy file says about itself."""
+    """Everything a policy file says about itself (field names = metadata keys).
 
-    observation: ObservationSpec
-    action: ActionSpec
+    `recurrent_state` is stored as plain dicts {input, output, shape} (shape a list of ints),
+    exactly as in the file; RecurrentState objects are accepted and converted.
+    """
+
+    observation_spec: ObservationSpec
+    action_spec: ActionSpec
     rate_hz: float
     history_layout: str = HISTORY_LAYOUT
-    recurrent_state: tuple[RecurrentState, ...] = ()
+    recurrent_state: Sequence[Any] = ()
     provenance: Mapping[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
-        spec = PolicySpec(self.observation, self.action, self.rate_hz)  # validates + sizes
-        object.__setattr__(self, "observation", spec.observation)
+        spec = PolicySpec(self.observation_spec, self.action_spec, self.rate_hz)  # validates
+        object.__setattr__(self, "observation_spec", spec.observation)
         object.__setattr__(self, "rate_hz", spec.rate_hz)
         if self.history_layout != HISTORY_LAYOUT:
             raise ValueError(f"history_layout {self.history_layout!r} is not supported "
                              f"(only {HISTORY_LAYOUT!r})")
-        states = tuple(r if isinstance(r, RecurrentState) else RecurrentState(**r)
-                       for r in self.recurrent_state)
+        if isinstance(self.recurrent_state, (str, Mapping)) or not isinstance(
+                self.recurrent_state, (list, tuple)):
+            raise ValueError(f"recurrent_state must be a list of {{input, output, shape}}, "
+                             f"got {self.recurrent_state!r}")
+        states = [(r if isinstance(r, RecurrentState) else RecurrentState(**r)).to_dict()
+                  for r in self.recurrent_state]
+        names = [s["input"] for s in states] + [s["output"] for s in states]
+        if len(set(names)) != len(names):
+            raise ValueError(f"recurrent_state reuses a tensor name: {names}")
         object.__setattr__(self, "recurrent_state", states)
         if not isinstance(self.provenance, Mapping):
             raise ValueError(f"provenance must be a mapping, got {type(self.provenance).__name__}")
@@ -102,7 +113,13 @@ class PolicyMetadata:
 
     @property
     def policy_spec(self) -> PolicySpec:
-        return PolicySpec(self.observation, self.action, self.rate_hz)
+        return PolicySpec(self.observation_spec, self.action_spec, self.rate_hz)
+
+    spec = policy_spec
+
+    def recurrent_states(self) -> list[RecurrentState]:
+        return [RecurrentState(r["input"], r["output"], tuple(r["shape"]))
+                for r in self.recurrent_state]
 
     @classmethod
     def from_spec(cls, spec: PolicySpec, recurrent_state: Sequence[RecurrentState] = (),
@@ -117,11 +134,11 @@ class PolicyMetadata:
             raise ValueError(f"provenance is not JSON-serializable: {e}") from None
         return {
             FORMAT_KEY: FORMAT_VERSION,
-            "observation_spec": json.dumps(self.observation.to_dict()),
-            "action_spec": json.dumps(self.action.to_dict()),
+            "observation_spec": json.dumps(self.observation_spec.to_dict()),
+            "action_spec": json.dumps(self.action_spec.to_dict()),
             "rate_hz": json.dumps(self.rate_hz),
             "history_layout": self.history_layout,
-            "recurrent_state": json.dumps([r.to_dict() for r in self.recurrent_state]),
+            "recurrent_state": json.dumps(self.recurrent_state),
             "provenance": provenance,
         }
 
@@ -150,7 +167,7 @@ class PolicyMetadata:
         for key, build in (("observation_spec", ObservationSpec.from_dict),
                            ("action_spec", ActionSpec.from_dict),
                            ("rate_hz", float),
-                           ("recurrent_state", lambda v: tuple(RecurrentState(**r) for r in v)),
+                           ("recurrent_state", list),
                            ("provenance", dict)):
             try:
                 parts[key] = build(parse(key))
@@ -188,10 +205,11 @@ def save_policy(model_proto: Any, meta: PolicyMetadata, path: str | Path) -> Pat
     model.CopyFrom(model_proto)
     inputs = {i.name: i for i in model.graph.input}
     outputs = {o.name: o for o in model.graph.output}
-    checks = [(inputs, OBS_INPUT, "input", meta.observation.size),
-              (outputs, ACTIONS_OUTPUT, "output", meta.action.size)]
-    checks += [(inputs, r.input, "input", r.shape[-1]) for r in meta.recurrent_state]
-    checks += [(outputs, r.output, "output", r.shape[-1]) for r in meta.recurrent_state]
+    states = meta.recurrent_states()
+    checks = [(inputs, OBS_INPUT, "input", meta.observation_spec.size),
+              (outputs, ACTIONS_OUTPUT, "output", meta.action_spec.size)]
+    checks += [(inputs, r.input, "input", r.shape[-1]) for r in states]
+    checks += [(outputs, r.output, "output", r.shape[-1]) for r in states]
     for table, name, kind, width in checks:
         if name not in table:
             raise ValueError(f"save_policy: the graph has no {kind} '{name}' "
@@ -357,10 +375,11 @@ class OnnxPolicy:
         outputs = {o.name: o for o in self._session.get_outputs()}
         self._check_tensor(inputs, OBS_INPUT, "input", (1, self.obs_size))
         self._check_tensor(outputs, ACTIONS_OUTPUT, "output", (1, self.action_size))
-        for r in self.metadata.recurrent_state:
+        self._states = self.metadata.recurrent_states()
+        for r in self._states:
             self._check_tensor(inputs, r.input, "input", r.shape)
             self._check_tensor(outputs, r.output, "output", r.shape)
-        declared = {OBS_INPUT} | {r.input for r in self.metadata.recurrent_state}
+        declared = {OBS_INPUT} | {r.input for r in self._states}
         extra = sorted(set(inputs) - declared)
         if extra:
             raise PolicyLoadError(f"policy file '{self.path}': graph input(s) {extra} are "
@@ -368,7 +387,7 @@ class OnnxPolicy:
         self._obs_in = np.zeros((1, self.obs_size), dtype=np.float32)
         self._obs_row = self._obs_in[0]
         self._feeds: dict[str, np.ndarray] = {OBS_INPUT: self._obs_in}
-        self._output_names = [ACTIONS_OUTPUT] + [r.output for r in self.metadata.recurrent_state]
+        self._output_names = [ACTIONS_OUTPUT] + [r.output for r in self._states]
         self.reset_state()
         if expected is not None:
             self.check_matches(expected)
@@ -406,12 +425,12 @@ class OnnxPolicy:
 
     def reset_state(self) -> None:
         """Zero the recurrent state (episode start, after a fallback)."""
-        for r in self.metadata.recurrent_state:
+        for r in self._states:
             self._feeds[r.input] = np.zeros(r.shape, dtype=np.float32)
 
     @property
     def recurrent(self) -> bool:
-        return bool(self.metadata.recurrent_state)
+        return bool(self._states)
 
     def __call__(self, obs: np.ndarray) -> np.ndarray:
         """Raw actions (float32, action size) for one observation vector."""
@@ -421,6 +440,8 @@ class OnnxPolicy:
                              f"({self.obs_size},)")
         self._obs_row[:] = obs
         outs = self._session.run(self._output_names, self._feeds)
-        for i, r in enumerate(self.metadata.recurrent_state, start=1):
+        for i, r in enumerate(self._states, start=1):
             self._feeds[r.input] = outs[i]
         return outs[0].reshape(-1)
+
+    policy = __call__  # `policy.policy(obs)` reads well at call sites that hold an OnnxPolicy

@@ -15,6 +15,7 @@ import numpy as np
 __all__ = ["LatencyStats", "PeriodStats", "DeadlineCounter", "LogHistogram"]
 
 _PERCENTILES = (50.0, 90.0, 99.0)
+_EMPTY = {"p50": math.nan, "p90": math.nan, "p99": math.nan, "max": math.nan}
 
 
 def _check_window(window: int) -> int:
@@ -98,39 +99,45 @@ class LatencyStats:
         return np.roll(self._ring, -self._next)
 
     def window_percentiles(self) -> dict[str, float]:
-        """p50/p90/p99/max/mean over the window (NaN when empty), seconds."""
+        """p50/p90/p99/max over the window (NaN when empty), seconds."""
         if self._filled == 0:
-            return {"p50": math.nan, "p90": math.nan, "p99": math.nan, "max": math.nan,
-                    "mean": math.nan, "count": 0}
+            return dict(_EMPTY)
         values = self._ring[: self._filled]
         p50, p90, p99 = np.percentile(values, _PERCENTILES)
         return {"p50": float(p50), "p90": float(p90), "p99": float(p99),
-                "max": float(values.max()), "mean": float(values.mean()),
-                "count": self._filled}
+                "max": float(values.max())}
 
     def total_percentiles(self) -> dict[str, float]:
-        """p50/p90/p99 since start from the histogram (~1% resolution), exact max and mean."""
+        """p50/p90/p99 since start from the histogram (~1% resolution) and the exact max."""
         h = self._hist
         if h.count == 0:
-            return {"p50": math.nan, "p90": math.nan, "p99": math.nan, "max": math.nan,
-                    "mean": math.nan, "count": 0}
+            return dict(_EMPTY)
         return {"p50": h.percentile(50.0), "p90": h.percentile(90.0),
-                "p99": h.percentile(99.0), "max": h.max, "mean": h.sum / h.count,
-                "count": h.count}
+                "p99": h.percentile(99.0), "max": h.max}
+
+    @property
+    def mean_s(self) -> float:
+        """Mean since start (NaN when empty)."""
+        return self._hist.sum / self._hist.count if self._hist.count else math.nan
 
     def reset(self) -> None:
         self.__init__(self.window)
 
 
 class PeriodStats:
-    """Loop period and jitter against a nominal period, over a sliding window."""
+    """Loop or arrival period and jitter over a sliding window.
 
-    def __init__(self, nominal_period_s: float, window: int = 1000):
-        if not (isinstance(nominal_period_s, (int, float)) and nominal_period_s > 0
+    Jitter is reported as the standard deviation of the period and as the largest
+    |period - nominal| (nominal = `nominal_period_s`, or the window mean when not given).
+    """
+
+    def __init__(self, nominal_period_s: float | None = None, window: int = 1000):
+        if nominal_period_s is not None and not (
+                isinstance(nominal_period_s, (int, float)) and nominal_period_s > 0
                 and math.isfinite(nominal_period_s)):
-            raise ValueError(f"nominal_period_s must be a positive number, "
+            raise ValueError(f"nominal_period_s must be a positive number or None, "
                              f"got {nominal_period_s!r}")
-        self.nominal_period_s = float(nominal_period_s)
+        self.nominal_period_s = None if nominal_period_s is None else float(nominal_period_s)
         self.window = _check_window(window)
         self._ring = np.zeros(self.window, dtype=np.float64)
         self._next = 0
@@ -138,12 +145,15 @@ class PeriodStats:
         self._last_tick_s: float | None = None
         self.count = 0
 
-    def tick(self, now_s: float) -> None:
-        """Record one loop iteration at `now_s`; time going backwards restarts the measurement."""
+    def add(self, t_s: float) -> None:
+        """Record one loop iteration / arrival at time `t_s`; time going backwards (sim reset)
+        restarts the measurement instead of recording a negative period."""
         last = self._last_tick_s
-        self._last_tick_s = now_s
-        if last is not None and now_s >= last:
-            self.add_period(now_s - last)
+        self._last_tick_s = t_s
+        if last is not None and t_s >= last:
+            self.add_period(t_s - last)
+
+    tick = add
 
     def add_period(self, period_s: float) -> None:
         self._ring[self._next] = period_s
@@ -152,35 +162,48 @@ class PeriodStats:
             self._filled += 1
         self.count += 1
 
-    def stats(self) -> dict[str, float]:
-        """mean period, jitter (std and max |period - nominal|), over the window, seconds."""
+    def summary(self) -> dict[str, float]:
+        """rate_hz (0 when unknown), mean_s, jitter_s (std), jitter_max_s, over the window."""
         if self._filled == 0:
-            return {"mean_period_s": math.nan, "jitter_std_s": math.nan,
-                    "jitter_max_s": math.nan, "count": 0}
+            return {"rate_hz": 0.0, "mean_s": math.nan, "jitter_s": math.nan,
+                    "jitter_max_s": math.nan}
         v = self._ring[: self._filled]
-        return {"mean_period_s": float(v.mean()), "jitter_std_s": float(v.std()),
-                "jitter_max_s": float(np.abs(v - self.nominal_period_s).max()),
-                "count": self._filled}
+        mean = float(v.mean())
+        nominal = self.nominal_period_s if self.nominal_period_s is not None else mean
+        return {"rate_hz": 1.0 / mean if mean > 0 else 0.0, "mean_s": mean,
+                "jitter_s": float(v.std()), "jitter_max_s": float(np.abs(v - nominal).max())}
 
     def restart(self) -> None:
-        """Forget the last tick (after a pause), keep the window."""
+        """Forget the last timestamp (after a pause), keep the window."""
         self._last_tick_s = None
 
 
 class DeadlineCounter:
-    """Deadline hits/misses: in the sliding window, since start, and consecutive."""
+    """Deadline misses: in a sliding window of outcomes, since start, and consecutive.
 
-    def __init__(self, window: int = 1000):
+    Two ways to feed it. Per control tick: `record(missed)` or `record_elapsed(elapsed_s)`.
+    As a watchdog on a stream of events (action echoes): `on_event(t_s)` when one arrives and
+    `check(now_s)` periodically; every whole `deadline_s` without an event is one miss, so a
+    silent stream keeps counting (and `in_miss` says the fallback should be active).
+    """
+
+    def __init__(self, deadline_s: float, window: int = 1000):
+        if not (isinstance(deadline_s, (int, float)) and deadline_s > 0
+                and math.isfinite(deadline_s)):
+            raise ValueError(f"deadline_s must be a positive number, got {deadline_s!r}")
+        self.deadline_s = float(deadline_s)
         self.window = _check_window(window)
         self._ring = np.zeros(self.window, dtype=bool)
         self._next = 0
         self._filled = 0
         self._window_misses = 0
         self.total = 0
-        self.total_misses = 0
-        self.consecutive_misses = 0
-        self.max_consecutive_misses = 0
+        self.misses = 0
+        self.consecutive = 0
+        self.max_consecutive = 0
+        self._last_event_s: float | None = None
 
+    # -- per tick ---------------------------------------------------------------------------
     def record(self, missed: bool) -> None:
         missed = bool(missed)
         if self._filled == self.window:
@@ -192,19 +215,53 @@ class DeadlineCounter:
         self._window_misses += int(missed)
         self.total += 1
         if missed:
-            self.total_misses += 1
-            self.consecutive_misses += 1
-            if self.consecutive_misses > self.max_consecutive_misses:
-                self.max_consecutive_misses = self.consecutive_misses
+            self.misses += 1
+            self.consecutive += 1
+            if self.consecutive > self.max_consecutive:
+                self.max_consecutive = self.consecutive
         else:
-            self.consecutive_misses = 0
+            self.consecutive = 0
 
-    def check(self, elapsed_s: float, deadline_s: float) -> bool:
-        """Record whether `elapsed_s` exceeded `deadline_s`; returns True on a miss."""
-        missed = not (elapsed_s <= deadline_s)  # NaN counts as a miss
+    def record_elapsed(self, elapsed_s: float) -> bool:
+        """Record whether `elapsed_s` exceeded the deadline; True on a miss (NaN is a miss)."""
+        missed = not (elapsed_s <= self.deadline_s)
         self.record(missed)
         return missed
 
+    # -- watchdog ---------------------------------------------------------------------------
+    def on_event(self, t_s: float) -> bool:
+        """An event arrived at `t_s`. Returns True when it ends a run of misses (recovered).
+
+        A late event that `check` has not yet counted is counted here as one miss."""
+        recovered = self.consecutive > 0
+        last = self._last_event_s
+        if not recovered and last is not None and t_s - last > self.deadline_s:
+            self.record(True)
+        self.record(False)
+        self._last_event_s = t_s
+        return recovered
+
+    def check(self, now_s: float) -> bool:
+        """Count misses for every whole deadline since the last event; True if new ones."""
+        last = self._last_event_s
+        if last is None:
+            return False
+        due = int(math.floor((now_s - last) / self.deadline_s))
+        if due <= self.consecutive:
+            return False
+        for _ in range(due - self.consecutive):
+            self.record(True)
+        return True
+
+    @property
+    def in_miss(self) -> bool:
+        return self.consecutive > 0
+
+    def silence_s(self, now_s: float) -> float:
+        """Time since the last event (0 before the first)."""
+        return 0.0 if self._last_event_s is None else now_s - self._last_event_s
+
+    # -- window -----------------------------------------------------------------------------
     @property
     def window_misses(self) -> int:
         return self._window_misses
