@@ -15,7 +15,7 @@ import onnx
 from onnx import TensorProto, helper, numpy_helper
 
 from policy_distill_ros.core.policy_file import PolicyMetadata, RecurrentState, save_policy
-from policy_distill_ros.core.spec import PolicySpec
+from policy_distill_ros.core.spec import PolicySpec, load_policy_spec
 
 OPSET = 17
 IR_VERSION = 9  # accepted by every onnxruntime this project supports
@@ -34,15 +34,20 @@ def _f32(name: str, array: np.ndarray) -> TensorProto:
     return numpy_helper.from_array(np.ascontiguousarray(array, dtype=np.float32), name)
 
 
-def make_linear_policy(path: str | Path, spec: PolicySpec, weight: Any = None, bias: Any = None,
+def _as_spec(spec: PolicySpec | Mapping[str, Any] | str | Path) -> PolicySpec:
+    return spec if isinstance(spec, PolicySpec) else load_policy_spec(spec)
+
+
+def make_linear_policy(path: str | Path, spec: PolicySpec | Mapping[str, Any], weight: Any = None, bias: Any = None,
                        *, tanh: bool = False, provenance: Mapping[str, Any] | None = None,
                        obs_size: int | None = None, seed: int = 0,
                        ) -> tuple[np.ndarray, np.ndarray]:
     """Write obs[1,N] -> actions[1,M] = obs @ W + b (tanh optional) with `spec` as metadata.
 
     `obs_size` overrides the graph's input width (to build a deliberately inconsistent file).
-    Returns (W [N, M], b [M]) as float32.
+    `spec` may also be a spec dict or YAML path. Returns (W [N, M], b [M]) as float32.
     """
+    spec = _as_spec(spec)
     n = spec.observation.size if obs_size is None else obs_size
     m = spec.action.size
     rng = np.random.default_rng(seed)
@@ -74,12 +79,13 @@ def _save_unchecked(model: onnx.ModelProto, meta: PolicyMetadata, path: str | Pa
     Path(path).write_bytes(model.SerializeToString())
 
 
-def make_recurrent_policy(path: str | Path, spec: PolicySpec, hidden_size: int = 4,
+def make_recurrent_policy(path: str | Path, spec: PolicySpec | Mapping[str, Any], hidden_size: int = 4,
                           *, seed: int = 0) -> dict[str, np.ndarray]:
     """Write a recurrent policy with state `h_in`/`h_out` of shape [1, hidden_size].
 
     Returns the weights {"Wx", "Wh", "bh", "Wo", "bo"} (float32).
     """
+    spec = _as_spec(spec)
     n, m, h = spec.observation.size, spec.action.size, hidden_size
     rng = np.random.default_rng(seed)
     weights = {"Wx": rng.standard_normal((n, h)) * 0.3, "Wh": rng.standard_normal((h, h)) * 0.5,
