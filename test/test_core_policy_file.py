@@ -202,3 +202,12 @@ def test_example_spec_file_policy(tmp_path):
     policy = OnnxPolicy(path, expected=spec)
     obs = np.linspace(-1, 1, spec.observation.size, dtype=np.float32)
     np.testing.assert_allclose(policy(obs), obs @ w + b, atol=1e-5)
+
+
+def test_policy_method_alias_and_list_input(tmp_path, spec):
+    path = tmp_path / "p.onnx"
+    w, b = make_linear_policy(path, spec_dict())  # a spec dict works too
+    policy = OnnxPolicy(path)
+    obs = [0.5] * spec.observation.size
+    np.testing.assert_allclose(policy.policy(obs), np.asarray(obs, np.float32) @ w + b, atol=1e-5)
+    assert policy.metadata.spec == spec and policy.metadata.recurrent_state == []

@@ -44,7 +44,7 @@ class _TermState:
     """Per-term constants and scratch space, precomputed once."""
 
     __slots__ = ("term", "where", "dest", "size", "offset", "scale", "shift", "mult", "clip_lo",
-                 "clip_hi", "scratch", "index_cache", "by_name")
+                 "clip_hi", "scratch", "ones", "index_cache", "by_name")
 
     def __init__(self, term: ObsTerm, dest: np.ndarray):
         self.term = term
@@ -58,6 +58,7 @@ class _TermState:
         self.mult = bool(np.any(self.scale != 1.0))
         self.clip_lo, self.clip_hi = term.clip if term.clip is not None else (None, None)
         self.scratch = np.zeros(self.size, dtype=np.float64)
+        self.ones = np.ones(self.size, dtype=np.float64)
         # names tuple -> (index array or None for "take as is", problem or None)
         self.index_cache: dict[tuple, tuple[np.ndarray | None, str | None]] = {}
         self.by_name = term.joints if term.joints is not None else term.labels
@@ -101,12 +102,12 @@ class _TermState:
             if idx is None:
                 out[:] = raw
             else:
-                np.take(raw, idx, out=out)
+                out[:] = raw[idx]  # fancy indexing: ~3x faster than np.take(out=) here
         else:
             if raw.shape[0] != self.size:
                 return f"{self.where}: {raw.shape[0]} values, expected {self.size}"
             out[:] = raw
-        if not math.isfinite(out.sum()):
+        if not math.isfinite(out @ self.ones):  # one cheap reduction; detail only on failure
             bad = np.flatnonzero(~np.isfinite(out))
             if bad.size:
                 which = [self.by_name[i] for i in bad] if self.by_name is not None else \
@@ -116,8 +117,9 @@ class _TermState:
             np.subtract(out, self.offset, out=out)
         if self.mult:
             np.multiply(out, self.scale, out=out)
-        if self.clip_lo is not None:
-            np.clip(out, self.clip_lo, self.clip_hi, out=out)
+        if self.clip_lo is not None:  # minimum+maximum: ~2x faster than np.clip for tiny arrays
+            np.minimum(out, self.clip_hi, out=out)
+            np.maximum(out, self.clip_lo, out=out)
         return None
 
     def commit(self) -> None:
