@@ -288,3 +288,66 @@ def test_obs_term_standalone_topic_spec():
     asm = ObservationAssembler(obs, 1)
     asm.on_message("imu", imu([1, 2, 3]), 0.0)
     np.testing.assert_array_equal(asm.build(0.0).vector, [1, 2, 3])
+
+
+def test_rosbags_messages_give_the_same_observation_as_rclpy_messages():
+    """The trainer reads bags with rosbags; the robot gets rclpy messages: same vector."""
+    from rosbags.typesys import Stores, get_typestore
+    from sensor_msgs.msg import Imu, JointState
+    from std_msgs.msg import Float64MultiArray, MultiArrayDimension
+
+    store = get_typestore(Stores.ROS2_KILTED)
+    T = store.types
+
+    def cdr_round_trip(msg):
+        return store.deserialize_cdr(store.serialize_cdr(msg, msg.__msgtype__), msg.__msgtype__)
+
+    header = T["std_msgs/msg/Header"](stamp=T["builtin_interfaces/msg/Time"](sec=7, nanosec=250),
+                                      frame_id="base")
+    vec3, quat = T["geometry_msgs/msg/Vector3"], T["geometry_msgs/msg/Quaternion"]
+    bag_js = cdr_round_trip(T["sensor_msgs/msg/JointState"](
+        header=header, name=["c", "a", "b"], position=np.array([3.0, 1.0, 2.0]),
+        velocity=np.array([0.3, 0.1, 0.2]), effort=np.zeros(0)))
+    bag_imu = cdr_round_trip(T["sensor_msgs/msg/Imu"](
+        header=header, orientation=quat(x=0.1, y=0.2, z=0.3, w=0.9),
+        orientation_covariance=np.zeros(9), angular_velocity=vec3(x=1.0, y=2.0, z=3.0),
+        angular_velocity_covariance=np.zeros(9), linear_acceleration=vec3(x=0.0, y=0.0, z=9.8),
+        linear_acceleration_covariance=np.zeros(9)))
+    dim = T["std_msgs/msg/MultiArrayDimension"](label="f1,f2", size=2, stride=2)
+    bag_ma = cdr_round_trip(T["std_msgs/msg/Float64MultiArray"](
+        layout=T["std_msgs/msg/MultiArrayLayout"](dim=[dim], data_offset=0),
+        data=np.array([5.0, 6.0])))
+
+    ros_js = JointState(name=["c", "a", "b"], position=[3.0, 1.0, 2.0], velocity=[0.3, 0.1, 0.2])
+    ros_js.header.stamp.sec, ros_js.header.stamp.nanosec = 7, 250
+    ros_imu = Imu()
+    ros_imu.header.stamp.sec, ros_imu.header.stamp.nanosec = 7, 250
+    ros_imu.orientation.x, ros_imu.orientation.y = 0.1, 0.2
+    ros_imu.orientation.z, ros_imu.orientation.w = 0.3, 0.9
+    ros_imu.angular_velocity.x, ros_imu.angular_velocity.y, ros_imu.angular_velocity.z = 1., 2., 3.
+    ros_ma = Float64MultiArray(data=[5.0, 6.0])
+    ros_ma.layout.dim = [MultiArrayDimension(label="f1,f2", size=2, stride=2)]
+
+    spec = PolicySpec.from_dict({
+        "observation": {"history_length": 2, "terms": [
+            {"name": "pos", "topic": "joint_states", "field": "position", "joints": ["a", "b", "c"]},
+            {"name": "vel", "topic": "joint_states", "field": "velocity", "joints": ["b", "a"],
+             "scale": 0.5},
+            {"name": "quat", "topic": "imu", "field": "orientation", "size": 4},
+            {"name": "gyro", "topic": "imu", "field": "angular_velocity", "size": 3},
+            {"name": "contact", "topic": "contacts", "field": "data", "labels": ["f2", "f1"]},
+        ]},
+        "action": {"joints": ["a"]}, "rate_hz": 50.0})
+    vectors = []
+    for js_msg, imu_msg, ma_msg in ((ros_js, ros_imu, ros_ma), (bag_js, bag_imu, bag_ma)):
+        asm = ObservationAssembler(spec.observation, 1)
+        for topic, msg in (("joint_states", js_msg), ("imu", imu_msg)):
+            assert asm.on_message(topic, msg, 8.0) is None
+        assert asm.build(8.0).stamp_s == pytest.approx(7.00000025)  # header stamps
+        assert asm.on_message("contacts", ma_msg, 8.5) is None  # no header: receive time
+        obs = asm.build(8.5)
+        assert obs.ok and obs.stamp_s == 8.5
+        vectors.append(obs.vector)
+    np.testing.assert_array_equal(vectors[0], vectors[1])
+    np.testing.assert_allclose(vectors[0][14:], [1, 2, 3, 0.1, 0.05, 0.1, 0.2, 0.3, 0.9, 1, 2, 3,
+                                                 6, 5], rtol=1e-6)
