@@ -23,8 +23,12 @@ setup(
         (f"share/{PACKAGE}", ["package.xml"]),
         (f"share/{PACKAGE}/launch", glob("launch/*.launch.py")),
         (f"share/{PACKAGE}/config", glob("config/*.yaml")),
+        (f"share/{PACKAGE}/config/specs", glob("config/specs/*.yaml")),
         (f"share/{PACKAGE}/models", glob("models/*.onnx") + glob("models/*.yaml")
-         + glob("models/*.safetensors") + glob("models/*.json")),
+         + glob("models/*.json") + glob("models/*.png")),
+        # teacher directories (teacher_io format: model.safetensors + teacher.json)
+        *[(f"share/{PACKAGE}/models/{d.split('/')[-2]}", glob(f"{d}*.*"))
+          for d in glob("models/*/")],
     ],
     install_requires=["setuptools"],
     zip_safe=True,

@@ -192,10 +192,13 @@ def test_colcon_build_installs_package(tmp_path: Path) -> None:
     lib = install / "policy_distill_ros" / "lib" / "policy_distill_ros"
     for launch_file in LAUNCH_FILES:
         assert (share / "launch" / launch_file.name).is_file()
-    for yaml_file in (REPO / "config").glob("*.yaml"):
-        assert (share / "config" / yaml_file.name).is_file()
-    assert (share / "models").is_dir() or not any((REPO / "models").iterdir())
-    for exe in ("student_node", "timing_monitor_node"):
+    for yaml_file in (REPO / "config").rglob("*.yaml"):
+        assert (share / yaml_file.relative_to(REPO)).is_file(), f"{yaml_file} not installed"
+    shipped = [p for p in (REPO / "models").rglob("*")
+               if p.is_file() and p.suffix in (".onnx", ".json", ".safetensors", ".png", ".yaml")]
+    for model_file in shipped:
+        assert (share / model_file.relative_to(REPO)).is_file(), f"{model_file} not installed"
+    for exe in ("student_node", "timing_monitor_node", "sim_node", "recorder_node"):
         assert os.access(lib / exe, os.X_OK), f"{exe} not installed in lib/policy_distill_ros"
     assert (install / "policy_distill_ros" / "share" / "ament_index" / "resource_index" /
             "packages" / "policy_distill_ros").is_file()
