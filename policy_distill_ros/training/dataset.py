@@ -16,6 +16,8 @@ Replay rule (one sample per action echo, the stamp rule of docs/contracts.md):
 - `last_action` is fed exactly as `nodes/student_node.py` and `SpecEnv` feed it: the executed
   (post-processed) command of the previous decision, set after each build; zeros at the start
   of every episode (`ObservationAssembler.reset`, which all three call).
+- A message without a header (`Float64MultiArray`, e.g. `privileged/contact_forces`) takes
+  the newest stamp recorded before it: the simulator publishes it within its frame.
 - A new `episode_id` on the `episode` topic resets both assemblers (history cleared). Without
   an `episode` topic, time going backwards starts a new episode.
 - Echoes marked as fallback (`header.frame_id == "fallback"`) were not policy decisions: they
@@ -278,6 +280,7 @@ class _Replay:
         self.action_topic = action_topic
         self.has_episode_topic = has_episode_topic
         self.queue: list[tuple[int, str, Any]] = []
+        self.recent_ns = 0      # newest stamp seen in recording order (for headerless topics)
         self.last_fed: dict[str, int] = {}
         self.episode: int | None = None
         self.next_local_episode = 0
@@ -304,9 +307,13 @@ class _Replay:
             if missing:
                 raise DatasetError(f"bag {self.path}: topic '{EPISODE_TOPIC}' message has no "
                                    f"{missing} (layout labels {labels})")
-            self.queue.append((_seconds_to_ns(values["stamp_s"]), EPISODE_TOPIC, values))
-        else:
-            self.queue.append((_stamp_ns(msg), topic, msg))
+            self.recent_ns = _seconds_to_ns(values["stamp_s"])
+            self.queue.append((self.recent_ns, EPISODE_TOPIC, values))
+        elif hasattr(msg, "header"):
+            self.recent_ns = _stamp_ns(msg)
+            self.queue.append((self.recent_ns, topic, msg))
+        else:   # no header (Float64MultiArray): it belongs to the frame being published
+            self.queue.append((self.recent_ns, topic, msg))
 
     def _feed(self, upto_ns: int) -> None:
         keep = []
