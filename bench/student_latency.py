@@ -9,6 +9,9 @@ every `policy_action` echo. Both policies: the 12-joint quadruped spec of
 config/robot_example.yaml (obs 138 = 46 x history 3), MLP 138-256-128-12, one thread.
 
 What "latency" means per configuration (honestly different):
+  echo                the floor: a Python node that republishes each joint_states message as
+                      the echo (serialized bytes in, same bytes out, no compute); what DDS, the
+                      scheduler, Python wake-ups and the probe cost before any policy work
   student on_message  inference in the joint_states callback: message in -> action out
   student timer       fixed-rate loop thread: adds a sampling delay of 0..1 period on top
   baseline            inference in the joint_states callback, torch, default executor
@@ -76,29 +79,72 @@ def run_sensors(rate_hz: float) -> None:
         rclpy.try_shutdown()
 
 
-def run_probe(out_path: str) -> None:
-    """Records (receive_ns, stamp_ns) of every echo until SIGINT, then writes them."""
+def _serve(node, subscriptions, name: str) -> None:
+    """Serve raw subscriptions on a TakeLoop thread until SIGINT."""
     import rclpy
-    from rclpy.executors import ExternalShutdownException
+
+    from policy_distill_ros.nodes.policy_io import TakeLoop
+    loop = TakeLoop(node, subscriptions, name).start()
+    try:
+        while rclpy.ok():
+            time.sleep(0.1)
+    except KeyboardInterrupt:
+        pass
+    finally:
+        loop.close()
+
+
+def run_probe(out_path: str) -> None:
+    """Records (receive_ns, stamp_ns, fallback) of every echo until SIGINT, then writes them.
+
+    Kept as lean as the student's own input path (wait-set thread, serialized take, the stamp
+    read straight from the CDR bytes), so the probe adds as little as possible to what it
+    measures; its cost is in every case alike, and the `echo` case shows the total floor.
+    """
+    import struct
+
+    import rclpy
     from sensor_msgs.msg import JointState
 
     from policy_distill_ros.nodes.ros_common import COMMAND_QOS
     rclpy.init()
     node = rclpy.create_node("bench_probe")
-    rows = []
+    rows = np.zeros((1_000_000, 3), dtype=np.int64)
+    count = [0]
+    fallback = b"fallback\0"
 
-    def on_echo(msg: JointState) -> None:
-        now_ns = node.get_clock().now().nanoseconds
-        rows.append((now_ns, msg.header.stamp.sec * 1_000_000_000 + msg.header.stamp.nanosec,
-                     msg.header.frame_id == "fallback"))
+    def on_echo(raw: bytes) -> None:  # CDR: 4-byte header, stamp sec/nanosec, frame_id
+        now_ns = time.time_ns()
+        sec, nanosec, frame_len = struct.unpack_from("<iII", raw, 4)
+        i = count[0]
+        if i < len(rows):
+            rows[i] = (now_ns, sec * 1_000_000_000 + nanosec, raw[16:16 + frame_len] == fallback)
+            count[0] = i + 1
 
-    node.create_subscription(JointState, "policy_action", on_echo, COMMAND_QOS)
+    subscription = node.create_subscription(JointState, "policy_action", on_echo, COMMAND_QOS,
+                                            raw=True)
     try:
-        rclpy.spin(node)
-    except (KeyboardInterrupt, ExternalShutdownException):
-        pass
+        _serve(node, [subscription], "probe")
     finally:
-        np.save(out_path, np.array(rows, dtype=np.int64).reshape(-1, 3))
+        np.save(out_path, rows[:count[0]])
+        node.destroy_node()
+        rclpy.try_shutdown()
+
+
+def run_echo() -> None:
+    """The floor: each joint_states message goes back out, unchanged, as the echo."""
+    import rclpy
+    from sensor_msgs.msg import JointState
+
+    from policy_distill_ros.nodes.ros_common import COMMAND_QOS, SENSOR_QOS
+    rclpy.init()
+    node = rclpy.create_node("bench_echo")
+    publisher = node.create_publisher(JointState, "policy_action", COMMAND_QOS)
+    subscription = node.create_subscription(JointState, "joint_states", publisher.publish,
+                                            SENSOR_QOS, raw=True)
+    try:
+        _serve(node, [subscription], "echo")
+    finally:
         node.destroy_node()
         rclpy.try_shutdown()
 
@@ -175,16 +221,18 @@ def run_case(name: str, node_args: list, env: dict, duration_s: float, rate_hz: 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--role", choices=("main", "sensors", "probe"), default="main")
+    parser.add_argument("--role", choices=("main", "sensors", "probe", "echo"), default="main")
     parser.add_argument("--out", default="")
     parser.add_argument("--duration-s", type=float, default=20.0)
     parser.add_argument("--rate-hz", type=float, default=500.0)
-    parser.add_argument("--cases", default="on_message,timer,baseline")
+    parser.add_argument("--cases", default="echo,on_message,timer,baseline")
     args = parser.parse_args()
     if args.role == "sensors":
         return run_sensors(args.rate_hz)
     if args.role == "probe":
         return run_probe(args.out)
+    if args.role == "echo":
+        return run_echo()
 
     workdir = tempfile.mkdtemp(prefix="student_latency_")
     env = dict(os.environ, PYTHONPATH=str(REPO) + os.pathsep + os.environ.get("PYTHONPATH", ""),
@@ -196,6 +244,7 @@ def main() -> None:
                "-p", f"model_path:={model}", "-p", f"rate_hz:={args.rate_hz}",
                "-p", "max_input_age_s:=0.05"]
     cases = {
+        "echo": [sys.executable, __file__, "--role", "echo"],
         "on_message": student + ["-p", "trigger:=on_message", "-p", "trigger_topic:=joint_states"],
         "timer": student + ["-p", "trigger:=timer"],
         "baseline": [sys.executable, str(REPO / "bench" / "baseline_node.py"), "--ros-args",

@@ -18,12 +18,12 @@ import yaml
 from lifecycle_msgs.srv import GetState
 from rcl_interfaces.msg import Parameter, ParameterType, ParameterValue
 from rcl_interfaces.srv import SetParameters
-from std_msgs.msg import String
+from std_msgs.msg import Float64MultiArray, MultiArrayDimension, String
 from std_srvs.srv import Trigger
 
 from node_process import node_process
-from policy_models import make_linear_policy
-from ros_harness import RobotPeer, echo_stamp, echo_stamp_s, is_fallback, wait_for_log, wait_until
+from policy_models import make_linear_policy, make_recurrent_policy
+from ros_harness import RECORD, RobotPeer, echo_stamp, echo_stamp_s, is_fallback, wait_for_log, wait_until
 
 pytestmark = [pytest.mark.dds, pytest.mark.timeout(180)]
 
@@ -251,3 +251,103 @@ def test_deactivate_stops_publishing(peer, model):
         request.transition.id = Transition.TRANSITION_ACTIVATE
         assert peer.call(ChangeState, "/student_node/change_state", request).success
         policy_echoes(peer, peer.echo_count(), 5)
+
+
+# ---- recurrent students: state carried from step to step, cleared on an episode reset --------
+class RecurrentReference:
+    """Numpy re-computation of the recurrent test policy from a reset at a given echo."""
+
+    def __init__(self, weights) -> None:
+        self.w = weights
+
+    def commands_from(self, peer: RobotPeer, echoes) -> np.ndarray:
+        """Commands the node must publish if its state and history were cleared just before
+        echoes[0]: zero state, history padded with the first step, last action zero."""
+        w, last, h, previous_step, out = self.w, np.zeros(3), np.zeros((1, 4), np.float32), \
+            None, []
+        for echo in echoes:
+            step = Reference.step(peer, last)
+            obs = np.concatenate([step if previous_step is None else previous_step, step])
+            h = np.tanh(obs.astype(np.float32)[None] @ w["Wx"] + h @ w["Wh"] + w["bh"])
+            raw = (h @ w["Wo"] + w["bo"])[0].astype(np.float64)
+            out.append(np.clip(raw * 0.5 + OFFSET, LOWER, UPPER))
+            previous_step, last = step, np.array(echo.position)
+        return np.array(out)
+
+    def reset_index(self, peer: RobotPeer, echoes, length: int = 8) -> int:
+        """Index of the echo computed right after a reset (checked over `length` echoes)."""
+        for i in range(len(echoes) - length):
+            window = echoes[i:i + length]
+            if any(is_fallback(e) for e in window):
+                continue
+            got = np.array([e.position for e in window])
+            if np.allclose(got, self.commands_from(peer, window), atol=1e-5):
+                return i
+        raise AssertionError("no run of echoes matches the policy restarted from a zero state")
+
+
+@pytest.fixture()
+def recurrent_model(tmp_path):
+    path = str(tmp_path / "student_gru.onnx")
+    return path, make_recurrent_policy(path, SPEC, hidden_size=4, seed=5)
+
+
+def _wait_reset_then_check(peer: RobotPeer, reference: RecurrentReference, start: int) -> None:
+    """After a reset requested at echo `start`: one run of echoes restarts from zero state, and
+    the state is then carried (the check spans 8 steps of a recurrence)."""
+    echoes = policy_echoes(peer, start, 25)
+    index = reference.reset_index(peer, echoes)
+    assert index <= 10, f"reset seen only {index} echoes after it was requested"
+
+
+def test_recurrent_state_carried_and_reset_by_service_episode_and_time(peer, recurrent_model):
+    path, weights = recurrent_model
+    reference = RecurrentReference(weights)
+    with node_process("student_node", "student_node",
+                      student_params(path, episode_topic="episode")) as proc:
+        wait_for_log(proc.node, "active", 15)
+        echoes = policy_echoes(peer, peer.echo_count(), 20)
+        # carried: a stateless re-computation (zero state every step) does not explain them
+        tail = [e for e in echoes[-6:] if not is_fallback(e)]
+        stateless = [RecurrentReference(weights).commands_from(peer, [e])[0] for e in tail]
+        assert not np.allclose([e.position for e in tail], stateless, atol=1e-5)
+
+        # 1) the ~/reset service
+        start = peer.echo_count()
+        response = peer.call(Trigger, "/student_node/reset", Trigger.Request())
+        assert response.success and "recurrent state" in response.message
+        _wait_reset_then_check(peer, reference, start)
+
+        # 2) a new episode id on episode_topic (labels as the simulator publishes them)
+        episodes = peer.publisher(Float64MultiArray, "episode", RECORD)
+        wait_until(lambda: episodes.get_subscription_count() >= 1, 10, "episode subscriber")
+        episodes.publish(_episode_msg(7))
+        time.sleep(0.3)  # the first id seen is only recorded
+        assert "new episode" not in proc.node.read_log()
+        start = peer.echo_count()
+        episodes.publish(_episode_msg(8))
+        wait_for_log(proc.node, "new episode 8 (was 7)", 5)
+        _wait_reset_then_check(peer, reference, start)
+        # a malformed episode array is reported, not fatal
+        bad = Float64MultiArray(data=[9.0])
+        episodes.publish(bad)
+        wait_for_log(proc.node, "no 'episode_id' label", 5)
+
+        # 3) time going backwards (a simulator reset that restarts time)
+        start = peer.echo_count()
+        peer.stamp_offset_s = -50.0
+        wait_for_log(proc.node, "time went backwards", 5)
+        _wait_reset_then_check(peer, reference, start)
+        peer.stamp_offset_s = 0.0   # time jumping forward is not a reset
+        policy_echoes(peer, peer.echo_count(), 5)
+        assert proc.node.read_log().count("time went backwards") == 1
+        peer.node.destroy_publisher(episodes)
+        assert proc.poll() is None
+        assert all(np.all(np.isfinite(c)) for _, c in peer.commands)
+
+
+def _episode_msg(episode_id: int) -> Float64MultiArray:
+    labels = "episode_id,step,stamp_s,reward,episode_return,terminated,truncated"
+    msg = Float64MultiArray(data=[float(episode_id), 0.0, 0.0, 0.0, 0.0, 0.0, 0.0])
+    msg.layout.dim = [MultiArrayDimension(label=labels, size=7, stride=7)]
+    return msg

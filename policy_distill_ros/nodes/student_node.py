@@ -6,6 +6,8 @@ control loop. Every tick: assemble, check ages and input problems, infer, postpr
 command + stamped echo; anything wrong -> the fallback command, logged once when it starts and
 once when it clears. Hot reload (parameter `model_path`, service `~/reload`, topic
 `model_updated`) loads in a background thread and swaps one reference.
+Episode reset (input stamps going backwards, service `~/reset`, or a new `episode_id` on the
+optional `episode_topic`): observation history, last action and recurrent state are cleared.
 
 Loop choice, measured on this 2-core machine (500 Hz loop doing ~0.1 ms of numpy work, with
 500 Hz JointState + Imu arriving in the same process, 10 s each):
@@ -25,15 +27,17 @@ import sys
 import threading
 import time
 from dataclasses import dataclass
-from typing import Dict, Optional
+from typing import Optional
 
 import numpy as np
 from rcl_interfaces.msg import SetParametersResult
 from rclpy.lifecycle import LifecycleNode, LifecycleState, TransitionCallbackReturn
-from std_msgs.msg import String
+from std_msgs.msg import Float64MultiArray, String
 from std_srvs.srv import Trigger
 
+from policy_distill_ros.core.episode import EpisodeBoundary
 from policy_distill_ros.core.faults import FaultTracker
+from policy_distill_ros.core.fields import layout_labels
 from policy_distill_ros.core.loop_timer import LoopTimer
 from policy_distill_ros.core.observation import ObservationAssembler
 from policy_distill_ros.core.policy_file import OnnxPolicy
@@ -41,11 +45,11 @@ from policy_distill_ros.core.spec import PolicySpec, load_policy_spec
 from policy_distill_ros.nodes.policy_io import (FALLBACK_MODES, ActionPublisher, FallbackCommand,
                                                InputCache, PolicyIo, header_stamp_s,
                                                message_type_for, parse_topic_types, twist_command)
-from policy_distill_ros.nodes.ros_common import LATCHED_QOS, SENSOR_QOS, declare, spin_node
+from policy_distill_ros.nodes.ros_common import (COMMAND_QOS, LATCHED_QOS, SENSOR_QOS, declare,
+                                                 spin_node)
 
 TRIGGERS = ("timer", "on_message")
 COMMAND_TOPIC = "command"   # geometry_msgs/TwistStamped feeding `kind: command` terms
-BACKWARDS_TOLERANCE_S = 1e-6
 
 
 @dataclass
@@ -62,6 +66,7 @@ class StudentConfig:
     trigger_topic: str = ""
     topic_types: str = ""
     reload_on_announce: bool = False
+    episode_topic: str = ""
 
     def __post_init__(self) -> None:
         if not self.model_path:
@@ -100,6 +105,8 @@ class StudentNode(LifecycleNode):
                 "topic of the observation spec")
         declare(self, "topic_types", "", "extra comma-separated 'topic=pkg/msg/Type' entries")
         declare(self, "reload_on_announce", False, "reload from paths on `model_updated`")
+        declare(self, "episode_topic", "", "Float64MultiArray with an 'episode_id' label (the "
+                "simulator's `episode`): a new id resets history and recurrent state; '' = off")
         autostart = declare(self, "autostart", True, "configure + activate at start")
         self._cfg: Optional[StudentConfig] = None
         self._spec: Optional[PolicySpec] = None
@@ -114,7 +121,10 @@ class StudentNode(LifecycleNode):
         self._loop: Optional[LoopTimer] = None
         self._timer = None
         self._active = False
-        self._last_stamp: Dict[str, float] = {}
+        self._episodes = EpisodeBoundary()
+        self._episode_problem: Optional[str] = None
+        self._now_s = self._ros_now_s
+        self._command_buf: Optional[np.ndarray] = None
         self._pending_command: Optional[np.ndarray] = None  # newest operator command term
         self._newest = None  # (seconds, builtin_interfaces/Time) of the newest input stamp
         self._tick_lock = threading.Lock()
@@ -125,6 +135,7 @@ class StudentNode(LifecycleNode):
         # Sensor callbacks and the loop run on other threads (PolicyIo, LoopTimer), so a reload
         # served here never delays them; the load itself runs in a worker thread all the same.
         self.create_service(Trigger, "~/reload", self._on_reload)
+        self.create_service(Trigger, "~/reset", self._on_reset)
         if autostart:
             if self.trigger_configure() != TransitionCallbackReturn.SUCCESS:
                 raise SystemExit(1)  # a launch file / supervisor sees the failure
@@ -135,7 +146,8 @@ class StudentNode(LifecycleNode):
         try:
             cfg = StudentConfig(**{name: self.get_parameter(name).value for name in (
                 "model_path", "rate_hz", "max_input_age_s", "fallback_mode", "deadline_s",
-                "spec_path", "trigger", "trigger_topic", "topic_types", "reload_on_announce")})
+                "spec_path", "trigger", "trigger_topic", "topic_types", "reload_on_announce",
+                "episode_topic")})
             expected = load_policy_spec(cfg.spec_path) if cfg.spec_path else None
             policy = OnnxPolicy(cfg.model_path, expected=expected)
             spec = policy.spec
@@ -178,11 +190,18 @@ class StudentNode(LifecycleNode):
         self._fallback = FallbackCommand(cfg.fallback_mode, action.default_pose,
                                          getattr(action, "lower", None),
                                          getattr(action, "upper", None))
-        self._io = PolicyIo(self, topics, self._on_input, action.joints, cfg.type_table)
-        self._out = self._io.out
-        self._asm.set_last_action(self._fallback.command())
-        self._last_stamp = {}
+        events = [(cfg.episode_topic, Float64MultiArray, COMMAND_QOS, self._on_episode)] \
+            if cfg.episode_topic else []
+        self._command_buf = np.zeros(action.size, dtype=np.float64)
+        self._episodes = EpisodeBoundary()
         self._newest = None
+        # The node clock is the system clock unless use_sim_time: read it without rclpy's
+        # Time objects (7 us -> 0.1 us per call, twice per tick).
+        sim_time = bool(self.get_parameter("use_sim_time").value)
+        self._now_s = self._ros_now_s if sim_time else time.time
+        self._io = PolicyIo(self, topics, self._on_input, action.joints, cfg.type_table,
+                            events=events)
+        self._out = self._io.out
 
     def on_activate(self, state: LifecycleState) -> TransitionCallbackReturn:
         self._faults = FaultTracker()
@@ -236,52 +255,102 @@ class StudentNode(LifecycleNode):
         super().destroy_node()
 
     # ---- inputs ----------------------------------------------------------------------------
-    def _now_s(self) -> float:
+    def _ros_now_s(self) -> float:
         return self.get_clock().now().nanoseconds * 1e-9
 
     def _on_input(self, topic: str, msg) -> None:
-        inputs = self._inputs
-        if inputs is None:
+        """PolicyIo thread. on_message: assemble at once (this thread also runs the tick, so
+        only the trigger topic's own work is on the message-to-action path); timer: store."""
+        cfg = self._cfg
+        if cfg is None:
             return
-        inputs.store(topic, msg, self._now_s())
-        if self._active and topic == self._trigger_topic and self._cfg.trigger == "on_message":
-            self._tick()
+        now_s = self._now_s()
+        if cfg.trigger == "timer":
+            inputs = self._inputs
+            if inputs is not None:
+                inputs.store(topic, msg, now_s)
+            return
+        with self._tick_lock:
+            if self._asm is None:
+                return
+            self._ingest(topic, msg, now_s)
+        if topic == self._trigger_topic and self._active:
+            self._tick(now_s)
 
     def _on_command(self, msg) -> None:
         if self._asm is not None:
             self._pending_command = twist_command(msg)
 
+    def _ingest(self, topic: str, msg, receive_s: float) -> None:
+        """One message into the assembler (tick lock held); stamps going backwards = reset."""
+        stamp = header_stamp_s(msg)
+        if stamp is not None:
+            jump = self._episodes.on_stamp(topic, stamp)
+            if jump is not None:
+                self._reset_episode(jump)
+            if self._newest is None or stamp >= self._newest[0]:
+                self._newest = (stamp, msg.header.stamp)
+        self._asm.on_message(topic, msg, receive_s)
+
     def _feed_inputs(self) -> None:
-        """New messages into the assembler; a stamp going backwards is an episode reset."""
-        for topic, entry in self._inputs.take_new():
-            stamp = header_stamp_s(entry.msg)
-            previous = self._last_stamp.get(topic)
-            if stamp is not None and previous is not None and \
-                    stamp < previous - BACKWARDS_TOLERANCE_S:
-                self.get_logger().warning(
-                    f"time went backwards on '{topic}' ({previous:.6f} -> {stamp:.6f} s): "
-                    "episode reset, observation history cleared")
-                self._asm.reset()
-                self._asm.set_last_action(self._fallback.command())
-                self._last_stamp.clear()
-                self._newest = None
-            if stamp is not None:
-                self._last_stamp[topic] = stamp
-                if self._newest is None or stamp >= self._newest[0]:
-                    self._newest = (stamp, entry.msg.header.stamp)
-            self._asm.on_message(topic, entry.msg, entry.receive_s)
+        """Timer trigger: messages stored since the last tick into the assembler."""
+        if self._cfg.trigger == "timer":
+            for topic, entry in self._inputs.take_new():
+                self._ingest(topic, entry.msg, entry.receive_s)
         command = self._pending_command
         if command is not None:
             self._asm.set_command(command)
 
+    # ---- episodes --------------------------------------------------------------------------
+    def _reset_episode(self, why: str) -> None:
+        """Forget history, last action and recurrent state (tick lock held)."""
+        self._asm.reset()
+        self._newest = None
+        policy = self._policy
+        if policy is not None:
+            policy.reset_state()
+        self.get_logger().warning(f"{why}: episode reset, observation history"
+                                  f"{' and recurrent state' if policy and policy.recurrent else ''}"
+                                  " cleared")
+
+    def _on_episode(self, msg: Float64MultiArray) -> None:
+        """PolicyIo thread (served before the sensors of the same step)."""
+        try:
+            change = self._episodes.on_episode(layout_labels(msg), msg.data)
+        except ValueError as exc:
+            if str(exc) != self._episode_problem:
+                self._episode_problem = str(exc)
+                self.get_logger().error(f"{self._cfg.episode_topic}: {exc}; episode resets "
+                                        "from this topic are off until it is fixed")
+            return
+        self._episode_problem = None
+        if change is None:
+            return
+        with self._tick_lock:
+            if self._asm is not None:
+                self._episodes.forget_stamps()  # the new episode's stamps may restart at 0
+                self._reset_episode(f"'{self._cfg.episode_topic}': {change}")
+
+    def _on_reset(self, request: Trigger.Request, response: Trigger.Response):
+        with self._tick_lock:
+            if self._asm is None:
+                response.success, response.message = False, "not configured: nothing to reset"
+                return response
+            self._episodes.forget_stamps()
+            self._reset_episode("reset requested")
+        response.success = True
+        response.message = "observation history, last action and recurrent state cleared"
+        return response
+
     # ---- the control tick ------------------------------------------------------------------
-    def _tick(self) -> None:
+    def _tick(self, now_s: Optional[float] = None) -> None:
+        """One control step; `now_s`: when the triggering message arrived (on_message)."""
         with self._tick_lock:
             if not self._active or self._out is None:
                 return
             started = time.perf_counter()
             try:
-                self._control_step()
+                self._control_step(self._now_s() if now_s is None else now_s)
             except Exception as exc:  # noqa: BLE001 - the loop must outlive any bug
                 self._report("policy", ("internal", f"control tick failed: {exc!r}"))
                 try:
@@ -298,8 +367,7 @@ class StudentNode(LifecycleNode):
             else:
                 self._report("deadline", None)
 
-    def _control_step(self) -> None:
-        now_s = self._now_s()
+    def _control_step(self, now_s: float) -> None:
         self._feed_inputs()
         obs = self._asm.build(now_s)
         policy = self._policy  # one read: a hot reload swaps this reference between ticks
@@ -312,7 +380,7 @@ class StudentNode(LifecycleNode):
                 fault = ("inference", f"inference failed: {exc}")
             else:
                 try:
-                    command = self._spec.action.postprocess(raw)
+                    command = self._spec.action.postprocess(raw, out=self._command_buf)
                 except ValueError as exc:
                     fault = ("action", f"policy output rejected: {exc}")
         self._report("policy", fault)
@@ -342,6 +410,8 @@ class StudentNode(LifecycleNode):
 
     def _report(self, channel: str, fault) -> None:
         """Log a fault once when it starts and once when it clears (core FaultTracker)."""
+        if fault is None and not self._faults:
+            return  # the common case, every tick: nothing active, nothing to clear
         for level, text in self._faults.update(channel, fault):
             if level == "error":  # two call sites: rclpy fixes a call site's severity
                 self.get_logger().error(text)
