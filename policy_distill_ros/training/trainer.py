@@ -333,6 +333,20 @@ def _iterate(count: int, batch_size: int, sampler: DistributedSampler | None, ep
     return list(torch.split(order, batch_size))
 
 
+def _freeze_unused(module: _TrainModule, batches: "_Batches", n: int) -> list[nn.Parameter]:
+    """Parameters no loss term reaches (e.g. log_std when only BC is on) are frozen for the
+    run: DDP requires every trained parameter to get a gradient. Returns them (to unfreeze)."""
+    module.zero_grad(set_to_none=True)
+    obs, teacher, _ = batches.get(torch.arange(n, device=batches.obs.device))
+    total, _ = module(obs, teacher)
+    total.backward()
+    unused = [p for p in module.parameters() if p.requires_grad and p.grad is None]
+    module.zero_grad(set_to_none=True)
+    for p in unused:
+        p.requires_grad_(False)
+    return unused
+
+
 @torch.no_grad()
 def _evaluate(module: _TrainModule, batches: _Batches, batch_size: int) -> dict[str, float]:
     module.eval()
@@ -429,6 +443,9 @@ def fit(teacher: TeacherPolicy, teacher_normalizer: EmpiricalNormalizer | None,
     recurrent = student.is_recurrent
     train_batches = _Batches(train_set, t_train, device, recurrent, config.sequence_length)
     val_batches = _Batches(val_set, t_val, device, recurrent, config.sequence_length)
+    batch_size = max(1, config.batch_size // config.sequence_length) if recurrent \
+        else config.batch_size
+    unused = _freeze_unused(module, train_batches, min(batch_size, train_batches.count))
     if world_size > 1:
         trained = nn.parallel.DistributedDataParallel(
             module, device_ids=[device.index] if device.type == "cuda" else None)
@@ -440,8 +457,6 @@ def fit(teacher: TeacherPolicy, teacher_normalizer: EmpiricalNormalizer | None,
         optimizer, T_max=config.epochs, eta_min=config.lr * config.min_lr_ratio) \
         if config.lr_schedule == "cosine" else None
     generator = torch.Generator().manual_seed(config.seed)
-    batch_size = max(1, config.batch_size // config.sequence_length) if recurrent \
-        else config.batch_size
 
     history: list[dict] = []
     best_val, best_epoch, best_state = math.inf, -1, None
@@ -506,6 +521,8 @@ def fit(teacher: TeacherPolicy, teacher_normalizer: EmpiricalNormalizer | None,
     finally:
         if bar is not None:
             bar.close()
+    for p in unused:
+        p.requires_grad_(True)
     if best_state is not None:
         module.load_state_dict(best_state)
     module.to("cpu").eval()

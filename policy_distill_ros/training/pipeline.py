@@ -1,0 +1,301 @@
+"""One training run from a YAML file: bags -> dataset -> fit -> ONNX export -> report.
+
+Shared by `policy-distill train`, the trainer node and `torchrun` data-parallel runs, so all three
+do exactly the same thing. Output directory `runs/<run_name>/`:
+
+    student.onnx                  the deployable student (parity-checked, atomic write)
+    report.md                     teacher-vs-student table, data, training, export
+    metrics.json                  everything the report shows (re-render with report.update_report)
+    losses.png, per_joint_action_error.png
+    config.yaml                   the resolved configuration of this run
+
+Relative paths in the YAML are resolved against the working directory, then against the
+config file's directory and its parent (a `config/train.yaml` inside the package names
+`models/...` relative to the package root).
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+import os
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Mapping, Sequence
+
+import yaml
+
+from policy_distill_ros.core.spec import PolicySpec, load_policy_spec
+
+from .dataset import BagStats, DatasetError, DistillDataset, dataset_from_bags, iter_bag_paths
+from .export import ExportConfig, ParityReport
+from .networks import TeacherPolicy, build_student, count_parameters
+from .normalizer import EmpiricalNormalizer, NormalizerConfig
+from .report import write_report
+from .teacher_io import TeacherInfo
+from .trainer import TrainConfig, TrainResult, TrainingError, export_student, fit
+
+__all__ = ["RunConfig", "RunOutputs", "load_run_config", "load_teacher_any", "run_training",
+           "STUDENT_FILE", "CONFIG_FILE"]
+
+LOG = logging.getLogger(__name__)
+STUDENT_FILE = "student.onnx"
+CONFIG_FILE = "config.yaml"
+_RUN_KEYS = ("teacher", "teacher_normalizer", "student_spec", "teacher_spec", "bags",
+             "action_topic", "min_episode_return", "run_name", "runs_dir", "out",
+             "max_student_param_ratio", "allow_incomplete_bags", "train", "export")
+
+
+@dataclass
+class RunConfig:
+    """A training run (config/train.yaml). Paths are resolved by `load_run_config`."""
+
+    teacher: str                            # teacher directory | SB3 .zip | rsl_rl .pt
+    student_spec: str
+    teacher_spec: str
+    bags: list[str]
+    train: TrainConfig
+    teacher_normalizer: str | None = None   # SB3 zip: VecNormalize .pkl or obs-norm .json
+    action_topic: str = "policy_action"
+    min_episode_return: float | None = None
+    run_name: str = "student"
+    runs_dir: str = "runs"
+    out: str | None = None                  # overrides runs_dir/run_name
+    max_student_param_ratio: float | None = 0.02
+    allow_incomplete_bags: bool = False
+    export: ExportConfig = field(default_factory=ExportConfig)
+
+    def __post_init__(self) -> None:
+        if isinstance(self.bags, str):
+            self.bags = [self.bags]
+        if not isinstance(self.bags, list) or not all(isinstance(b, str) for b in self.bags):
+            raise ValueError(f"bags must be a list of bag paths, got {self.bags!r}")
+        if not self.run_name or "/" in self.run_name:
+            raise ValueError(f"run_name must be a plain name, got {self.run_name!r}")
+        if self.max_student_param_ratio is not None and not 0 < self.max_student_param_ratio:
+            raise ValueError(f"max_student_param_ratio must be > 0 or null, got "
+                             f"{self.max_student_param_ratio!r}")
+        if not isinstance(self.train, TrainConfig):
+            raise ValueError("train must be a TrainConfig")
+        if isinstance(self.export, dict):
+            self.export = ExportConfig(**self.export)
+
+    @property
+    def out_dir(self) -> Path:
+        return Path(self.out) if self.out else Path(self.runs_dir) / self.run_name
+
+    def to_dict(self) -> dict:
+        d = {k: getattr(self, k) for k in _RUN_KEYS}
+        d["train"] = self.train.to_dict()
+        d["export"] = dataclasses.asdict(self.export)
+        return d
+
+
+def _resolve(path: str, config_dir: Path | None, must_exist: bool = True) -> str:
+    candidates = [Path(path)]
+    if config_dir is not None and not Path(path).is_absolute():
+        candidates += [config_dir / path, config_dir.parent / path]
+    for c in candidates:
+        if c.exists():
+            return str(c)
+    if any(ch in path for ch in "*?["):
+        for base in candidates[1:]:
+            import glob
+            if glob.glob(str(base)):
+                return str(base)
+    if must_exist:
+        raise ValueError(f"{path!r} does not exist (looked in {[str(c) for c in candidates]})")
+    return path
+
+
+def load_run_config(path: str | os.PathLike | None = None, data: Mapping | None = None,
+                    overrides: Mapping[str, Any] | None = None) -> RunConfig:
+    """RunConfig from a YAML file (or a dict), with command-line overrides (bags, out, ...)."""
+    config_dir = None
+    if path is not None:
+        path = Path(path)
+        try:
+            data = yaml.safe_load(path.read_text())
+        except (OSError, yaml.YAMLError) as exc:
+            raise ValueError(f"training config {path}: {exc}") from None
+        config_dir = path.resolve().parent
+    data = dict(data or {})
+    for key, value in (overrides or {}).items():
+        if value is not None:
+            data[key] = value
+    where = f"training config {path}" if path else "training config"
+    unknown = sorted(set(data) - set(_RUN_KEYS))
+    if unknown:
+        raise ValueError(f"{where}: unknown keys {unknown} (known: {sorted(_RUN_KEYS)})")
+    missing = [k for k in ("teacher", "student_spec", "teacher_spec", "bags", "train")
+               if not data.get(k)]
+    if missing:
+        raise ValueError(f"{where}: missing {missing}")
+    try:
+        for key in ("teacher", "student_spec", "teacher_spec", "teacher_normalizer"):
+            if data.get(key):
+                data[key] = _resolve(str(data[key]), config_dir)
+        bags = data["bags"] if isinstance(data["bags"], list) else [data["bags"]]
+        data["bags"] = [_resolve(str(b), config_dir, must_exist=False) for b in bags]
+        student_spec = load_policy_spec(data["student_spec"])
+        data["train"] = TrainConfig.from_dict(dict(data["train"]), student_spec=student_spec)
+        return RunConfig(**data)
+    except (TypeError, ValueError) as exc:
+        raise ValueError(f"{where}: {exc}") from None
+
+
+def _json_normalizer(path: Path, obs_size: int) -> EmpiricalNormalizer:
+    """{mean, var, epsilon, clip_obs} written by scripts/train_teacher.py (SB3 VecNormalize
+    statistics without pickle): y = clip((x - mean) / sqrt(var + eps))."""
+    try:
+        d = json.loads(path.read_text())
+        mean, var = d["mean"], d["var"]
+    except (OSError, json.JSONDecodeError, KeyError) as exc:
+        raise ValueError(f"{path}: not an observation-normalizer JSON ({exc})") from None
+    if len(mean) != obs_size or len(var) != obs_size:
+        raise ValueError(f"{path}: statistics for {len(mean)} observations, teacher takes "
+                         f"{obs_size}")
+    clip = d.get("clip_obs")
+    norm = EmpiricalNormalizer(NormalizerConfig(size=obs_size, eps=float(d.get("epsilon", 1e-8)),
+                                                eps_placement="var",
+                                                clip=float(clip) if clip else None))
+    import torch
+    norm.set_statistics(torch.tensor(mean), torch.tensor(var), float(d.get("count", 0.0)))
+    return norm.freeze().eval()
+
+
+def load_teacher_any(path: str | os.PathLike, normalizer_path: str | os.PathLike | None = None
+                     ) -> tuple[TeacherPolicy, EmpiricalNormalizer | None, TeacherInfo]:
+    """A teacher directory (own format), an SB3 zip (+ VecNormalize .pkl or normalizer .json)
+    or an rsl_rl checkpoint (.pt)."""
+    from . import importers
+    from .teacher_io import load_teacher, teacher_hash
+    path = Path(path)
+    if path.is_dir() or path.name == "teacher.json":
+        if normalizer_path:
+            raise ValueError(f"teacher {path}: a teacher directory carries its own normalizer; "
+                             f"remove teacher_normalizer")
+        return load_teacher(path)
+    if path.suffix == ".zip":
+        json_norm = normalizer_path is not None and str(normalizer_path).endswith(".json")
+        teacher, norm, info = importers.import_sb3(path, None if json_norm else normalizer_path)
+        if json_norm:
+            norm = _json_normalizer(Path(normalizer_path), teacher.config.obs_size)
+            info = dataclasses.replace(info, sha256=teacher_hash(teacher, norm),
+                                       normalizer=norm.config)
+        return teacher, norm, info
+    if path.suffix in (".pt", ".pth"):
+        return importers.import_rsl_rl(path)
+    raise ValueError(f"teacher {path}: expected a teacher directory, an SB3 .zip or an rsl_rl .pt")
+
+
+@dataclass
+class RunOutputs:
+    """What a run produced (paths only on rank 0)."""
+
+    out_dir: Path
+    onnx_path: Path | None
+    report_path: Path | None
+    metrics_path: Path | None
+    result: TrainResult
+    parity: ParityReport | None
+    summary: dict
+
+
+def _teacher_onnx_bytes(teacher: TeacherPolicy, normalizer: EmpiricalNormalizer | None) -> int | None:
+    """Size the teacher would have as an ONNX policy file (same exporter as the student)."""
+    try:
+        import torch
+
+        from .export import export_onnx, inference_module
+        norm = normalizer or EmpiricalNormalizer(NormalizerConfig(size=teacher.config.obs_size))
+        module = inference_module(teacher, norm)
+        model, _ = export_onnx(module, torch.zeros(1, teacher.config.obs_size), ExportConfig())
+        return len(model.SerializeToString())
+    except Exception as exc:  # noqa: BLE001 - a report figure, never a reason to fail the run
+        LOG.warning("teacher ONNX size not measured: %s", exc)
+        return None
+
+
+def _rank() -> int:
+    import torch.distributed as dist
+    return dist.get_rank() if dist.is_available() and dist.is_initialized() else 0
+
+
+def run_training(config: RunConfig, progress: bool = True,
+                 on_epoch: Callable[[dict], Any] | None = None,
+                 dataset: DistillDataset | None = None) -> RunOutputs:
+    """Build the dataset, train, export and report (see the module docstring).
+
+    Under torch.distributed every rank trains; rank 0 alone writes the outputs. Raises
+    DatasetError / TrainingError / ExportParityError with the reason; a failed export leaves
+    no student.onnx behind (and an earlier one of the same run untouched).
+    """
+    started = time.time()
+    student_spec: PolicySpec = load_policy_spec(config.student_spec)
+    teacher_spec: PolicySpec = load_policy_spec(config.teacher_spec)
+    teacher, teacher_norm, teacher_info = load_teacher_any(config.teacher,
+                                                           config.teacher_normalizer)
+    if teacher.config.obs_size != teacher_spec.observation.size:
+        raise TrainingError(f"teacher {config.teacher} takes {teacher.config.obs_size} "
+                            f"observations, teacher spec {config.teacher_spec} gives "
+                            f"{teacher_spec.observation.size}")
+    stats: list[BagStats] = []
+    if dataset is None:
+        bags = iter_bag_paths(config.bags)
+        dataset = dataset_from_bags(bags, student_spec, teacher_spec, config.action_topic,
+                                    config.allow_incomplete_bags, stats=stats)
+    full_size = len(dataset)
+    dataset = dataset.filter_episodes(config.min_episode_return)
+    if not len(dataset):
+        raise DatasetError(f"no episode reaches min_episode_return {config.min_episode_return} "
+                           f"({full_size} samples before filtering)")
+    s_params = count_parameters(build_student(config.train.student))
+    t_params = count_parameters(teacher)
+    if config.max_student_param_ratio is not None and \
+            s_params > config.max_student_param_ratio * t_params:
+        raise TrainingError(f"student would have {s_params} parameters, more than "
+                            f"{config.max_student_param_ratio:.1%} of the teacher's {t_params} "
+                            f"(max_student_param_ratio); choose smaller hidden_sizes")
+    result = fit(teacher, teacher_norm, dataset, config.train, progress=progress,
+                 on_epoch=on_epoch)
+    out_dir = config.out_dir
+    summary = {
+        "run_name": out_dir.name,
+        "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(started)),
+        "config": config.to_dict(),
+        "teacher": {"path": str(config.teacher), "sha256": teacher_info.sha256,
+                    "obs_size": teacher.config.obs_size,
+                    "privileged_topics": list(teacher_spec.observation.privileged_topics),
+                    "hidden_sizes": list(teacher.config.hidden_sizes)},
+        "student": {"obs_size": student_spec.observation.size,
+                    "joints": list(student_spec.action.joints),
+                    "privileged_topics": list(student_spec.observation.privileged_topics)},
+        "data": {"bags": list(dataset.sources), "samples_before_filter": full_size,
+                 "min_episode_return": config.min_episode_return,
+                 "bag_stats": [s.to_dict() for s in stats]},
+        "metrics": result.metrics,
+        "history": result.history,
+    }
+    if _rank() != 0:
+        return RunOutputs(out_dir, None, None, None, result, None, summary)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    onnx_path = out_dir / STUDENT_FILE
+    provenance = {"teacher_hash": teacher_info.sha256, "teacher": str(config.teacher),
+                  "dataset": list(dataset.sources), "samples": len(dataset),
+                  "losses": config.train.loss.to_dict()}
+    parity = export_student(result, student_spec, onnx_path, provenance, config.export)
+    summary["export"] = {"path": str(onnx_path), **parity.to_dict()}
+    summary["teacher"]["onnx_bytes"] = _teacher_onnx_bytes(teacher, teacher_norm)
+    summary["student"]["onnx_bytes"] = onnx_path.stat().st_size
+    tmp = out_dir / f".{CONFIG_FILE}.tmp-{os.getpid()}"
+    tmp.write_text(yaml.safe_dump(config.to_dict(), sort_keys=False))
+    os.replace(tmp, out_dir / CONFIG_FILE)
+    paths = write_report(out_dir, summary)
+    LOG.info("run %s: student %d params (%.2f%% of teacher), val action MSE vs teacher %.4g, "
+             "export parity %.2g -> %s", out_dir, s_params, 100.0 * s_params / t_params,
+             result.metrics.get("val_action_error_vs_teacher", {}).get("mse", float("nan")),
+             parity.max_abs_error, onnx_path)
+    return RunOutputs(out_dir, onnx_path, paths["report"], paths["metrics"], result, parity,
+                      summary)
