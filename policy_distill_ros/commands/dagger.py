@@ -1,0 +1,152 @@
+"""`policy-distill dagger`: DAgger rounds in-process on the embedded simulator.
+
+    policy-distill dagger --config config/dagger.yaml [--rounds 4] [--out runs/NAME]
+
+Round 0 clones teacher-driven episodes (plus any `initial_data` bags / .npz); each later round
+the student drives (the teacher's action executed with probability beta), the teacher labels
+every visited state, the data aggregates and the student is retrained from its last weights
+(`training/dagger.py`). The final student is exported (parity-checked ONNX) to
+`<out>/student.onnx` and evaluated against the teacher on held-out seeds; every figure goes to
+`<out>/dagger.json` and a per-round table is printed.
+
+`--through-ros` (drive the real nodes over DDS, labels from the teacher node in label mode) is
+the job of `policy-distill record --student ... --mode label`; it is not wired here yet.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+from pathlib import Path
+
+HELP = "DAgger rounds in-process: the student drives, the teacher labels, data aggregates"
+LOG = logging.getLogger("policy-distill.dagger")
+ROUND_COLUMNS = (
+    ("round", "round", "d"), ("beta", "beta", ".3f"), ("new_samples", "new", ",d"),
+    ("dataset_samples", "total", ",d"), ("rollout_mean_return", "rollout return", ".1f"),
+    ("teacher_action_fraction", "teacher acts", ".2f"),
+    ("on_policy_error_before", "on-policy mse before", ".4g"),
+    ("on_policy_error_after", "after", ".4g"), ("val_error", "val mse", ".4g"),
+    ("eval_mean_return", "held-out return", ".1f"), ("train_time_s", "train s", ".1f"))
+_KEYS = ("teacher", "teacher_normalizer", "teacher_spec", "student_spec", "sim_config",
+         "max_episode_steps", "initial_data", "out", "eval_episodes", "dagger", "train")
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--config", required=True, help="DAgger YAML (config/dagger.yaml)")
+    parser.add_argument("--rounds", type=int, default=None, help="override dagger.rounds")
+    parser.add_argument("--out", default=None, help="override the output directory")
+    parser.add_argument("--max-episode-steps", type=int, default=None,
+                        help="override the episode length")
+    parser.add_argument("--through-ros", action="store_true",
+                        help="drive the nodes over DDS (policy-distill record --mode label)")
+    parser.add_argument("--no-progress", action="store_true")
+
+
+def _load_config(path: str) -> dict:
+    import yaml
+    with open(path) as f:
+        data = yaml.safe_load(f) or {}
+    if not isinstance(data, dict):
+        raise ValueError(f"{path}: expected a mapping")
+    unknown = sorted(set(data) - set(_KEYS))
+    if unknown:
+        raise ValueError(f"{path}: unknown keys {unknown} (known: {list(_KEYS)})")
+    for key in ("teacher", "student_spec", "teacher_spec"):
+        if not data.get(key):
+            raise ValueError(f"{path}: missing {key!r}")
+    return data
+
+
+def _initial_dataset(items, config_dir: Path, student_spec, teacher_spec):
+    from policy_distill_ros.training.dataset import (DistillDataset, dataset_from_bags,
+                                                     iter_bag_paths)
+    from policy_distill_ros.training.pipeline import _resolve
+    items = [items] if isinstance(items, str) else list(items or [])
+    npz = [_resolve(p, config_dir) for p in items if str(p).endswith(".npz")]
+    bags = [_resolve(p, config_dir) for p in items if not str(p).endswith(".npz")]
+    parts = [DistillDataset.load(p) for p in npz]
+    if bags:
+        parts.append(dataset_from_bags(iter_bag_paths(bags), student_spec, teacher_spec))
+    total = None
+    for part in parts:
+        total = part if total is None else total.concat(part)
+    return total
+
+
+def run(args: argparse.Namespace) -> int:
+    if args.through_ros:
+        LOG.error("--through-ros is not available yet: record student-driven, teacher-labelled "
+                  "episodes with `policy-distill record --student MODEL --mode label` and pass "
+                  "the bags as initial_data")
+        return 2
+    import torch
+
+    from policy_distill_ros.commands.evaluate import sim_config_from_args
+    from policy_distill_ros.core.policy_file import PolicyFileError
+    from policy_distill_ros.core.spec import load_policy_spec
+    from policy_distill_ros.training.dagger import DaggerConfig, run_dagger
+    from policy_distill_ros.training.dataset import DatasetError
+    from policy_distill_ros.training.evaluation import (comparison_table,
+                                                        evaluate_teacher_and_student,
+                                                        format_table, held_out_seeds)
+    from policy_distill_ros.training.pipeline import _resolve, load_teacher_any
+    from policy_distill_ros.training.trainer import TrainConfig, TrainingError, export_student
+
+    try:
+        config_path = Path(args.config)
+        data = _load_config(args.config)
+        cdir = config_path.resolve().parent
+        student_spec = load_policy_spec(_resolve(data["student_spec"], cdir))
+        teacher_spec = load_policy_spec(_resolve(data["teacher_spec"], cdir))
+        norm_path = data.get("teacher_normalizer")
+        teacher, normalizer, info = load_teacher_any(
+            _resolve(data["teacher"], cdir), _resolve(norm_path, cdir) if norm_path else None)
+        steps = args.max_episode_steps if args.max_episode_steps is not None \
+            else data.get("max_episode_steps")
+        sim_config = sim_config_from_args(_resolve(data.get("sim_config") or "config/sim.yaml",
+                                                   cdir), steps)
+        dagger_dict = dict(data.get("dagger") or {})
+        if args.rounds is not None:
+            dagger_dict["rounds"] = args.rounds
+        dagger_config = DaggerConfig.from_dict(dagger_dict)
+        train_config = TrainConfig.from_dict(dict(data.get("train") or {}),
+                                             student_spec=student_spec)
+        if train_config.num_threads:
+            torch.set_num_threads(train_config.num_threads)
+        initial = _initial_dataset(data.get("initial_data"), cdir, student_spec, teacher_spec)
+        out_dir = Path(args.out or data.get("out") or "runs/dagger")
+        LOG.info("teacher %s (sha256 %s...), %d rounds", data["teacher"], info.sha256[:12],
+                 dagger_config.rounds)
+        result = run_dagger(teacher, normalizer, student_spec, teacher_spec, sim_config,
+                            dagger_config, train_config, initial_dataset=initial,
+                            progress=not args.no_progress,
+                            on_round=lambda r: LOG.info("round %d done: %s", r.round,
+                                                        json.dumps(r.to_dict())))
+        out_dir.mkdir(parents=True, exist_ok=True)
+        onnx_path = out_dir / "student.onnx"
+        provenance = {"teacher_sha256": info.sha256, "method": "dagger",
+                      "dataset": {"samples": len(result.dataset),
+                                  "episodes": int(len(result.dataset.episodes)),
+                                  "sources": list(result.dataset.sources)[:50]},
+                      "dagger": dagger_config.to_dict()}
+        parity = export_student(result.result, student_spec, onnx_path, provenance)
+        report = {"config": str(config_path), "teacher": data["teacher"],
+                  "teacher_sha256": info.sha256, "onnx": str(onnx_path),
+                  "parity_max_abs_error": parity.max_abs_error, **result.to_dict()}
+        episodes = int(data.get("eval_episodes", 20) or 0)
+        if episodes:
+            report["evaluation"] = evaluate_teacher_and_student(
+                teacher, normalizer, teacher_spec, onnx_path, student_spec, sim_config,
+                held_out_seeds(episodes), sim_seed=dagger_config.sim_seed,
+                progress=not args.no_progress)
+    except (OSError, ValueError, DatasetError, TrainingError, PolicyFileError) as exc:
+        LOG.error("%s", exc)
+        return 1
+    (out_dir / "dagger.json").write_text(json.dumps(report, indent=2, default=float) + "\n")
+    print(format_table([r.to_dict() for r in result.rounds], ROUND_COLUMNS))
+    if "evaluation" in report:
+        print()
+        print(comparison_table(report["evaluation"]))
+    print(f"\nstudent: {onnx_path}\nreport:  {out_dir / 'dagger.json'}")
+    return 0
