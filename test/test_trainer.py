@@ -184,3 +184,55 @@ def test_mismatched_dataset_is_refused():
     ds = toy_dataset(obs=12)
     with pytest.raises(TrainingError, match="teacher expects"):
         fit(teacher, norm, ds, config(), progress=False)
+
+
+def test_cli_train_writes_the_run_directory_and_report(tmp_path):
+    """`policy-distill train` end to end on a recorded bag; then closed-loop figures are added
+    to the report without retraining."""
+    import json
+    import subprocess
+    import sys
+
+    import yaml
+
+    from policy_distill_ros.training.report import update_report
+    from policy_distill_ros.training.teacher_io import save_teacher
+    from sim_bags import STUDENT_SPEC, TEACHER_SPEC
+    record_sim_bag(tmp_path / "bag", episodes=5, max_steps=20)
+    teacher, norm = make_teacher(44, hidden=(512, 512, 256))
+    save_teacher(teacher, norm, tmp_path / "teacher")
+    config = yaml.safe_load((STUDENT_SPEC.parents[2] / "config/train.yaml").read_text())
+    config.update(teacher=str(tmp_path / "teacher"), teacher_normalizer=None,
+                  student_spec=str(STUDENT_SPEC), teacher_spec=str(TEACHER_SPEC))
+    (tmp_path / "train.yaml").write_text(yaml.safe_dump(config))
+    out = tmp_path / "runs" / "cli"
+    proc = subprocess.run([sys.executable, "-m", "policy_distill_ros.cli", "train", "--config",
+                           str(tmp_path / "train.yaml"), "--bags", str(tmp_path / "bag"),
+                           "--out", str(out), "--epochs", "3", "--no-progress"],
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    assert "student" in proc.stderr and "report" in proc.stderr
+    names = sorted(p.name for p in out.iterdir())
+    assert names == ["config.yaml", "losses.png", "metrics.json", "per_joint_action_error.png",
+                     "report.md", "student.onnx"]
+    summary = json.loads((out / "metrics.json").read_text())
+    assert summary["metrics"]["student_params"] == 7696            # the default Ant student
+    assert summary["metrics"]["teacher_params"] == 419088
+    assert summary["student"]["onnx_bytes"] < summary["teacher"]["onnx_bytes"] / 20
+    assert len(summary["history"]) == 3
+    report = (out / "report.md").read_text()
+    assert "| parameters | 419,088 | 7,696 | 1.84 % of teacher |" in report
+    assert "val action MSE vs teacher" in report and "closed-loop return" not in report
+    assert yaml.safe_load((out / "config.yaml").read_text())["train"]["epochs"] == 3
+    OnnxPolicy(str(out / "student.onnx"), expected=specs()[0])
+    update_report(out, {"teacher": {"mean_return": 800.0, "episodes": 10},
+                        "student": {"mean_return": 780.0, "episodes": 10}})
+    report = (out / "report.md").read_text()
+    assert "| closed-loop return (mean) | 800 | 780 | 97.5 % of teacher |" in report
+    assert json.loads((out / "metrics.json").read_text())["evaluation"]["student"][
+        "mean_return"] == 780.0
+    bad = subprocess.run([sys.executable, "-m", "policy_distill_ros.cli", "train", "--config",
+                          str(tmp_path / "train.yaml"), "--bags", str(tmp_path / "nobag"),
+                          "--out", str(tmp_path / "runs/bad"), "--no-progress"],
+                         capture_output=True, text=True, timeout=300)
+    assert bad.returncode == 1 and "nobag" in bad.stderr
