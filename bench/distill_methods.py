@@ -1,0 +1,284 @@
+"""Distillation methods side by side: same demonstrations, same student size, one run.
+
+Run: .venv/bin/python bench/distill_methods.py [--teacher models/ant_teacher]
+         [--demo-episodes 30] [--eval-episodes 20] [--epochs 60] [--json out.json]
+
+1. The teacher drives `--demo-episodes` training episodes (seeds 0..N-1) in-process; every
+   method learns from these rows (student obs without privileged terms, teacher obs, teacher
+   actions). DAgger additionally collects its own student-driven rounds, as it must.
+2. Methods, all with the same student (history MLP, `--hidden`, default 48x48 = 7,696
+   parameters) and the same epochs / batch size / learning rate:
+   - bc: behavioural cloning on the teacher's mean (MSE);
+   - bc_kl: + KL(teacher || student) of the Gaussians;
+   - bc_feat: + teacher's last hidden layer matched through a learned projection;
+   - dagger: bc's student, then `--dagger-rounds` in-process DAgger rounds (warm start);
+   - progressive: teacher -> `--medium` student -> the small student;
+   - imitation_bc: the `imitation` library's BC (SB3 ActorCriticPolicy with the same actor
+     layers; its inputs normalized with the same statistics as ours), when importable.
+3. Every student runs in closed loop on `--eval-episodes` held-out seeds (1_000_000 + k) next to
+   the teacher: ours as exported ONNX through core.OnnxPolicy (the node's path), imitation's
+   through its torch `policy.predict`.
+
+Printed: return (mean, std), return ratio vs the teacher, parameters, parameter ratio, training
+wall-clock, wall-clock ratio vs imitation's BC (same run, same machine), and the targets of
+DESIGN.md (student <= 2% of the teacher's parameters, no privileged input, >= 95% of the
+teacher's return). Times are wall-clock on a shared machine: compare ratios, not seconds.
+
+`imitation` (1.0.1, the latest release) requires gymnasium~=0.29 and stable-baselines3~=2.2.1,
+which cannot coexist with the gymnasium>=1.0 (Ant-v5) this project uses, so it is not in
+requirements/. Its BC code runs on the installed versions; point `--imitation-path` at an
+unpacked `imitation` wheel (`pip download imitation==1.0.1 --no-deps`, unzip) to include it.
+"""
+from __future__ import annotations
+
+import argparse
+import copy
+import json
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+from policy_distill_ros.commands.evaluate import load_teacher_and_spec, sim_config_from_args  # noqa: E402
+from policy_distill_ros.core.spec import load_policy_spec  # noqa: E402
+from policy_distill_ros.training.dagger import DaggerConfig, run_dagger  # noqa: E402
+from policy_distill_ros.training.evaluation import (evaluate_policy, format_table,  # noqa: E402
+                                                    held_out_seeds, policy_file_figures)
+from policy_distill_ros.training.networks import count_parameters  # noqa: E402
+from policy_distill_ros.training.normalizer import EmpiricalNormalizer, NormalizerConfig  # noqa: E402
+from policy_distill_ros.training.progressive import ProgressiveConfig, run_progressive  # noqa: E402
+from policy_distill_ros.training.rollout import (STUDENT, FunctionActor, OnnxActor,  # noqa: E402
+                                                 collect, teacher_actor)
+from policy_distill_ros.training.trainer import TrainConfig, export_student, fit  # noqa: E402
+
+METHODS = ("bc", "bc_kl", "bc_feat", "dagger", "progressive", "imitation_bc")
+COLUMNS = (("method", "method", ""), ("mean_return", "return", ".1f"), ("std_return", "std", ".1f"),
+           ("return_ratio", "ret/teacher", ".3f"),
+           ("mean_forward_distance_m", "forward m", ".2f"), ("params", "params", ",d"),
+           ("param_ratio", "params/teacher", ".4f"), ("train_s", "train s", ".1f"),
+           ("wall_ratio_vs_imitation", "time/imitation", ".2f"),
+           ("train_samples", "samples", ",d"))
+
+
+def _train_config(args, loss: dict, hidden) -> dict:
+    return {"student": {"kind": "history_mlp", "hidden_sizes": list(hidden)}, "loss": loss,
+            "epochs": args.epochs, "batch_size": args.batch_size, "lr": args.lr,
+            "val_fraction": 0.1, "seed": 0, "num_threads": 1}
+
+
+def _imitation_bc(args, dataset, labels, student_spec, hidden):
+    """(wall-clock s, actor fn, actor params) of imitation's BC on the same rows."""
+    import gymnasium as gym
+    from imitation.algorithms import bc
+    from imitation.data import types
+    from imitation.util import logger as imitation_logger
+    from stable_baselines3.common.policies import ActorCriticPolicy
+
+    norm = EmpiricalNormalizer(NormalizerConfig(size=student_spec.observation.size, eps=1e-2,
+                                                clip=10.0))
+    norm.update(torch.as_tensor(dataset.student_obs))
+    norm.freeze()
+    with torch.no_grad():
+        obs = norm(torch.as_tensor(dataset.student_obs)).numpy()
+    # BC reads obs and acts only; Transitions also wants next_obs / dones (episode ends)
+    last = np.r_[dataset.episode_id[1:] != dataset.episode_id[:-1], True]
+    next_obs = np.where(last[:, None], obs, np.roll(obs, -1, axis=0))
+    size = student_spec.observation.size
+    obs_space = gym.spaces.Box(-np.inf, np.inf, (size,), np.float32)
+    act_space = gym.spaces.Box(-1.0, 1.0, (student_spec.action.size,), np.float32)
+    torch.manual_seed(0)
+    started = time.perf_counter()
+    policy = ActorCriticPolicy(obs_space, act_space, lambda _: args.lr,
+                               net_arch=dict(pi=list(hidden), vf=[]),
+                               activation_fn=torch.nn.ELU)
+    trainer = bc.BC(observation_space=obs_space, action_space=act_space,
+                    rng=np.random.default_rng(0), policy=policy,
+                    demonstrations=types.Transitions(
+                        obs=obs, acts=labels.astype(np.float32),
+                        infos=np.array([{}] * len(obs)), next_obs=next_obs, dones=last),
+                    batch_size=args.batch_size, optimizer_kwargs={"lr": args.lr}, device="cpu",
+                    custom_logger=imitation_logger.configure(format_strs=[]))
+    trainer.train(n_epochs=args.epochs, progress_bar=False, log_interval=10 ** 9)
+    train_s = time.perf_counter() - started
+    policy = trainer.policy.eval()
+    actor_params = sum(p.numel() for name, p in policy.named_parameters()
+                       if name.startswith(("mlp_extractor.policy_net", "action_net", "log_std")))
+
+    @torch.no_grad()
+    def act(raw_obs):
+        x = norm(torch.as_tensor(np.asarray(raw_obs, np.float32)).reshape(1, -1)).numpy()
+        return policy.predict(x, deterministic=True)[0].reshape(-1)
+
+    return train_s, act, actor_params
+
+
+def main() -> int:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--teacher", default=str(REPO / "models/ant_teacher"))
+    p.add_argument("--teacher-normalizer", default=None)
+    p.add_argument("--teacher-spec", default=str(REPO / "config/specs/ant_teacher.yaml"))
+    p.add_argument("--student-spec", default=str(REPO / "config/specs/ant_student.yaml"))
+    p.add_argument("--sim-config", default=str(REPO / "config/sim.yaml"))
+    p.add_argument("--max-episode-steps", type=int, default=None)
+    p.add_argument("--demo-episodes", type=int, default=30)
+    p.add_argument("--eval-episodes", type=int, default=20)
+    p.add_argument("--epochs", type=int, default=60)
+    p.add_argument("--batch-size", type=int, default=256)
+    p.add_argument("--lr", type=float, default=3e-3)
+    p.add_argument("--hidden", type=int, nargs="+", default=[48, 48])
+    p.add_argument("--medium", type=int, nargs="+", default=[256, 256],
+                   help="progressive: the intermediate student's layers")
+    p.add_argument("--dagger-rounds", type=int, default=4)
+    p.add_argument("--dagger-episodes", type=int, default=10, help="per round")
+    p.add_argument("--dagger-epochs", type=int, default=20, help="retraining epochs per round")
+    p.add_argument("--methods", default=",".join(METHODS))
+    p.add_argument("--imitation-path", default=None,
+                   help="directory holding the `imitation` package (added to sys.path)")
+    p.add_argument("--json", default=None)
+    args = p.parse_args()
+    methods = [m.strip() for m in args.methods.split(",") if m.strip()]
+    unknown = sorted(set(methods) - set(METHODS))
+    if unknown:
+        p.error(f"unknown methods {unknown}; known {list(METHODS)}")
+    if args.imitation_path:
+        sys.path.insert(0, args.imitation_path)
+    torch.set_num_threads(1)
+
+    teacher, tnorm, info, teacher_spec = load_teacher_and_spec(args.teacher, args.teacher_spec,
+                                                               args.teacher_normalizer)
+    student_spec = load_policy_spec(args.student_spec)
+    student_spec.observation.require_no_privileged()
+    sim_config = sim_config_from_args(args.sim_config, args.max_episode_steps)
+    seeds = held_out_seeds(args.eval_episodes)
+    t_params = count_parameters(teacher)
+    labeler = teacher_actor(teacher, tnorm)
+    print(f"teacher {args.teacher} ({t_params:,} params, sha256 {info.sha256[:12]}...); "
+          f"student spec {student_spec.observation.size} inputs, no privileged terms", flush=True)
+
+    t0 = time.perf_counter()
+    demo = collect(student_spec, teacher_spec, sim_config, range(args.demo_episodes), labeler,
+                   labeler, source="bench/teacher-demos")
+    print(f"demonstrations: {len(demo.dataset):,} samples, {args.demo_episodes} episodes, "
+          f"mean return {demo.summary()['mean_return']:.1f} "
+          f"({time.perf_counter() - t0:.0f} s)", flush=True)
+    teacher_eval = evaluate_policy(labeler, teacher_spec, sim_config, seeds, name="teacher")
+    print(f"teacher held-out: {teacher_eval.mean_return:.1f} +- {teacher_eval.std_return:.1f}",
+          flush=True)
+
+    rows, results, tmp = [], {}, Path(tempfile.mkdtemp(prefix="distill_methods_"))
+
+    def closed_loop(method, result, train_s, samples, extra=None):
+        path = tmp / f"{method}.onnx"
+        export_student(result, student_spec, path, {"teacher_sha256": info.sha256,
+                                                    "method": method})
+        ev = evaluate_policy(OnnxActor(path, student_spec), student_spec, sim_config, seeds,
+                             name=method)
+        row = {"method": method, "mean_return": ev.mean_return, "std_return": ev.std_return,
+               "mean_forward_distance_m": ev.mean_forward_distance_m,
+               "params": count_parameters(result.student), "train_s": train_s,
+               "train_samples": samples, "onnx_bytes": policy_file_figures(path)["onnx_bytes"],
+               "latency_p50_us": ev.latency["p50"] * 1e6, "latency_p99_us": ev.latency["p99"] * 1e6,
+               "returns": ev.returns.tolist(), **(extra or {})}
+        rows.append(row)
+        print(f"  {method}: return {row['mean_return']:.1f}, train {train_s:.1f} s", flush=True)
+        return row
+
+    losses = {"bc": {"bc_weight": 1.0},
+              "bc_kl": {"bc_weight": 1.0, "kl_weight": 0.05},
+              "bc_feat": {"bc_weight": 1.0, "feature_weight": 0.1,
+                          "feature_pairs": [[f"layer_{len(teacher.config.hidden_sizes) - 1}",
+                                             f"layer_{len(args.hidden) - 1}"]]}}
+    # warm-up (first-call costs of torch) so that no timed method pays them
+    fit(teacher, tnorm, demo.dataset, TrainConfig.from_dict(
+        dict(_train_config(args, losses["bc"], args.hidden), epochs=1, val_fraction=0.0),
+        student_spec=student_spec), progress=False)
+    need_bc = any(m in methods for m in ("bc", "dagger"))
+    for method in ("bc", "bc_kl", "bc_feat"):
+        if method not in methods and not (method == "bc" and need_bc):
+            continue
+        cfg = TrainConfig.from_dict(_train_config(args, losses[method], args.hidden),
+                                    student_spec=student_spec)
+        t0 = time.perf_counter()
+        results[method] = fit(teacher, tnorm, demo.dataset, cfg, progress=False)
+        train_s = time.perf_counter() - t0
+        if method in methods:
+            closed_loop(method, results[method], train_s, len(demo.dataset))
+        results[method + "_s"] = train_s
+
+    if "dagger" in methods:
+        dcfg = DaggerConfig(rounds=args.dagger_rounds, initial_episodes=0,
+                            episodes_per_round=args.dagger_episodes,
+                            round_epochs=args.dagger_epochs, seed_base=args.demo_episodes,
+                            beta_schedule="exponential", beta_start=0.5, beta_decay=0.5)
+        cfg = TrainConfig.from_dict(_train_config(args, losses["bc"], args.hidden),
+                                    student_spec=student_spec)
+        start = copy.deepcopy(results["bc"])
+        t0 = time.perf_counter()
+        out = run_dagger(teacher, tnorm, student_spec, teacher_spec, sim_config, dcfg, cfg,
+                         initial_dataset=demo.dataset, initial=start)
+        dagger_s = time.perf_counter() - t0
+        closed_loop("dagger", out.result, results["bc_s"] + dagger_s, len(out.dataset),
+                    {"rounds": [r.to_dict() for r in out.rounds], "dagger_only_s": dagger_s})
+
+    if "progressive" in methods:
+        pcfg = ProgressiveConfig(stages=[{"kind": "history_mlp", "hidden_sizes": args.medium},
+                                         {"kind": "history_mlp", "hidden_sizes": args.hidden}])
+        cfg = TrainConfig.from_dict(_train_config(args, losses["bc"], args.hidden),
+                                    student_spec=student_spec)
+        t0 = time.perf_counter()
+        out = run_progressive(teacher, tnorm, demo.dataset, student_spec, sim_config, pcfg, cfg)
+        prog_s = time.perf_counter() - t0
+        closed_loop("progressive", out.final, prog_s, len(demo.dataset),
+                    {"stages": [s.to_dict() for s in out.stages]})
+
+    imitation_s = None
+    if "imitation_bc" in methods:
+        try:
+            import imitation
+            train_s, act, params = _imitation_bc(args, demo.dataset, demo.labels, student_spec,
+                                                 args.hidden)
+        except ImportError as exc:
+            print(f"  imitation_bc: skipped ({exc}); see the module docstring", flush=True)
+        else:
+            imitation_s = train_s
+            ev = evaluate_policy(FunctionActor(act, STUDENT), student_spec, sim_config, seeds,
+                                 name="imitation_bc")
+            rows.append({"method": f"imitation_bc ({imitation.__version__})",
+                         "mean_return": ev.mean_return, "std_return": ev.std_return,
+                         "mean_forward_distance_m": ev.mean_forward_distance_m, "params": params,
+                         "train_s": train_s, "train_samples": len(demo.dataset),
+                         "returns": ev.returns.tolist()})
+            print(f"  imitation_bc: return {ev.mean_return:.1f}, train {train_s:.1f} s",
+                  flush=True)
+
+    for row in rows:
+        row["return_ratio"] = row["mean_return"] / teacher_eval.mean_return
+        row["param_ratio"] = row["params"] / t_params
+        row["wall_ratio_vs_imitation"] = row["train_s"] / imitation_s if imitation_s else None
+    teacher_row = {"method": "teacher", "mean_return": teacher_eval.mean_return,
+                   "std_return": teacher_eval.std_return, "return_ratio": 1.0,
+                   "mean_forward_distance_m": teacher_eval.mean_forward_distance_m,
+                   "params": t_params, "param_ratio": 1.0}
+    print()
+    print(format_table([teacher_row] + rows, COLUMNS))
+    print(f"held-out seeds {seeds[0]}..{seeds[-1]}; targets: params/teacher <= 0.02, "
+          f"ret/teacher >= 0.95, student inputs without privileged terms")
+    for row in rows:
+        met = row["param_ratio"] <= 0.02 and row["return_ratio"] >= 0.95
+        print(f"  {row['method']}: {'MET' if met else 'not met'}")
+    if args.json:
+        Path(args.json).write_text(json.dumps(
+            {"teacher": teacher_row | {"returns": teacher_eval.returns.tolist()}, "methods": rows,
+             "seeds": seeds, "demo_samples": len(demo.dataset), "args": vars(args)},
+            indent=2) + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
