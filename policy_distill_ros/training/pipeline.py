@@ -37,7 +37,7 @@ from .teacher_io import TeacherInfo
 from .trainer import TrainConfig, TrainResult, TrainingError, export_student, fit
 
 __all__ = ["RunConfig", "RunOutputs", "load_run_config", "load_teacher_any", "run_training",
-           "STUDENT_FILE", "CONFIG_FILE"]
+           "find_config", "STUDENT_FILE", "CONFIG_FILE"]
 
 LOG = logging.getLogger(__name__)
 STUDENT_FILE = "student.onnx"
@@ -109,12 +109,26 @@ def _resolve(path: str, config_dir: Path | None, must_exist: bool = True) -> str
     return path
 
 
+def find_config(path: str | os.PathLike) -> Path:
+    """`path` as given, else (relative path) inside the installed package's share directory,
+    so `ros2 run policy_distill_ros trainer_node` finds `config/train.yaml` from any directory."""
+    path = Path(path)
+    if path.exists() or path.is_absolute():
+        return path
+    try:
+        from ament_index_python.packages import get_package_share_directory
+        shared = Path(get_package_share_directory("policy_distill_ros")) / path
+    except (ImportError, LookupError, ValueError):   # not installed: PackageNotFoundError
+        return path
+    return shared if shared.exists() else path
+
+
 def load_run_config(path: str | os.PathLike | None = None, data: Mapping | None = None,
                     overrides: Mapping[str, Any] | None = None) -> RunConfig:
     """RunConfig from a YAML file (or a dict), with command-line overrides (bags, out, ...)."""
     config_dir = None
     if path is not None:
-        path = Path(path)
+        path = find_config(path)
         try:
             data = yaml.safe_load(path.read_text())
         except (OSError, yaml.YAMLError) as exc:
