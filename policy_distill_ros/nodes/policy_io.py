@@ -391,6 +391,15 @@ class TakeLoop:
             self._thread.join(timeout=2.0)
 
 
+def hidden_helper_node(owner: Node) -> Node:
+    """`_<owner>_io`: a bare node (no parameter services, no rosout) in the owner's context and
+    namespace, for subscriptions a `TakeLoop` serves instead of the owner's executor."""
+    return Node(f"_{owner.get_name()}_io", namespace=owner.get_namespace(),
+                context=owner.context, use_global_arguments=False,
+                start_parameter_services=False, enable_rosout=False,
+                parameter_overrides=[Parameter("start_type_description_service", value=False)])
+
+
 class PolicyIo:
     """A policy node's hot path (sensor subscriptions, command + echo publishers) on a hidden
     helper node `_<owner>_io`, served by its own `TakeLoop` thread.
@@ -414,11 +423,7 @@ class PolicyIo:
                  type_overrides: Optional[Mapping[str, str]] = None,
                  events: Sequence[Tuple[str, type, object, Callable[[object], None]]] = ()
                  ) -> None:
-        self.node = Node(f"_{owner.get_name()}_io", namespace=owner.get_namespace(),
-                         context=owner.context, use_global_arguments=False,
-                         start_parameter_services=False, enable_rosout=False,
-                         parameter_overrides=[Parameter("start_type_description_service",
-                                                        value=False)])
+        self.node = hidden_helper_node(owner)
         self.subscriptions = [
             self.node.create_subscription(msg_type, owner.resolve_topic_name(topic), callback,
                                           qos)

@@ -1,18 +1,26 @@
 """timing_monitor_node: watches the policy's stamped echo and answers a missed deadline.
 
 Latency = now - echo.header.stamp (sensor stamp -> action seen here); period and jitter from
-echo arrival times; a watchdog at twice the control rate flags a deadline miss when no action
-arrived within `deadline_s`, publishes the fallback command on `policy_command` itself, and after
+echo arrival times; a watchdog (every min(control period, deadline / 2)) flags a deadline miss
+when no action arrived within `deadline_s`, publishes the fallback command on `policy_command`
+itself (the student's command topic) on every watchdog tick while the silence lasts, and after
 `max_consecutive_misses` asks the student (`<student_node>/change_state`) to DEACTIVATE, once.
-When actions resume it stops publishing and reports OK again.
+When actions resume it stops publishing and reports OK again. Fallbacks are counted both ways:
+echoes the student flagged `fallback` (bad or stale input) and commands the monitor sent.
 
 Outputs: `/diagnostics` (1 Hz, for rqt_robot_monitor) and numbers for rqt_plot: `~/latency_ms`
 per action, `~/latency_p50_ms`, `~/latency_p99_ms`, `~/jitter_ms` at 1 Hz.
+
+Cost matters: the monitor shares the robot computer with the student. Echoes (up to 500 Hz) are
+taken on a `TakeLoop` thread of a hidden helper node and the watchdog runs on core's LoopTimer
+thread (an rclpy timer under use_sim_time), so neither pays rclpy's executor per wake-up; one
+lock guards the statistics they share with the 1 Hz diagnostics.
 """
 from __future__ import annotations
 
 import os
 import sys
+import threading
 import time
 from dataclasses import dataclass
 from typing import Dict, Optional
@@ -25,11 +33,13 @@ from rclpy.qos import HistoryPolicy, QoSProfile, ReliabilityPolicy
 from sensor_msgs.msg import JointState
 from std_msgs.msg import Float64
 
+from policy_distill_ros.core.loop_timer import LoopTimer
 from policy_distill_ros.core.policy_file import read_metadata
 from policy_distill_ros.core.spec import ActionSpec, load_policy_spec
 from policy_distill_ros.core.timing import DeadlineCounter, LatencyStats, PeriodStats
 from policy_distill_ros.nodes.policy_io import (FALLBACK_MODES, ActionPublisher, FallbackCommand,
-                                               header_stamp_s, message_type_for)
+                                               TakeLoop, header_stamp_s, hidden_helper_node,
+                                               message_type_for)
 from policy_distill_ros.nodes.ros_common import SENSOR_QOS, declare, spin_node, stamp_to_s
 
 # Every echo counts (a dropped echo would look like a miss): reliable, a little depth.
@@ -131,9 +141,14 @@ class TimingMonitorNode(Node):
             self.get_logger().warning("no model_path/spec_path: misses are reported but no "
                                       "fallback command can be published")
         self._ages: Dict[str, float] = {}
+        self.student_fallbacks = 0   # echoes with frame_id "fallback": the student's own
+        self.monitor_fallbacks = 0   # fallback commands published here on a missed deadline
         self._deactivate_requested = False
         self._pending_deactivate = None  # (future, sent_s)
-        self.create_subscription(JointState, "policy_action", self._on_action, ECHO_QOS)
+        self._lock = threading.Lock()
+        sim_time = bool(self.get_parameter("use_sim_time").value)
+        self._now_s = self._ros_now_s if sim_time else time.time
+        self._latency_msg = Float64()
         for topic in self.cfg.topics:
             self.create_subscription(message_type_for(topic), topic,
                                      lambda msg, t=topic: self._on_input(t, msg), SENSOR_QOS)
@@ -144,26 +159,51 @@ class TimingMonitorNode(Node):
         self._diag_pub = self.create_publisher(DiagnosticArray, "/diagnostics", 10)
         student = self.cfg.student_node
         self._lifecycle = self.create_client(ChangeState, f"{student.rstrip('/')}/change_state")
-        self.create_timer(0.5 / self.rate_hz, self._watchdog)
+        self._io = hidden_helper_node(self)
+        echoes = self._io.create_subscription(JointState, self.resolve_topic_name("policy_action"),
+                                              self._on_action, ECHO_QOS)
+        self._echo_loop = TakeLoop(self._io, [echoes], f"{self.get_name()}_echo").start()
+        watchdog_period_s = min(1.0 / self.rate_hz, 0.5 * self.deadline_s)
+        self._watchdog_loop: Optional[LoopTimer] = None
+        if sim_time:
+            self.create_timer(watchdog_period_s, self._watchdog)
+        else:
+            self._watchdog_loop = LoopTimer(watchdog_period_s, self._watchdog, name="watchdog",
+                                            on_error=self._on_watchdog_error)
+            self._watchdog_loop.start()
         self.create_timer(DIAGNOSTICS_PERIOD_S, self._publish_diagnostics)
         self.get_logger().info(
             f"watching policy_action: {self.rate_hz:g} Hz, deadline {self.deadline_s * 1e3:.1f} "
             f"ms, fallback {'on' if self._out else 'off'}, deactivate '{student}' after "
             f"{self.cfg.max_consecutive_misses} consecutive misses")
 
-    def _now_s(self) -> float:
+    def _ros_now_s(self) -> float:
         return self.get_clock().now().nanoseconds * 1e-9
+
+    def destroy_node(self) -> None:
+        if self._watchdog_loop is not None:
+            self._watchdog_loop.stop()
+        self._echo_loop.close()
+        self._io.destroy_node()
+        super().destroy_node()
 
     # ---- inputs ----------------------------------------------------------------------------
     def _on_action(self, msg: JointState) -> None:
+        """Echo thread (TakeLoop)."""
         now_s = self._now_s()
         latency_s = now_s - stamp_to_s(msg.header.stamp)
-        self.latency.add(latency_s)
-        self.period.add(now_s)
-        if self.deadline.on_event(now_s):
-            self.get_logger().info("actions resumed: deadline met again, fallback stopped")
-        self._deactivate_requested = False
-        self._latency_pub.publish(Float64(data=latency_s * 1e3))
+        with self._lock:
+            self.latency.add(latency_s)
+            self.period.add(now_s)
+            recovered = self.deadline.on_event(now_s)
+            self._deactivate_requested = False
+            if msg.header.frame_id == ActionPublisher.FALLBACK_FRAME:
+                self.student_fallbacks += 1
+        if recovered:
+            self.get_logger().info("actions resumed: deadline met again, fallback stopped",
+                                   throttle_duration_sec=1.0)
+        self._latency_msg.data = latency_s * 1e3
+        self._latency_pub.publish(self._latency_msg)
 
     def _on_input(self, topic: str, msg) -> None:
         stamp = header_stamp_s(msg)
@@ -171,11 +211,19 @@ class TimingMonitorNode(Node):
             self._ages[topic] = stamp
 
     # ---- the deadline ----------------------------------------------------------------------
+    def _on_watchdog_error(self, exc: BaseException) -> None:
+        self.get_logger().error(f"watchdog tick failed: {exc!r}", throttle_duration_sec=1.0)
+
     def _watchdog(self) -> None:
-        now_s = self._now_s()
-        new_miss = self.deadline.check(now_s)
-        if not self.deadline.in_miss:
-            return
+        """Watchdog thread (LoopTimer; the executor under use_sim_time)."""
+        with self._lock:
+            now_s = self._now_s()
+            new_miss = self.deadline.check(now_s)
+            if not self.deadline.in_miss:
+                return
+            self._answer_miss(now_s, new_miss)
+
+    def _answer_miss(self, now_s: float, new_miss: bool) -> None:
         if new_miss:
             self.get_logger().error(
                 f"deadline miss: no action for {self.deadline.silence_s(now_s) * 1e3:.1f} ms "
@@ -184,6 +232,7 @@ class TimingMonitorNode(Node):
                 throttle_duration_sec=1.0)
         if self._out is not None:
             self._out.publish(self._fallback.command(), now_s, fallback=True)
+            self.monitor_fallbacks += 1
         if self.deadline.consecutive >= self.cfg.max_consecutive_misses \
                 and not self._deactivate_requested:
             self._deactivate_requested = True
@@ -232,6 +281,17 @@ class TimingMonitorNode(Node):
 
     # ---- reporting -------------------------------------------------------------------------
     def _publish_diagnostics(self) -> None:
+        with self._lock:
+            array = self._diagnostics()
+            p50_ms, p99_ms = self._p50_ms, self._p99_ms
+            jitter_ms, count = self._jitter_ms, self.latency.count
+        self._diag_pub.publish(array)
+        if count:
+            self._p50_pub.publish(Float64(data=p50_ms))
+            self._p99_pub.publish(Float64(data=p99_ms))
+        self._jitter_pub.publish(Float64(data=jitter_ms))
+
+    def _diagnostics(self) -> DiagnosticArray:
         now_s = self._now_s()
         window = self.latency.window_percentiles()
         total = self.latency.total_percentiles()
@@ -241,7 +301,9 @@ class TimingMonitorNode(Node):
                   "period_mean_ms": period["mean_s"] * 1e3,
                   "jitter_ms": period["jitter_s"] * 1e3,
                   "deadline_ms": self.deadline_s * 1e3, "deadline_misses": self.deadline.misses,
-                  "consecutive_misses": self.deadline.consecutive}
+                  "consecutive_misses": self.deadline.consecutive,
+                  "student_fallbacks": self.student_fallbacks,
+                  "monitor_fallbacks": self.monitor_fallbacks}
         for key, value in window.items():
             values[f"latency_{key}_ms_window"] = value * 1e3
         for key, value in total.items():
@@ -253,11 +315,9 @@ class TimingMonitorNode(Node):
         status.values = [KeyValue(key=k, value=_fmt(v)) for k, v in values.items()]
         array = DiagnosticArray(status=[status])
         array.header.stamp = self.get_clock().now().to_msg()
-        self._diag_pub.publish(array)
-        if self.latency.count:
-            self._p50_pub.publish(Float64(data=window["p50"] * 1e3))
-            self._p99_pub.publish(Float64(data=window["p99"] * 1e3))
-        self._jitter_pub.publish(Float64(data=period["jitter_s"] * 1e3))
+        self._p50_ms, self._p99_ms = window["p50"] * 1e3, window["p99"] * 1e3
+        self._jitter_ms = period["jitter_s"] * 1e3
+        return array
 
     def _status(self, window) -> tuple[bytes, str]:
         if self.deadline.in_miss:
