@@ -13,6 +13,8 @@ What "latency" means per configuration (honestly different):
                       the echo (serialized bytes in, same bytes out, no compute); what DDS, the
                       scheduler, Python wake-ups and the probe cost before any policy work
   student on_message  inference in the joint_states callback: message in -> action out
+  on_message_rt       the same with `realtime_priority:=50` (SCHED_FIFO for the student process,
+                      what a robot deployment would use; needs root/CAP_SYS_NICE)
   student timer       fixed-rate loop thread: adds a sampling delay of 0..1 period on top
   baseline            inference in the joint_states callback, torch, default executor
 Deadline misses: echo gaps longer than 2 control periods (an action that never came).
@@ -205,6 +207,81 @@ def summarize(rows: np.ndarray, rate_hz: float, warmup_s: float) -> dict:
             "misses": int((gaps_ms > 2 * period_ms).sum())}
 
 
+def run_stages(model: str, rate_hz: float, iterations: int) -> None:
+    """Where the time goes, without DDS or other processes: the student's message handler and
+    its stages, and the baseline's callback, called directly with the same messages."""
+    import collections
+
+    import rclpy
+    from sensor_msgs.msg import Imu, JointState
+
+    from policy_distill_ros.core import observation, policy_file, spec
+    from policy_distill_ros.nodes import policy_io, student_node
+    times = collections.defaultdict(list)
+
+    def timed(cls, name: str, label: str) -> None:
+        inner = getattr(cls, name)
+
+        def wrapper(*args, **kwargs):
+            t0 = time.perf_counter_ns()
+            try:
+                return inner(*args, **kwargs)
+            finally:
+                times[label].append(time.perf_counter_ns() - t0)
+        setattr(cls, name, wrapper)
+
+    for cls, name, label in (
+            (observation.ObservationAssembler, "on_message", "  assemble one message (core)"),
+            (observation.ObservationAssembler, "build", "  build history vector (core)"),
+            (policy_file.OnnxPolicy, "__call__", "  onnxruntime inference (core)"),
+            (spec.ActionSpec, "postprocess", "  postprocess action (core)"),
+            (policy_io.ActionPublisher, "publish", "  publish command + echo")):
+        timed(cls, name, label)
+    rclpy.init(args=["--ros-args", "--log-level", "fatal", "-p", f"model_path:={model}",
+                     "-p", f"rate_hz:={rate_hz}", "-p", "trigger:=on_message",
+                     "-p", "trigger_topic:=joint_states", "-p", "max_input_age_s:=10.0"])
+    node = student_node.StudentNode()
+    joints = JointState(name=list(reversed(LEGS)), position=[0.1] * 12, velocity=[0.2] * 12)
+    imu = Imu()
+    imu.orientation.w = 1.0
+
+    def stamp(msg) -> None:
+        msg.header.stamp.sec, msg.header.stamp.nanosec = divmod(time.time_ns(), 1_000_000_000)
+
+    for _ in range(iterations):
+        stamp(imu)
+        stamp(joints)
+        t0 = time.perf_counter_ns()
+        node._on_input("imu", imu)
+        t1 = time.perf_counter_ns()
+        node._on_input("joint_states", joints)
+        t2 = time.perf_counter_ns()
+        times["student: imu message handled"].append(t1 - t0)
+        times["student: joint_states in -> action out"].append(t2 - t1)
+    ticks = node.ticks
+    node.destroy_node()
+    rclpy.try_shutdown()
+    from baseline_node import BaselineNode  # torch, only for the comparison
+    rclpy.init(args=["--ros-args", "-p", f"joints:={','.join(LEGS)}",
+                     "-p", f"hidden:={','.join(map(str, HIDDEN))}"])
+    base = BaselineNode()
+    for _ in range(iterations):
+        t0 = time.perf_counter_ns()
+        base.on_imu(imu)
+        base.on_joints(joints)
+        times["baseline: imu + joint_states callbacks"].append(time.perf_counter_ns() - t0)
+    base.destroy_node()
+    rclpy.try_shutdown()
+    print(f"\nin-process stage costs, {iterations} iterations ({ticks} student ticks), us:")
+    print(f"{'stage':<42}{'p50':>8}{'p99':>8}{'max':>9}")
+    order = ["student: imu message handled", "student: joint_states in -> action out"] + \
+        [k for k in times if k.startswith("  ")] + ["baseline: imu + joint_states callbacks"]
+    for label in order:
+        us = np.array(times[label][iterations // 10:]) / 1e3
+        print(f"{label:<42}{np.percentile(us, 50):>8.1f}{np.percentile(us, 99):>8.1f}"
+              f"{us.max():>9.1f}")
+
+
 def run_case(name: str, node_args: list, env: dict, duration_s: float, rate_hz: float,
              workdir: str) -> dict:
     out = os.path.join(workdir, f"{name}.npy")
@@ -226,6 +303,8 @@ def main() -> None:
     parser.add_argument("--duration-s", type=float, default=20.0)
     parser.add_argument("--rate-hz", type=float, default=500.0)
     parser.add_argument("--cases", default="echo,on_message,timer,baseline")
+    parser.add_argument("--stages", type=int, default=0, metavar="N",
+                        help="instead: N in-process iterations, per-stage costs (no DDS)")
     args = parser.parse_args()
     if args.role == "sensors":
         return run_sensors(args.rate_hz)
@@ -240,12 +319,17 @@ def main() -> None:
                ROS_AUTOMATIC_DISCOVERY_RANGE="LOCALHOST")
     model = os.path.join(workdir, "student.onnx")
     make_model(model, args.rate_hz)
+    if args.stages:
+        sys.path.insert(0, str(REPO / "bench"))
+        return run_stages(model, args.rate_hz, args.stages)
     student = [sys.executable, "-m", "policy_distill_ros.nodes.student_node", "--ros-args",
                "-p", f"model_path:={model}", "-p", f"rate_hz:={args.rate_hz}",
                "-p", "max_input_age_s:=0.05"]
     cases = {
         "echo": [sys.executable, __file__, "--role", "echo"],
         "on_message": student + ["-p", "trigger:=on_message", "-p", "trigger_topic:=joint_states"],
+        "on_message_rt": student + ["-p", "trigger:=on_message", "-p",
+                                    "trigger_topic:=joint_states", "-p", "realtime_priority:=50"],
         "timer": student + ["-p", "trigger:=timer"],
         "baseline": [sys.executable, str(REPO / "bench" / "baseline_node.py"), "--ros-args",
                      "-p", f"joints:={','.join(LEGS)}",
@@ -273,7 +357,7 @@ def main() -> None:
               f"{r['max_ms']:>9.3f}{r['rate_hz']:>9.1f}{r['jitter_ms']:>11.3f}{r['misses']:>8}"
               f"{r['fallbacks']:>9}")
     base = results.get("baseline", {})
-    for name in ("on_message", "timer"):
+    for name in ("on_message", "on_message_rt", "timer"):
         if base.get("actions") and results.get(name, {}).get("actions"):
             print(f"p99 ratio baseline / student {name}: "
                   f"{base['p99_ms'] / results[name]['p99_ms']:.1f}x")

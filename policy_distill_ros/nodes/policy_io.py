@@ -300,8 +300,14 @@ class FallbackCommand:
         self._lock = threading.Lock()
 
     def remember_safe(self, command: np.ndarray) -> None:
+        """Every tick with a good command; kept only in last_safe mode (the hot path)."""
+        if self.mode != "last_safe":
+            return
         with self._lock:
-            self._last_safe = np.array(command, dtype=np.float64)
+            if self._last_safe is None:
+                self._last_safe = np.array(command, dtype=np.float64)
+            else:
+                self._last_safe[:] = command
 
     def command(self) -> np.ndarray:
         if self.mode == "zero":

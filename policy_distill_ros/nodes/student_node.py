@@ -41,6 +41,7 @@ from policy_distill_ros.core.fields import layout_labels
 from policy_distill_ros.core.loop_timer import LoopTimer
 from policy_distill_ros.core.observation import ObservationAssembler
 from policy_distill_ros.core.policy_file import OnnxPolicy
+from policy_distill_ros.core.realtime import MAX_PRIORITY, set_realtime_priority
 from policy_distill_ros.core.spec import PolicySpec, load_policy_spec
 from policy_distill_ros.nodes.policy_io import (FALLBACK_MODES, ActionPublisher, FallbackCommand,
                                                InputCache, PolicyIo, header_stamp_s,
@@ -96,7 +97,8 @@ class StudentNode(LifecycleNode):
                 min_value=1e-4, max_value=3600.0)
         declare(self, "fallback_mode", "hold_default", "command when the policy cannot be used",
                 choices=FALLBACK_MODES)
-        declare(self, "deadline_s", 0.0, "a tick longer than this is a miss; 0 = one period",
+        declare(self, "deadline_s", 0.0, "an action later than this after its due time is a "
+                "miss; 0 = one period",
                 min_value=0.0)
         declare(self, "spec_path", "", "optional PolicySpec YAML the model must match")
         declare(self, "trigger", "timer", "timer: fixed-rate loop; on_message: run in the "
@@ -108,6 +110,15 @@ class StudentNode(LifecycleNode):
         declare(self, "episode_topic", "", "Float64MultiArray with an 'episode_id' label (the "
                 "simulator's `episode`): a new id resets history and recurrent state; '' = off")
         autostart = declare(self, "autostart", True, "configure + activate at start")
+        priority = declare(self, "realtime_priority", 0, "SCHED_FIFO priority of the whole "
+                           "process (1-99; needs permission); 0 = normal scheduling",
+                           min_value=0, max_value=MAX_PRIORITY)
+        if priority:  # before configure: the IO and loop threads inherit it
+            problem = set_realtime_priority(priority)
+            if problem:
+                self.get_logger().warning(problem)
+            else:
+                self.get_logger().info(f"SCHED_FIFO priority {priority}")
         self._cfg: Optional[StudentConfig] = None
         self._spec: Optional[PolicySpec] = None
         self._policy: Optional[OnnxPolicy] = None
@@ -359,11 +370,17 @@ class StudentNode(LifecycleNode):
                     pass
             self.ticks += 1
             took_s = time.perf_counter() - started
-            if took_s > self._deadline_s:  # counted always, logged at most once a second
-                self.deadline_misses += 1
+            # On the loop thread, lateness counts from the tick's due time: a thread starved by
+            # other processes starts late and misses as surely as a slow tick. Misses are whole
+            # deadlines of lateness, as the timing monitor counts whole deadlines of silence.
+            loop = self._loop
+            late_s = time.monotonic() - loop.due_s if loop is not None else took_s
+            if late_s > self._deadline_s:  # counted always, logged at most once a second
+                self.deadline_misses += max(1, int(late_s / self._deadline_s))
                 self.get_logger().error(
-                    f"tick took {took_s * 1e3:.2f} ms > deadline {self._deadline_s * 1e3:.2f} "
-                    f"ms ({self.deadline_misses} misses in {self.ticks} ticks)",
+                    f"action {late_s * 1e3:.2f} ms after its due time (tick took "
+                    f"{took_s * 1e3:.2f} ms) > deadline {self._deadline_s * 1e3:.2f} ms "
+                    f"({self.deadline_misses} misses in {self.ticks} ticks)",
                     throttle_duration_sec=1.0)
 
     def _control_step(self, now_s: float) -> None:
@@ -382,12 +399,13 @@ class StudentNode(LifecycleNode):
                     command = self._spec.action.postprocess(raw, out=self._command_buf)
                 except ValueError as exc:
                     fault = ("action", f"policy output rejected: {exc}")
-        self._report("policy", fault)
         if command is None:
             command = self._fallback.command()
-        else:
-            self._fallback.remember_safe(command)
         self._out.publish(command, self._echo_stamp(obs.stamp_s, now_s), fallback=fault is not None)
+        # bookkeeping after the action is out
+        if fault is None:
+            self._fallback.remember_safe(command)
+        self._report("policy", fault)
         self._asm.set_last_action(command)
 
     def _echo_stamp(self, stamp_s: Optional[float], now_s: float):
