@@ -114,11 +114,15 @@ def record_sim_bag(path, episodes: int = 2, max_steps: int = 20, seed: int = 0,
                    policy: Callable[[np.ndarray, np.ndarray], np.ndarray] | None = None,
                    late_echo: bool = False, reversed_echo_names: bool = False,
                    skip_topics: tuple[str, ...] = (), rename_joint: str | None = None,
-                   fallback_every: int = 0) -> Recording:
+                   fallback_every: int = 0, interleave_seed: int | None = None,
+                   reset_time: bool = False) -> Recording:
     """Drive the sim `episodes` x up to `max_steps` with `policy(student_obs, teacher_obs) ->
     raw action` (default: a fixed random linear map of the teacher obs, tanh-squashed) and
     write the bag. `late_echo`: each echo is written after the next frame's messages (a slow
-    policy). `fallback_every`: every n-th echo is a fallback (no sample expected)."""
+    policy). `fallback_every`: every n-th echo is a fallback (no sample expected).
+    `interleave_seed`: log the topics in a random interleaving that keeps each topic's own
+    order, as a recorder draining topic by topic does. `reset_time`: sim time restarts at 0
+    every episode."""
     student_spec, teacher_spec = specs()
     action = student_spec.action
     rng = np.random.default_rng(seed)
@@ -126,19 +130,16 @@ def record_sim_bag(path, episodes: int = 2, max_steps: int = 20, seed: int = 0,
     if policy is None:
         def policy(_s, t):
             return np.tanh(weights @ t)
-    sim = AntSim(SimConfig(max_episode_steps=max_steps), seed=seed)
+    sim = AntSim(SimConfig(max_episode_steps=max_steps, reset_time_on_episode=reset_time),
+                 seed=seed)
     rec = Recording(Path(path))
     writer = BagWriter(BagWriterConfig(path=str(path))).open()
     channels: dict[str, int] = {}
-    clock = [1_000_000_000]
+    log: list[tuple[str, bytes]] = []
 
     def write(topic: str, msg) -> None:
-        if topic in skip_topics:
-            return
-        if topic not in channels:
-            channels[topic] = writer.add_topic("/" + topic, TYPES[topic])
-        clock[0] += 1000
-        assert writer.write(channels[topic], clock[0], serialize_message(msg))
+        if topic not in skip_topics:
+            log.append((topic, serialize_message(msg)))
 
     sim_index = [sim.joint_names.index(j) for j in action.joints]
     pending_echo = None
@@ -195,5 +196,33 @@ def record_sim_bag(path, episodes: int = 2, max_steps: int = 20, seed: int = 0,
             write("policy_action", pending_echo)
     finally:
         sim.close()
+        if interleave_seed is not None:
+            log = _interleave(log, np.random.default_rng(interleave_seed))
+        for i, (topic, data) in enumerate(log):
+            if topic not in channels:
+                channels[topic] = writer.add_topic("/" + topic, TYPES[topic])
+            assert writer.write(channels[topic], 1_000_000_000 + 1000 * i, data)
+            if i % 100 == 99:
+                writer.flush()   # several chunks, as a live recording has
         writer.close()
     return rec
+
+
+def _interleave(log, rng):
+    """A random merge of the per-topic sequences (each topic keeps its order), drawn so that a
+    message is delayed by at most a few positions, as a recorder's per-topic drain does."""
+    queues: dict[str, list] = {}
+    for topic, data in log:
+        queues.setdefault(topic, []).append(data)
+    heads = {t: 0 for t in queues}
+    # each topic's messages keep their original positions plus a random lag (monotone per topic)
+    keyed = []
+    for topic, items in queues.items():
+        lag = 0.0
+        positions = [i for i, (t, _) in enumerate(log) if t == topic]
+        for pos, data in zip(positions, items):
+            lag = max(0.0, lag + rng.uniform(-3.0, 3.0))
+            keyed.append((pos + lag, topic, heads[topic], data))
+            heads[topic] += 1
+    keyed.sort(key=lambda k: (k[0], k[2]))
+    return [(topic, data) for _, topic, _, data in keyed]

@@ -184,3 +184,149 @@ def test_half_written_bag_is_refused_until_recovered(tmp_path):
     s, *_ = rec.arrays()
     assert 0 < len(ds) < len(s)
     np.testing.assert_array_equal(ds.student_obs, s[:len(ds)])
+
+
+@pytest.mark.dds
+def test_bag_recorded_from_the_real_nodes_replays_what_the_student_node_saw(tmp_path):
+    """sim_node (lockstep) driven by student_node running a known linear ONNX policy, recorded by
+    recorder_node: for every sample, policy(dataset student_obs) is the action the node sent,
+    so the dataset holds exactly the vectors the node assembled (last_action and history
+    included). The spec reads one sensor topic: with two, which of a frame's messages reached
+    the node before its trigger is a DDS delivery race the bag cannot record."""
+    import time
+
+    import rclpy
+    import threading
+
+    from lifecycle_msgs.msg import Transition
+    from lifecycle_msgs.srv import ChangeState
+    from rclpy.executors import SingleThreadedExecutor
+    from sensor_msgs.msg import JointState
+
+    from node_process import node_process, read_log
+    from policy_models import make_linear_policy
+    from policy_distill_ros.recording.bag_reader import bag_info
+    from ros_harness import wait_until
+
+    full, _ = specs()
+    d = full.to_dict()
+    d["observation"]["terms"] = [t for t in d["observation"]["terms"]
+                                 if t.get("topic") in (None, "joint_states")]
+    from policy_distill_ros.core.spec import load_policy_spec
+    student_spec = load_policy_spec(d)
+    assert student_spec.observation.topics == ("joint_states",)
+    model = tmp_path / "linear.onnx"
+    w, b = make_linear_policy(model, student_spec, seed=3)
+    bag = str(tmp_path / "bag")
+    rclpy.init()
+    node = rclpy.create_node("recording_placeholder")
+    executor = SingleThreadedExecutor()
+    executor.add_node(node)
+    spinner = threading.Thread(target=executor.spin, daemon=True)
+    spinner.start()
+
+    def transition(transition_id: int) -> None:
+        client = node.create_client(ChangeState, "/student_node/change_state")
+        wait_until(client.service_is_ready, 20, "the student's lifecycle service")
+        future = client.call_async(ChangeState.Request(transition=Transition(id=transition_id)))
+        wait_until(future.done, 20, "a lifecycle transition")
+        assert future.result().success
+        node.destroy_client(client)
+
+    try:
+        # A publisher on policy_action so the recorder subscribes it before the student exists
+        # (it subscribes a topic once it has a publisher).
+        holder = node.create_publisher(JointState, "policy_action", 10)
+        recorder_params = {"topics": ["joint_states", "imu", "episode", "policy_action"],
+                           "bag_path": bag, "flush_period_s": 0.1}
+        student_params = {"model_path": str(model), "trigger": "on_message",
+                          "trigger_topic": "joint_states", "episode_topic": "episode",
+                          "max_input_age_s": 600.0, "autostart": False}
+        sim_params = {"mode": "lockstep", "num_episodes": 2, "max_episode_steps": 30, "seed": 5,
+                      "lockstep_timeout_s": 0.5}
+        with node_process("recorder_node", "recorder_node", recorder_params) as recorder, \
+                node_process("student_node", "student_node", student_params) as student:
+            wait_until(lambda: holder.get_subscription_count() >= 1, 20, "recorder subscription")
+            transition(Transition.TRANSITION_CONFIGURE)   # publishers up, not answering yet
+            # Lockstep: until the student is active the sim re-publishes its first frame every
+            # 0.5 s; once the recorder has stored it (and had time to match the student's echo
+            # publisher), the student is activated and drives the episodes.
+            with node_process("sim_node", "sim_node", sim_params) as sim:
+                wait_until(lambda: _count(bag, "/joint_states") >= 2, 30, "frames on disk")
+                wait_until(lambda: len(node.get_publishers_info_by_topic("policy_action")) >= 2,
+                           20, "the student's echo publisher")
+                time.sleep(2.0)
+                transition(Transition.TRANSITION_ACTIVATE)
+                wait_until(lambda: sim.poll() is not None, 120, "the simulator to finish")
+                assert sim.returncode == 0, read_log(sim)
+            time.sleep(0.5)
+            student.node.stop()
+            recorder.node.stop()
+            assert recorder.returncode == 0, read_log(recorder)
+    finally:
+        executor.shutdown(timeout_sec=2.0)
+        spinner.join(timeout=2.0)
+        node.destroy_node()
+        rclpy.try_shutdown()
+
+    info = bag_info(bag)
+    counts = {t.lstrip("/"): i.message_count for t, i in info.topics.items()}
+    ds, stats = dataset_from_bag(bag, student_spec, student_spec)   # the student's view only
+    assert len(ds.episodes) == 2 and stats.samples >= 50, (stats, counts)
+    expected = np.clip(ds.student_obs.astype(np.float64) @ w + b, -1.0, 1.0)
+    match = np.all(np.abs(expected - ds.actions) <= 1e-5, axis=1)
+    if counts["joint_states"] == counts["imu"] == counts["episode"]:   # nothing dropped
+        assert match.all(), np.flatnonzero(~match)
+    else:
+        assert match.mean() >= 0.9, (counts, np.flatnonzero(~match))
+
+
+def _count(bag: str, topic: str) -> int:
+    from policy_distill_ros.recording.bag_reader import BagError, bag_info
+    try:
+        info = bag_info(bag)
+    except BagError:
+        return 0
+    return info.topics[topic].message_count if topic in info.topics else 0
+
+
+def test_cross_topic_log_order_does_not_matter(tmp_path):
+    """A recorder keeps each topic's order but logs topics interleaved as it drains them (echo
+    before its state, contact forces after the next frame): same samples."""
+    rec = record_sim_bag(tmp_path / "bag", episodes=3, max_steps=20, interleave_seed=7)
+    ds, stats = dataset_from_bag(str(tmp_path / "bag"), *specs())
+    assert stats.headerless_by_log_order == []
+    _check_equal(ds, rec)
+
+
+def test_headerless_topic_with_drops_falls_back_to_log_order(tmp_path):
+    rec = record_sim_bag(tmp_path / "bag", episodes=1, max_steps=10)
+    # drop one contact message by rewriting the bag without it
+    from policy_distill_ros.recording.bag_reader import read_bag_raw
+    from policy_distill_ros.recording.bag_writer import BagWriter, BagWriterConfig
+    writer = BagWriter(BagWriterConfig(path=str(tmp_path / "dropped"))).open()
+    channels, dropped = {}, False
+    for m in read_bag_raw(str(tmp_path / "bag")):
+        if m.topic == "/privileged/contact_forces" and not dropped:
+            dropped = True
+            continue
+        if m.topic not in channels:
+            channels[m.topic] = writer.add_topic(m.topic, m.msgtype)
+        writer.write(channels[m.topic], m.log_time_ns, bytes(m.message))
+    writer.close()
+    ds, stats = dataset_from_bag(str(tmp_path / "dropped"), *specs())
+    assert stats.headerless_by_log_order == ["privileged/contact_forces"]
+    s, t, *_ = rec.arrays()
+    # frame 0 has no contact reading: no sample, but its build still entered the history
+    assert stats.early_echoes == 1 and len(ds) == len(s) - 1
+    np.testing.assert_array_equal(ds.student_obs, s[1:])
+    np.testing.assert_array_equal(ds.teacher_obs, t[1:])
+
+
+def test_time_reset_without_episode_topic_splits_episodes(tmp_path):
+    rec = record_sim_bag(tmp_path / "bag", episodes=3, max_steps=8, reset_time=True,
+                         skip_topics=("episode",))
+    ds, stats = dataset_from_bag(str(tmp_path / "bag"), *specs())
+    assert stats.episodes == 3 and len(ds.episodes) == 3
+    assert all(np.isnan(v) for v in ds.episode_return.values())
+    _check_equal(ds, rec)

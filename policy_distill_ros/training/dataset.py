@@ -6,20 +6,27 @@ about order, scaling or history layout.
 
 Replay rule (one sample per action echo, the stamp rule of docs/contracts.md):
 
-- Sensor messages and `episode` markers are queued in recording order. When an action echo
-  (`policy_action`, stamp `s`) arrives, every queued message stamped `<= s` is fed to both
-  assemblers (messages stamped later, e.g. the next frame arriving before a slow echo, wait for
-  a later echo), then both observations are built: one history step per policy decision, as in
-  the policy node and in `sim.spec_env.SpecEnv`.
-- The sample exists only when the newest input stamp equals `s` exactly (integer nanoseconds);
-  otherwise the echo did not come from the state we rebuilt and it is skipped and counted.
+- A recorder keeps each topic's own order but not the order *across* topics (it takes what
+  arrived topic by topic: an echo can be logged before the sensor message it answers). So a
+  bag is replayed by stamp, not by log time: every message is an event at its header stamp;
+  events are sorted by (time segment, stamp, kind) with kind order episode marker < sensor
+  message < action echo, recording order breaking ties (re-published frames, double answers).
+- At each echo (stamp `s`) both observations are built from everything stamped `<= s`: one
+  history step per policy decision, as in the policy node and in `sim.spec_env.SpecEnv`. The
+  sample exists only when every input topic has had a message and the newest input stamp
+  equals `s` exactly (integer nanoseconds); otherwise (the frame's messages were dropped) the
+  echo gives no sample and is counted, but its build still advanced the history, as the
+  node's tick did.
 - `last_action` is fed exactly as `nodes/student_node.py` and `SpecEnv` feed it: the executed
   (post-processed) command of the previous decision, set after each build; zeros at the start
   of every episode (`ObservationAssembler.reset`, which all three call).
-- A message without a header (`Float64MultiArray`, e.g. `privileged/contact_forces`) takes
-  the newest stamp recorded before it: the simulator publishes it within its frame.
-- A new `episode_id` on the `episode` topic resets both assemblers (history cleared). Without
-  an `episode` topic, time going backwards starts a new episode.
+- A message without a header (`Float64MultiArray`, e.g. `privileged/contact_forces`): when its
+  topic has as many messages as the `episode` topic (one per simulator frame, nothing dropped),
+  the k-th one belongs to the k-th frame; otherwise it takes the newest stamp logged before it
+  (and `BagStats.headerless_by_log_order` names the topic).
+- A new `episode_id` on the `episode` topic resets both assemblers (history cleared). Time
+  going backwards on a topic starts a new time segment (`reset_time_on_episode`); without an
+  `episode` topic each segment is an episode.
 - Echoes marked as fallback (`header.frame_id == "fallback"`) were not policy decisions: they
   feed `last_action` but give no sample.
 
@@ -224,9 +231,10 @@ class BagStats:
     unmatched_echoes: int = 0       # no state with exactly the echo's stamp
     early_echoes: int = 0           # before every input topic had a message
     episodes: int = 0
+    headerless_by_log_order: list = field(default_factory=list)   # topics stamped by log order
 
     def to_dict(self) -> dict:
-        return dict(self.__dict__)
+        return {k: list(v) if isinstance(v, list) else v for k, v in self.__dict__.items()}
 
 
 def _stamp_ns(msg: Any) -> int:
@@ -264,6 +272,9 @@ def _check_specs(student_spec: PolicySpec, teacher_spec: PolicySpec) -> None:
                            f"command the same joints the same way as its teacher")
 
 
+_EPISODE, _SENSOR, _ECHO = 0, 1, 2     # event kinds, in their order at one stamp
+
+
 class _Replay:
     """Replays one bag through two assemblers (see the module docstring for the rule)."""
 
@@ -279,11 +290,12 @@ class _Replay:
                 self.users.setdefault(_bare(topic), []).append((asm, topic))
         self.action_topic = action_topic
         self.has_episode_topic = has_episode_topic
-        self.queue: list[tuple[int, str, Any]] = []
-        self.recent_ns = 0      # newest stamp seen in recording order (for headerless topics)
+        # per topic, in recording order: (stamp ns or None, message)
+        self.streams: dict[str, list[tuple[int | None, Any]]] = {}
+        self.order: list[tuple[str, int]] = []      # (topic, index in its stream), recording order
         self.last_fed: dict[str, int] = {}
-        self.episode: int | None = None
-        self.next_local_episode = 0
+        self.stamped_topics: set[str] = set()
+        self.episode: Any = None
         self.returns: dict[int, float] = {}
         self.stats = BagStats(path)
         self.rows: tuple[list, list, list, list] = ([], [], [], [])
@@ -291,58 +303,93 @@ class _Replay:
         self._offset = self.action._arrays["offset"]
         self._joint_index: dict[tuple, np.ndarray] = {}
 
-    def _new_episode(self, episode: int) -> None:
-        self.episode = episode
-        self.stats.episodes += 1
-        for asm in self.assemblers:
-            asm.reset()   # history and last action cleared, as in the node and SpecEnv
-
+    # -- collect ------------------------------------------------------------------------------
     def on_message(self, topic: str, msg: Any) -> None:
-        if topic == self.action_topic:
-            self._on_echo(msg)
-        elif topic == EPISODE_TOPIC:
+        if topic == EPISODE_TOPIC:
             labels = _labels(msg)
             values = dict(zip(labels, np.asarray(msg.data, dtype=np.float64).tolist()))
             missing = [k for k in ("episode_id", "stamp_s") if k not in values]
             if missing:
                 raise DatasetError(f"bag {self.path}: topic '{EPISODE_TOPIC}' message has no "
                                    f"{missing} (layout labels {labels})")
-            self.recent_ns = _seconds_to_ns(values["stamp_s"])
-            self.queue.append((self.recent_ns, EPISODE_TOPIC, values))
+            item = (_seconds_to_ns(values["stamp_s"]), values)
         elif hasattr(msg, "header"):
-            self.recent_ns = _stamp_ns(msg)
-            self.queue.append((self.recent_ns, topic, msg))
-        else:   # no header (Float64MultiArray): it belongs to the frame being published
-            self.queue.append((self.recent_ns, topic, msg))
+            item = (_stamp_ns(msg), msg)
+        else:
+            item = (None, msg)
+        stream = self.streams.setdefault(topic, [])
+        self.order.append((topic, len(stream)))
+        stream.append(item)
 
-    def _feed(self, upto_ns: int) -> None:
-        keep = []
-        for item in self.queue:
-            stamp, topic, msg = item
-            if stamp > upto_ns:
-                keep.append(item)
+    def _headerless_stamps(self) -> None:
+        """Give every headerless message a stamp (see the module docstring)."""
+        frames = self.streams.get(EPISODE_TOPIC, [])
+        for topic, stream in self.streams.items():
+            if not stream or stream[0][0] is not None:
                 continue
-            if topic == EPISODE_TOPIC:
-                episode = int(msg["episode_id"])
+            if len(stream) == len(frames):
+                stream[:] = [(frames[i][0], msg) for i, (_, msg) in enumerate(stream)]
+            else:
+                self.stats.headerless_by_log_order.append(topic)
+        if self.stats.headerless_by_log_order:
+            recent = 0
+            for topic, i in self.order:
+                stamp, msg = self.streams[topic][i]
+                if stamp is None:
+                    self.streams[topic][i] = (recent, msg)
+                else:
+                    recent = stamp
+
+    def _events(self) -> list[tuple]:
+        """(segment, stamp, kind, recording index, topic, payload) sorted for replay."""
+        self._headerless_stamps()
+        position = {key: n for n, key in enumerate(self.order)}
+        events = []
+        for topic, stream in self.streams.items():
+            kind = _ECHO if topic == self.action_topic else \
+                _EPISODE if topic == EPISODE_TOPIC else _SENSOR
+            segment, previous = 0, None
+            for i, (stamp, payload) in enumerate(stream):
+                if previous is not None and stamp < previous:
+                    segment += 1          # time went backwards on this topic
+                previous = stamp
+                events.append((segment, stamp, kind, position[(topic, i)], topic, payload))
+        events.sort(key=lambda e: e[:4])
+        return events
+
+    # -- replay -------------------------------------------------------------------------------
+    def run(self) -> None:
+        for segment, stamp, kind, _, topic, payload in self._events():
+            if kind == _EPISODE:
+                episode = int(payload["episode_id"])
                 if episode != self.episode:
                     self._new_episode(episode)
-                if "episode_return" in msg:
-                    self.returns[episode] = float(msg["episode_return"])
-                continue
-            if not self.has_episode_topic:
-                previous = self.last_fed.get(topic)
-                if self.episode is None or (previous is not None and stamp < previous):
-                    self._new_episode(self.next_local_episode)
-                    self.next_local_episode += 1
-                    self.returns.setdefault(self.episode, float("nan"))
-                    self.last_fed.clear()
-            for asm, spec_topic in self.users[topic]:
-                problem = asm.on_message(spec_topic, msg, stamp * 1e-9)
-                if problem is not None:
-                    raise DatasetError(f"bag {self.path}: topic '{topic}' message stamped "
-                                       f"{stamp * 1e-9:.9f} s: {problem}")
-            self.last_fed[topic] = stamp
-        self.queue = keep
+                if "episode_return" in payload:
+                    self.returns[episode] = float(payload["episode_return"])
+            elif kind == _SENSOR:
+                if not self.has_episode_topic and segment != self.episode:
+                    self._new_episode(segment)
+                    self.returns.setdefault(segment, float("nan"))
+                self._feed(topic, stamp, payload)
+            else:
+                self._on_echo(stamp, payload)
+
+    def _new_episode(self, episode: Any) -> None:
+        self.episode = episode
+        self.stats.episodes += 1
+        self.last_fed.clear()
+        for asm in self.assemblers:
+            asm.reset()   # history and last action cleared, as in the node and SpecEnv
+
+    def _feed(self, topic: str, stamp: int, msg: Any) -> None:
+        for asm, spec_topic in self.users[topic]:
+            problem = asm.on_message(spec_topic, msg, stamp * 1e-9)
+            if problem is not None:
+                raise DatasetError(f"bag {self.path}: topic '{topic}' message stamped "
+                                   f"{stamp * 1e-9:.9f} s: {problem}")
+        self.last_fed[topic] = stamp
+        if hasattr(msg, "header"):
+            self.stamped_topics.add(topic)
 
     def _command(self, msg: Any) -> np.ndarray:
         names = tuple(msg.name)
@@ -364,28 +411,26 @@ class _Replay:
                                f"{_stamp_ns(msg) * 1e-9:.9f} s has a non-finite command")
         return command
 
-    def _on_echo(self, msg: Any) -> None:
-        stamp = _stamp_ns(msg)
+    def _on_echo(self, stamp: int, msg: Any) -> None:
+        """A policy decision: both assemblers build (the node built at this tick too, so the
+        history advances even when no sample comes of it), then last_action = its command."""
         command = self._command(msg)
         self.stats.echoes += 1
-        self._feed(stamp)
-        topics = self.users.keys()
-        if self.episode is None or any(t not in self.last_fed for t in topics):
+        student, teacher = (asm.build(stamp * 1e-9) for asm in self.assemblers)
+        if self.episode is None or any(t not in self.last_fed for t in self.users):
             self.stats.early_echoes += 1
-        elif max(self.last_fed[t] for t in topics) != stamp:
+        elif max(self.last_fed[t] for t in self.stamped_topics or self.users) != stamp:
             self.stats.unmatched_echoes += 1
+        elif student.problem or teacher.problem:
+            raise DatasetError(f"bag {self.path}: at stamp {stamp * 1e-9:.9f} s: "
+                               f"{student.problem or teacher.problem}")
+        elif getattr(msg.header, "frame_id", "") == FALLBACK_FRAME:
+            self.stats.fallback_echoes += 1
         else:
-            student, teacher = (asm.build(stamp * 1e-9) for asm in self.assemblers)
-            problem = student.problem or teacher.problem
-            if problem is not None:
-                raise DatasetError(f"bag {self.path}: at stamp {stamp * 1e-9:.9f} s: {problem}")
-            if getattr(msg.header, "frame_id", "") == FALLBACK_FRAME:
-                self.stats.fallback_echoes += 1
-            else:
-                self.rows[0].append(student.vector)
-                self.rows[1].append(teacher.vector)
-                self.rows[2].append((command - self._offset) / self._scale)
-                self.rows[3].append(self.episode)
+            self.rows[0].append(student.vector)
+            self.rows[1].append(teacher.vector)
+            self.rows[2].append((command - self._offset) / self._scale)
+            self.rows[3].append(self.episode)
         for asm in self.assemblers:
             asm.set_last_action(command)
 
@@ -445,6 +490,7 @@ def dataset_from_bag(path: str | os.PathLike, student_spec: PolicySpec, teacher_
             replay.on_message(_bare(item.topic), item.message)
     except BagError as exc:
         raise DatasetError(f"bag {path}: {exc}") from None
+    replay.run()
     dataset = replay.dataset(student_spec.observation.size, teacher_spec.observation.size)
     stats = replay.stats
     if not len(dataset):
@@ -452,6 +498,10 @@ def dataset_from_bag(path: str | os.PathLike, student_spec: PolicySpec, teacher_
                            f"'{action_topic}' ({stats.echoes} echoes: {stats.unmatched_echoes} "
                            f"without a state of the same stamp, {stats.early_echoes} before every "
                            f"input topic had a message, {stats.fallback_echoes} fallback)")
+    if stats.headerless_by_log_order:
+        LOG.warning("bag %s: topic(s) %s without header lost messages (count differs from "
+                    "'%s'): matched to frames by log order, which a recorder does not keep "
+                    "exactly across topics", path, stats.headerless_by_log_order, EPISODE_TOPIC)
     LOG.info("bag %s: %d samples, %d episodes (%d echoes; skipped %d unmatched, %d early, "
              "%d fallback)", path, stats.samples, stats.episodes, stats.echoes,
              stats.unmatched_echoes, stats.early_echoes, stats.fallback_echoes)
