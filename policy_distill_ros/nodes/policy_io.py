@@ -10,6 +10,7 @@ import array
 import contextlib
 import math
 import threading
+import time
 from dataclasses import dataclass
 from typing import Callable, Dict, Iterable, List, Mapping, Optional, Sequence, Tuple
 
@@ -22,6 +23,7 @@ from rclpy.parameter import Parameter
 from sensor_msgs.msg import Imu, JointState
 from std_msgs.msg import Float64MultiArray, MultiArrayDimension
 
+from policy_distill_ros.core.episode import EpisodeBoundary
 from policy_distill_ros.nodes.ros_common import COMMAND_QOS, SENSOR_QOS, stamp_to_s
 
 # The message types an observation term may read (standard types only, see docs/contracts.md).
@@ -330,13 +332,21 @@ class TakeLoop:
     handlers are the subscriptions' own callbacks, so where the binding differs the loop falls
     back to a SingleThreadedExecutor over `node` with identical behaviour. Subscriptions are
     served in the given order when several are ready at once.
+
+    `periodic=(period_s, callback)`: also call `callback()` on this thread every period_s
+    (monotonic, missed periods skipped), always after taking every message that has arrived,
+    so a watchdog never reports a silence while the messages that end it wait unread.
     """
 
     WAIT_TIMEOUT_NS = 100_000_000
 
-    def __init__(self, node: Node, subscriptions: Sequence, name: str) -> None:
+    def __init__(self, node: Node, subscriptions: Sequence, name: str,
+                 periodic: Optional[Tuple[float, Callable[[], None]]] = None) -> None:
         self.node = node
         self.subscriptions = list(subscriptions)
+        self._periodic = periodic
+        if periodic is not None and not periodic[0] > 0:
+            raise ValueError(f"TakeLoop periodic period must be > 0 s, got {periodic[0]!r}")
         self._stop = threading.Event()
         self._executor: Optional[SingleThreadedExecutor] = None
         try:
@@ -348,6 +358,8 @@ class TakeLoop:
         except (ImportError, AttributeError, TypeError):
             self._executor = SingleThreadedExecutor(context=node.context)
             self._executor.add_node(node)
+            if periodic is not None:
+                node.create_timer(periodic[0], periodic[1])
             target = self._executor_loop
         self._thread = threading.Thread(target=target, daemon=True, name=name)
 
@@ -358,6 +370,9 @@ class TakeLoop:
     def _wait_loop(self) -> None:
         subs, wait_set, stop = self.subscriptions, self._wait_set, self._stop
         served = [(sub.handle, sub.msg_type, sub.raw, sub.callback) for sub in subs]
+        period_s, periodic = self._periodic if self._periodic is not None else (None, None)
+        next_due = time.monotonic() + period_s if period_s else math.inf
+        timeout_ns = self.WAIT_TIMEOUT_NS
         try:
             with contextlib.ExitStack() as stack:  # handles stay valid while we wait on them
                 for sub in subs:
@@ -368,18 +383,34 @@ class TakeLoop:
                     for handle, _, _, _ in served:
                         wait_set.add_subscription(handle)
                     wait_set.add_guard_condition(self._wake.handle)
-                    wait_set.wait(self.WAIT_TIMEOUT_NS)
+                    if period_s:
+                        timeout_ns = max(0, int((next_due - time.monotonic()) * 1e9))
+                    wait_set.wait(timeout_ns)
                     ready = wait_set.get_ready_entities("subscription")
-                    if not ready:
-                        continue
                     for handle, msg_type, raw, callback in served:
                         if handle.pointer in ready:
                             taken = handle.take_message(msg_type, raw)
-                            if taken is not None:
-                                callback(taken[0])
+                            while taken is not None:  # everything queued, in order
+                                self._call(callback, taken[0])
+                                taken = handle.take_message(msg_type, raw) if period_s else None
+                    if period_s:
+                        now = time.monotonic()
+                        if now >= next_due:
+                            self._call(periodic)
+                            next_due += period_s
+                            if next_due <= now:  # overran: skip, never burst
+                                next_due = now + period_s
         except Exception:  # noqa: BLE001 - context shut down under us: nothing left to serve
             if not stop.is_set():
                 raise
+
+    def _call(self, callback: Callable, *args) -> None:
+        """A handler's exception is logged (at most once a second), never ends the loop."""
+        try:
+            callback(*args)
+        except Exception as exc:  # noqa: BLE001 - the hot path must outlive any bug
+            self.node.get_logger().error(f"{self._thread.name}: {exc!r}",
+                                         throttle_duration_sec=1.0)
 
     def _executor_loop(self) -> None:
         try:
@@ -447,3 +478,45 @@ class PolicyIo:
     def close(self) -> None:
         self._loop.close()
         self.node.destroy_node()
+
+
+def input_fault(obs, max_input_age_s: float) -> Optional[Tuple[str, str]]:
+    """(kind, text) when an assembled observation must not be acted on: an input problem (NaN,
+    wrong size, unknown joint, no message yet) or a topic older than `max_input_age_s`."""
+    if obs.problem:
+        return ("input", f"bad input: {obs.problem}")
+    for topic, age_s in obs.ages_s.items():
+        if age_s > max_input_age_s:
+            return (f"stale:{topic}", f"stale input: '{topic}' is {age_s * 1e3:.1f} ms old "
+                    f"(max_input_age_s {max_input_age_s:g})")
+    return None
+
+
+def log_fault_lines(logger, lines: Iterable[Tuple[str, str]]) -> None:
+    """Emit core.faults.FaultTracker.update's (level, text) lines on a node logger."""
+    for level, text in lines:
+        if level == "error":  # two call sites: rclpy fixes a call site's severity
+            logger.error(text)
+        else:
+            logger.info(text)
+
+
+class InputStamps:
+    """Header stamps of a policy node's inputs: the newest one as its own Time message (the
+    stamp rule copies it exactly into the echo) and episode resets from stamps going back."""
+
+    def __init__(self) -> None:
+        self.episodes = EpisodeBoundary()
+        self.newest = None   # (seconds, builtin_interfaces/Time)
+
+    def on_message(self, topic: str, msg: object) -> Optional[str]:
+        """Record `msg`'s stamp; a description when time went backwards (reset), else None."""
+        stamp = header_stamp_s(msg)
+        if stamp is None:
+            return None
+        jump = self.episodes.on_stamp(topic, stamp)
+        if jump is not None:
+            self.newest = None
+        if self.newest is None or stamp >= self.newest[0]:
+            self.newest = (stamp, msg.header.stamp)
+        return jump
