@@ -136,3 +136,20 @@ def test_trigger_progress_and_announced_model(tmp_path, ros):
             assert proc.poll() is None
     finally:
         peer.close()
+
+
+def test_cli_train_announces_the_exported_model(tmp_path, ros):
+    import subprocess
+    import sys
+    config = make_setup(tmp_path, epochs=2)
+    peer = Peer()
+    try:
+        proc = subprocess.run([sys.executable, "-m", "policy_distill_ros.cli", "train", "--config",
+                               str(config), "--out", str(tmp_path / "cli_run"), "--no-progress",
+                               "--announce", "--announce-linger-s", "5"],
+                              capture_output=True, text=True, timeout=300)
+        assert proc.returncode == 0, proc.stderr
+        wait_until(lambda: peer.announced, 10, "model_updated from the CLI")
+        assert peer.announced[-1] == str(tmp_path / "cli_run" / "student.onnx")
+    finally:
+        peer.close()

@@ -121,5 +121,5 @@ def run(args: argparse.Namespace) -> int:
         LOG.info("report: %s", outputs.report_path)
         code = 0
     if code == 0 and args.announce and onnx_path is not None:
-        announce(str(onnx_path), args.announce_linger_s)
+        announce(str(Path(onnx_path).resolve()), args.announce_linger_s)
     return code
