@@ -6,14 +6,16 @@ node name, exactly what a launch file would pass.
 """
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import subprocess
 import sys
 import tempfile
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import List, Mapping, Optional, Sequence
+from typing import Iterator, List, Mapping, Optional, Sequence
 
 import yaml
 
@@ -98,3 +100,52 @@ class NodeProcess:
 
     def __exit__(self, *exc) -> None:
         self.stop()
+
+
+class CliPeer:
+    """The CLI's own small ROS node (listening to what its children publish), spun on demand.
+
+    rclpy gets no signal handlers, so Ctrl-C stays a KeyboardInterrupt in the command, which
+    then stops every child by pid.
+    """
+
+    def __init__(self, node_name: str) -> None:
+        import rclpy
+        from rclpy.executors import SingleThreadedExecutor
+        from rclpy.signals import SignalHandlerOptions
+
+        rclpy.init(signal_handler_options=SignalHandlerOptions.NO)
+        self._rclpy = rclpy
+        self.node = rclpy.create_node(node_name)
+        self.executor = SingleThreadedExecutor()
+        self.executor.add_node(self.node)
+
+    def spin_for(self, seconds: float, step_s: float = 0.1) -> None:
+        end = time.monotonic() + seconds
+        while time.monotonic() < end:
+            self.executor.spin_once(timeout_sec=max(0.0, min(step_s, end - time.monotonic())))
+
+    def close(self) -> None:
+        self.executor.shutdown(timeout_sec=1.0)
+        self.node.destroy_node()
+        self._rclpy.try_shutdown()
+
+
+def log_directory(log_dir: Optional[str], prefix: str) -> Path:
+    """Where a command's node logs go: `log_dir` (created), else a new temporary directory."""
+    path = Path(log_dir) if log_dir else Path(tempfile.mkdtemp(prefix=prefix))
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+@contextlib.contextmanager
+def sigterm_as_interrupt() -> Iterator[None]:
+    """A supervisor's SIGTERM becomes a KeyboardInterrupt, so the children are stopped the
+    same way as on Ctrl-C."""
+    def interrupt(signum, frame) -> None:
+        raise KeyboardInterrupt
+    previous = signal.signal(signal.SIGTERM, interrupt)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)

@@ -202,3 +202,35 @@ def test_colcon_build_installs_package(tmp_path: Path) -> None:
         assert os.access(lib / exe, os.X_OK), f"{exe} not installed in lib/policy_distill_ros"
     assert (install / "policy_distill_ros" / "share" / "ament_index" / "resource_index" /
             "packages" / "policy_distill_ros").is_file()
+
+
+def test_teacher_sim_launch_arguments() -> None:
+    tree = ast.parse((REPO / "launch" / "teacher_sim.launch.py").read_text())
+    declared = {ast.literal_eval(c.args[0]) for c in ast.walk(tree) if isinstance(c, ast.Call)
+                and getattr(c.func, "id", "") == "DeclareLaunchArgument"}
+    assert {"use_embedded_sim", "teacher", "params_file", "record", "namespace",
+            "use_sim_time"} <= declared
+    calls = node_calls(tree)
+    executables = {literal(keyword(c, "executable"), tree) for c in calls}
+    assert executables == {"sim_node", "teacher_node", "recorder_node", "timing_monitor_node"}
+    # the simulator and the recorder are switchable, the teacher always runs
+    conditional = {literal(keyword(c, "executable"), tree) for c in calls
+                   if keyword(c, "condition") is not None}
+    assert conditional == {"sim_node", "recorder_node"}
+    blocks = yaml.safe_load((REPO / "config" / "teacher.yaml").read_text())
+    assert {"teacher_node", "recorder_node", "timing_monitor_node"} <= set(blocks)
+
+
+def test_gazebo_bridge_example_maps_the_teacher_topics() -> None:
+    entries = yaml.safe_load((REPO / "config" / "gazebo_bridge_example.yaml").read_text())
+    assert isinstance(entries, list) and entries, "a ros_gz_bridge config is a list of entries"
+    keys = {"ros_topic_name", "gz_topic_name", "ros_type_name", "gz_type_name", "direction"}
+    for entry in entries:
+        assert set(entry) == keys, entry
+        assert entry["direction"] in ("GZ_TO_ROS", "ROS_TO_GZ", "BIDIRECTIONAL")
+    by_topic = {e["ros_topic_name"]: e["ros_type_name"] for e in entries}
+    assert by_topic["joint_states"] == "sensor_msgs/msg/JointState"
+    assert by_topic["imu"] == "sensor_msgs/msg/Imu"
+    assert by_topic["privileged/odometry"] == "nav_msgs/msg/Odometry"
+    assert by_topic["/clock"] == "rosgraph_msgs/msg/Clock"
+    assert sum(t == "ros_gz_interfaces/msg/Contacts" for t in by_topic.values()) == 4

@@ -33,7 +33,7 @@ from typing import Dict, List, Optional
 
 import yaml
 
-from policy_distill_ros.processes import REPO_ROOT, NodeProcess
+from policy_distill_ros.processes import REPO_ROOT, CliPeer, NodeProcess
 
 HELP = "student node + timing monitor in closed loop; prints what the monitor measured"
 LOG = logging.getLogger("policy-distill.deploy")
@@ -178,22 +178,14 @@ def plan_run(args: argparse.Namespace, workdir: Path) -> Plan:
     return plan
 
 
-class DiagnosticsListener:
+class DiagnosticsListener(CliPeer):
     """Keeps the newest values of the monitor's status on /diagnostics."""
 
     def __init__(self) -> None:
-        import rclpy
         from diagnostic_msgs.msg import DiagnosticArray
-        from rclpy.executors import SingleThreadedExecutor
-        from rclpy.signals import SignalHandlerOptions
 
-        # no rclpy signal handlers: Ctrl-C stays a KeyboardInterrupt that stops the children
-        rclpy.init(signal_handler_options=SignalHandlerOptions.NO)
-        self._rclpy = rclpy
-        self.node = rclpy.create_node("policy_distill_deploy")
+        super().__init__("policy_distill_deploy")
         self.node.create_subscription(DiagnosticArray, "/diagnostics", self._on_diagnostics, 10)
-        self.executor = SingleThreadedExecutor()
-        self.executor.add_node(self.node)
         self.values: Dict[str, str] = {}
         self.level: Optional[int] = None
         self.message = ""
@@ -213,16 +205,6 @@ class DiagnosticsListener:
             return float(self.values[key])
         except (KeyError, ValueError):
             return math.nan
-
-    def spin_for(self, seconds: float) -> None:
-        end = time.monotonic() + seconds
-        while time.monotonic() < end:
-            self.executor.spin_once(timeout_sec=max(0.0, min(0.1, end - time.monotonic())))
-
-    def close(self) -> None:
-        self.executor.shutdown(timeout_sec=1.0)
-        self.node.destroy_node()
-        self._rclpy.try_shutdown()
 
 
 def _check_children(plan: Plan) -> None:

@@ -63,8 +63,9 @@ class RecorderNode(Node):
                               read_only=True, min_value=1),
             discovery_warn_s=declare(self, "discovery_warn_s", 5.0, "warn about topics with no "
                                      "publisher after this long", read_only=True, min_value=0.0),
-            teacher_path=declare(self, "teacher_path", "", "teacher checkpoint; its sha256 is "
-                                 "recorded", read_only=True),
+            teacher_path=declare(self, "teacher_path", "", "teacher directory (its content hash "
+                                 "is recorded) or checkpoint file (its sha256)",
+                                 read_only=True),
             teacher_spec_path=declare(self, "teacher_spec_path", "", "teacher policy spec YAML, "
                                       "recorded verbatim", read_only=True),
             student_spec_path=declare(self, "student_spec_path", "", "student policy spec YAML, "

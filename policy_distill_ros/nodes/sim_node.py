@@ -5,6 +5,8 @@ Publishes every SensorFrame as standard messages stamped with sim time, plus `/c
 `lockstep` publishes a frame and steps once per command received (re-publishing the frame after
 `lockstep_timeout_s` of silence, so a late subscriber cannot deadlock it). Sim time continues
 across episodes unless `reset_time_on_episode` (the time-jumps-backwards case).
+`paused` (settable at run time: `ros2 param set /sim_node paused false`) holds everything, the
+first frame included, so a recorder can subscribe before the first step.
 Odometry note: twist.linear is world-frame velocity (MuJoCo free joint), twist.angular is in
 the base frame; frame ids say so.
 """
@@ -14,6 +16,8 @@ import sys
 
 import numpy as np
 from nav_msgs.msg import Odometry
+from rcl_interfaces.msg import SetParametersResult
+from rclpy.parameter import Parameter
 from rclpy.node import Node
 from rosgraph_msgs.msg import Clock
 from sensor_msgs.msg import Imu, JointState
@@ -62,6 +66,8 @@ class SimNode(Node):
                       min_value=0.01, max_value=1000.0)
         self.publish_privileged = declare(self, "publish_privileged", True,
                                           "publish privileged/* ground-truth topics")
+        self.paused = declare(self, "paused", False, "hold the simulation: no frames, no "
+                              "steps; set false to start (lets recorders subscribe first)")
         self.world_frame = declare(self, "world_frame_id", "world", "odometry parent frame")
         self.base_frame = declare(self, "base_frame_id", "torso", "robot base / IMU frame")
         params = {"robot": robot,
@@ -110,7 +116,10 @@ class SimNode(Node):
                                  COMMAND_QOS)
         self._last_publish_ns = 0
         self._stopping = False
-        self._publish(self.runner.start())
+        first = self.runner.start()
+        if not self.paused:
+            self._publish(first)
+        self.add_on_set_parameters_callback(self._on_set_parameters)
         if self.mode == "realtime":
             self.create_timer(config.control_dt_s / rtf, self._advance)
         else:
@@ -119,7 +128,19 @@ class SimNode(Node):
             f"sim_node: {robot}, mode {self.mode}, {config.rate_hz:g} Hz control, seed {seed}, "
             f"episodes {num_episodes or 'forever'}, joints {list(self.sim.joint_names)}")
 
+    def _on_set_parameters(self, params) -> SetParametersResult:
+        for param in params:
+            if param.name == "paused" and param.type_ == Parameter.Type.BOOL:
+                resumed = self.paused and not param.value
+                self.paused = bool(param.value)
+                if resumed and self.runner.frame is not None and not self._stopping:
+                    self.get_logger().info("resumed")
+                    self._publish(self.runner.frame)
+        return SetParametersResult(successful=True)
+
     def _on_command(self, msg: Float64MultiArray) -> None:
+        if self.paused:
+            return
         labels = msg.layout.dim[0].label.split(",") if msg.layout.dim and \
             msg.layout.dim[0].label else None
         try:
@@ -131,7 +152,7 @@ class SimNode(Node):
             self._advance()
 
     def _advance(self) -> None:
-        if self._stopping:
+        if self._stopping or self.paused:
             return
         frame = self.runner.advance(self.command)
         if frame is not None:
@@ -143,7 +164,8 @@ class SimNode(Node):
 
     def _republish_if_idle(self) -> None:
         idle_ns = self.get_clock().now().nanoseconds - self._last_publish_ns
-        if not self._stopping and idle_ns > self.timeout_s * 1e9 and self.runner.frame:
+        if not self._stopping and not self.paused and idle_ns > self.timeout_s * 1e9 and \
+                self.runner.frame:
             self._publish(self.runner.frame)
 
     def _exit(self) -> None:

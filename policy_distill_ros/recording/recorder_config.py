@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import datetime
 import hashlib
+import json
 import os
 from dataclasses import dataclass, field
 from typing import Dict, List, Optional, Sequence, Tuple
@@ -54,6 +55,23 @@ def sha256_of(path: str) -> str:
         for block in iter(lambda: f.read(1 << 20), b""):
             digest.update(block)
     return digest.hexdigest()
+
+
+def teacher_sha256(path: str) -> str:
+    """A teacher's identity: the content hash in a teacher directory's teacher.json (the hash
+    students record as provenance), else the sha256 of the checkpoint file itself."""
+    meta_path = os.path.join(path, "teacher.json")
+    if not os.path.isdir(path):
+        return sha256_of(path)
+    try:
+        with open(meta_path, encoding="utf-8") as f:
+            digest = json.load(f).get("sha256")
+    except (OSError, json.JSONDecodeError, AttributeError) as exc:
+        raise ValueError(f"recorder teacher_path {path}: no readable teacher.json ({exc})") \
+            from None
+    if not isinstance(digest, str) or not digest:
+        raise ValueError(f"recorder teacher_path {path}: teacher.json has no sha256")
+    return digest
 
 
 def _spec_text(path: str, what: str) -> str:
@@ -111,7 +129,7 @@ class RecorderConfig:
         data = {KEY_RECORDED_TOPICS: ",".join(r.name for r in self.requests)}
         if self.teacher_path:
             try:
-                data[KEY_TEACHER_SHA256] = sha256_of(self.teacher_path)
+                data[KEY_TEACHER_SHA256] = teacher_sha256(self.teacher_path)
             except OSError as exc:
                 raise ValueError(f"recorder teacher_path {self.teacher_path}: "
                                  f"{exc.strerror or exc}") from None
