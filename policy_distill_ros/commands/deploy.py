@@ -200,6 +200,23 @@ class DiagnosticsListener(CliPeer):
                 self.message = status.message
                 self.received += 1
 
+    def student_state(self, timeout_s: float = 3.0) -> str:
+        """The student's lifecycle state label ('active', 'inactive', ...), '' if no answer."""
+        from lifecycle_msgs.srv import GetState
+        client = self.node.create_client(GetState, f"/{STUDENT}/get_state")
+        try:
+            end = time.monotonic() + timeout_s
+            while not client.service_is_ready() and time.monotonic() < end:
+                self.spin_for(0.05)
+            if not client.service_is_ready():
+                return ""
+            future = client.call_async(GetState.Request())
+            while not future.done() and time.monotonic() < end:
+                self.executor.spin_once(timeout_sec=0.05)
+            return future.result().current_state.label if future.done() else ""
+        finally:
+            self.node.destroy_client(client)
+
     def number(self, key: str) -> float:
         try:
             return float(self.values[key])
@@ -275,6 +292,7 @@ def run(args: argparse.Namespace) -> int:
         measured_s = measure(plan, listener, args.duration_s)
         figures = figures_of(listener)
         level, message, values = listener.level, listener.message, dict(listener.values)
+        student_state = listener.student_state()
     finally:
         source, monitor, student = plan.processes
         for proc in (monitor, student, source):  # the watcher first, so stopping the student
@@ -298,12 +316,18 @@ def run(args: argparse.Namespace) -> int:
                   "sensor_rate_hz": None if args.source == "sim" else args.sensor_rate_hz,
                   "expected_rate_hz": plan.action_rate_hz, "sim_time": plan.sim_time,
                   "duration_s": measured_s, "figures": figures, "monitor_level": level,
-                  "monitor_message": message, "diagnostics": values, "log_dir": str(workdir)}
+                  "monitor_message": message, "student_state": student_state,
+                  "diagnostics": values, "log_dir": str(workdir)}
         Path(args.json).write_text(json.dumps(report, indent=2, allow_nan=True) + "\n")
     ok = figures["actions"] > 0 and all(math.isfinite(v) for v in figures.values())
     if not ok:
         LOG.error("the monitor saw no actions or reported non-finite figures; logs in %s",
                   workdir)
+    if student_state != "active":
+        ok = False
+        LOG.error("the student was %s at the end of the run (the monitor deactivates it after "
+                  "max_consecutive_misses missed deadlines); logs in %s",
+                  student_state or "not answering", workdir)
     return 0 if ok else 1
 
 
