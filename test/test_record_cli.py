@@ -87,3 +87,38 @@ def test_record_two_short_episodes_reads_back_completely(tmp_path):
     expected = np.stack([runner.spec.action.postprocess(runner(obs))
                          for obs in dataset.teacher_obs])
     np.testing.assert_allclose(dataset.actions, expected, atol=1e-5)
+
+
+def test_record_dagger_mix_with_a_student(tmp_path):
+    """--student --mode mix: the student proposes on student/*, the teacher labels every frame
+    and executes its own action or forwards the student's, for the same stamp."""
+    from policy_distill_ros.core.demo_policy import make_demo_policy
+    from policy_distill_ros.core.spec import load_policy_spec
+    teacher = tmp_path / "teacher"
+    make_random_teacher(teacher, TEACHER_SPEC, seed=4)
+    student = make_demo_policy(tmp_path / "student.onnx", load_policy_spec(STUDENT_SPEC))
+    _, figures = run_record(tmp_path, "--teacher", str(teacher), "--student", str(student),
+                            "--mode", "mix", "--beta", "0.5", "--episodes", "1",
+                            "--max-episode-steps", "30")
+    bag = str(tmp_path / "bag")
+    counts = figures["message_counts"]
+    assert counts["/joint_states"] == 31
+    for topic in ("/policy_action", "/policy_command", "/teacher_label",
+                  "/student/policy_action"):
+        assert counts[topic] == 31, (topic, counts)
+    by_topic: dict = {"/teacher_label": {}, "/student/policy_action": {}, "/policy_action": {}}
+    for item in read_bag(bag, list(by_topic)):
+        stamp = (item.message.header.stamp.sec, item.message.header.stamp.nanosec)
+        by_topic[item.topic][stamp] = np.array(item.message.position)
+    executed = by_topic["/policy_action"]
+    assert set(executed) == set(by_topic["/teacher_label"]) == set(by_topic["/student/policy_action"])
+    sources = []
+    for stamp, action in executed.items():
+        if np.array_equal(action, by_topic["/teacher_label"][stamp]):
+            sources.append("teacher")
+        elif np.array_equal(action, by_topic["/student/policy_action"][stamp]):
+            sources.append("student")
+        else:
+            raise AssertionError(f"executed action at {stamp} is neither the teacher's nor "
+                                 f"the student's")
+    assert 0 < sources.count("teacher") < len(sources), sources

@@ -157,8 +157,11 @@ def plan_run(args: argparse.Namespace, workdir: Path) -> Plan:
                seed=args.seed, paused=True, publish_privileged=True)
     if args.max_episode_steps is not None:
         sim["max_episode_steps"] = args.max_episode_steps
+    # The policies read input ages on the wall clock: in lockstep a frame's messages arrive
+    # together, while /clock reaches a busy node in bursts (sim-time ages jump by many steps).
+    # Their stamps (the stamp rule) are the simulator's header stamps either way.
     teacher_params = dict(node_params(params_file, TEACHER), teacher_path=str(teacher),
-                          mode=mode, beta=args.beta, seed=args.seed, use_sim_time=True)
+                          mode=mode, beta=args.beta, seed=args.seed, use_sim_time=False)
     if args.teacher_spec:
         teacher_params["spec_path"] = str(spec_path)
     recorder = node_params(params_file, RECORDER)
@@ -196,7 +199,7 @@ def plan_run(args: argparse.Namespace, workdir: Path) -> Plan:
     if args.student:
         student = dict(node_params(params_file, STUDENT), model_path=str(student_spec),
                        trigger="on_message", trigger_topic="joint_states",
-                       episode_topic="episode", use_sim_time=True, autostart=True)
+                       episode_topic="episode", use_sim_time=False, autostart=True)
         remap = ("-r", "policy_command:=student/policy_command",
                  "-r", "policy_action:=student/policy_action") if mode == "mix" else ()
         plan.processes[STUDENT] = NodeProcess("student_node", STUDENT, student,

@@ -20,6 +20,7 @@ from nav_msgs.msg import Odometry
 from rclpy.executors import SingleThreadedExecutor
 from rclpy.node import Node
 from rclpy.parameter import Parameter
+from rclpy.qos import QoSProfile
 from sensor_msgs.msg import Imu, JointState
 from std_msgs.msg import Float64MultiArray, MultiArrayDimension
 
@@ -452,14 +453,15 @@ class PolicyIo:
     before the sensors of the same step, so a reset is seen before that step's data).
     The owner keeps services, parameters and lifecycle, so a slow service call there (a model
     reload) never delays sensor callbacks. Topic names are resolved through the owner, so
-    remaps given to the owner still apply.
+    remaps given to the owner still apply. `sensor_qos`: a node that must see every message
+    (the teacher labelling each frame) passes a deeper queue than the newest-only default.
     """
 
     def __init__(self, owner: Node, topics: Sequence[str],
                  on_message: Callable[[str, object], None], joint_names: Sequence[str],
                  type_overrides: Optional[Mapping[str, str]] = None,
-                 events: Sequence[Tuple[str, type, object, Callable[[object], None]]] = ()
-                 ) -> None:
+                 events: Sequence[Tuple[str, type, object, Callable[[object], None]]] = (),
+                 sensor_qos: QoSProfile = SENSOR_QOS) -> None:
         self.node = hidden_helper_node(owner)
         self.subscriptions = [
             self.node.create_subscription(msg_type, owner.resolve_topic_name(topic), callback,
@@ -468,7 +470,7 @@ class PolicyIo:
         self.subscriptions += [
             self.node.create_subscription(message_type_for(topic, type_overrides),
                                           owner.resolve_topic_name(topic),
-                                          _bind(on_message, topic), SENSOR_QOS)
+                                          _bind(on_message, topic), sensor_qos)
             for topic in topics]
         self.out = ActionPublisher(self.node, joint_names,
                                    command_topic=owner.resolve_topic_name("policy_command"),

@@ -13,7 +13,9 @@ Modes (parameter `mode`):
   label  publishes its action for each observation on `teacher_label` (JointState, same stamp
          rule) and never commands. Its `last_action` term is the action the *driver* executed,
          read from the driver's echo on `executed_action_topic` (`policy_action`); inputs are
-         held after each label until that echo arrives (core.teacher_modes.LabelGate).
+         held after each label until that echo arrives (core.teacher_modes.LabelGate). The
+         simulator then follows the driver, not the teacher, so sensors are queued (depth 50)
+         instead of newest-only: a momentarily slower teacher still labels every frame.
   mix    DAgger's mixture, the teacher in the middle: the other policy (the student node, its
          outputs remapped to `student/policy_command` + `student/policy_action`) proposes, the
          teacher publishes its label, then executes its own action with probability `beta`, else
@@ -23,6 +25,8 @@ Modes (parameter `mode`):
          always the executed one (core.teacher_modes.ActionMixer). Note the student node's own
          last_action term is its own proposal, not the executed action, on teacher steps.
 
+Until every input topic has been heard once the node stays silent (a lockstep simulator
+re-sends its frame), so no startup fallback is recorded as a demonstration.
 Episode resets (new `episode_id` on `episode_topic`, or input stamps going backwards) clear the
 observation history and last action. Inference and all subscriptions share one thread (the
 policy_io.PolicyIo helper), so there are no locks; torch runs on `num_threads` threads (1).
@@ -49,12 +53,16 @@ from policy_distill_ros.core.teacher_modes import ActionMixer, LabelGate
 from policy_distill_ros.nodes.policy_io import (FALLBACK_MODES, FallbackCommand, PolicyIo,
                                                InputStamps, input_fault, log_fault_lines,
                                                message_type_for, parse_topic_types)
-from policy_distill_ros.nodes.ros_common import COMMAND_QOS, declare, s_to_stamp, spin_node
+from policy_distill_ros.nodes.ros_common import SENSOR_QOS, declare, s_to_stamp, spin_node
 
 MODES = ("drive", "label", "mix")
-# Echoes of other policies: reliable, a little depth (two may arrive between our callbacks).
-ECHO_QOS = QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=10,
+# Echoes of other policies and episode events: reliable, with depth (in label mode the
+# simulator follows the driver, so several frames may queue up while the teacher computes).
+ECHO_QOS = QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=50,
                       reliability=ReliabilityPolicy.RELIABLE)
+# label mode: every frame gets a label, so sensors queue instead of newest-only.
+LABEL_SENSOR_QOS = QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=50,
+                              reliability=ReliabilityPolicy.BEST_EFFORT)
 
 
 @dataclass
@@ -182,7 +190,7 @@ class TeacherNode(Node):
         self._now_s = self._ros_now_s if sim_time else time.time
         events = []
         if cfg.episode_topic:
-            events.append((cfg.episode_topic, Float64MultiArray, COMMAND_QOS,
+            events.append((cfg.episode_topic, Float64MultiArray, ECHO_QOS,
                            lambda msg: self._feed(("episode", msg), False)))
         if cfg.mode == "label":
             events.append((cfg.executed_action_topic, JointState, ECHO_QOS, self._on_executed))
@@ -190,13 +198,14 @@ class TeacherNode(Node):
             events.append((cfg.other_action_topic, JointState, ECHO_QOS, self._on_other))
         self._label_pub = None
         if cfg.mode in ("label", "mix"):
-            self._label_pub = self.create_publisher(JointState, cfg.label_topic, COMMAND_QOS)
+            self._label_pub = self.create_publisher(JointState, cfg.label_topic, ECHO_QOS)
             self._label = JointState(name=list(action.joints))
         # Served in this order when several are ready at once: the trigger last, so a frame's
         # other messages (published before it by the simulator) are in when the tick runs.
         ordered = [t for t in topics if t != cfg.trigger_topic] + [cfg.trigger_topic]
         self._io = PolicyIo(self, ordered, self._on_input, action.joints, cfg.type_table,
-                            events=events)
+                            events=events,
+                            sensor_qos=LABEL_SENSOR_QOS if cfg.mode == "label" else SENSOR_QOS)
         self._out = self._io.out
         if cfg.mode == "label":  # label mode never commands: no publisher on policy_command
             self._out.destroy()
