@@ -113,3 +113,23 @@ def test_shipped_teacher_matches_its_sb3_checkpoint():
     with torch.no_grad():
         expected = model.policy._predict(torch.as_tensor(normed), deterministic=True).numpy()
     np.testing.assert_allclose(np.stack([runner(o) for o in obs]), expected, atol=1e-5, rtol=0)
+
+
+def test_rsl_rl_checkpoint_through_the_command(tmp_path):
+    from test_importers import rsl_rl_reference, rsl_rl_runner
+    runner = rsl_rl_runner("log")
+    runner.save(str(tmp_path / "model_2.pt"))
+    spec = {"observation": {"history_length": 1, "terms": [
+        {"name": "state", "topic": "privileged/state", "field": "data", "size": 5}]},
+        "action": {"joints": ["a", "b"], "lower": [-5.0, -5.0], "upper": [5.0, 5.0]},
+        "rate_hz": 50.0}
+    (tmp_path / "spec.yaml").write_text(yaml.safe_dump(spec))
+    assert cli_main(["import-teacher", "--rsl-rl", str(tmp_path / "model_2.pt"), "--spec",
+                     str(tmp_path / "spec.yaml"), "--out", str(tmp_path / "t")]) == 0
+    teacher = TeacherRunner(tmp_path / "t")
+    obs = np.random.default_rng(2).normal(size=(32, 5)) * 4 + 2
+    expected, _ = rsl_rl_reference(runner, obs)
+    np.testing.assert_allclose(np.stack([teacher(o) for o in obs]), expected, atol=1e-5, rtol=0)
+    with pytest.raises(SystemExit, match="already holds a teacher"):
+        cli_main(["import-teacher", "--rsl-rl", str(tmp_path / "model_2.pt"), "--spec",
+                  str(tmp_path / "spec.yaml"), "--out", str(tmp_path / "t")])
