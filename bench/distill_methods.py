@@ -11,7 +11,8 @@ Run: .venv/bin/python bench/distill_methods.py [--teacher models/ant_teacher]
    - bc: behavioural cloning on the teacher's mean (MSE);
    - bc_kl: + KL(teacher || student) of the Gaussians;
    - bc_feat: + teacher's last hidden layer matched through a learned projection;
-   - dagger: bc's student, then `--dagger-rounds` in-process DAgger rounds (warm start);
+   - dagger: bc's student, then `--dagger-rounds` in-process DAgger rounds (warm start); the
+     round with the best return on validation seeds (900_000 + k) is kept (round 0 = bc);
    - progressive: teacher -> `--medium` student -> the small student;
    - imitation_bc: the `imitation` library's BC (SB3 ActorCriticPolicy with the same actor
      layers; its inputs normalized with the same statistics as ours), when importable.
@@ -63,7 +64,7 @@ COLUMNS = (("method", "method", ""), ("mean_return", "return", ".1f"), ("std_ret
            ("mean_forward_distance_m", "forward m", ".2f"), ("params", "params", ",d"),
            ("param_ratio", "params/teacher", ".4f"), ("train_s", "train s", ".1f"),
            ("wall_ratio_vs_imitation", "time/imitation", ".2f"),
-           ("train_samples", "samples", ",d"))
+           ("train_samples", "samples", ",d"), ("note", "note", ""))
 
 
 def _train_config(args, loss: dict, hidden) -> dict:
@@ -137,6 +138,9 @@ def main() -> int:
     p.add_argument("--dagger-rounds", type=int, default=4)
     p.add_argument("--dagger-episodes", type=int, default=10, help="per round")
     p.add_argument("--dagger-epochs", type=int, default=20, help="retraining epochs per round")
+    p.add_argument("--dagger-val-episodes", type=int, default=5,
+                   help="validation episodes per round (seeds 900000+k) to keep the best round; "
+                        "0: keep the last round")
     p.add_argument("--methods", default=",".join(METHODS))
     p.add_argument("--imitation-path", default=None,
                    help="directory holding the `imitation` package (added to sys.path)")
@@ -215,7 +219,9 @@ def main() -> int:
         dcfg = DaggerConfig(rounds=args.dagger_rounds, initial_episodes=0,
                             episodes_per_round=args.dagger_episodes,
                             round_epochs=args.dagger_epochs, seed_base=args.demo_episodes,
-                            beta_schedule="exponential", beta_start=0.5, beta_decay=0.5)
+                            beta_schedule="exponential", beta_start=0.5, beta_decay=0.5,
+                            val_episodes=args.dagger_val_episodes,
+                            select_best=args.dagger_val_episodes > 0)
         cfg = TrainConfig.from_dict(_train_config(args, losses["bc"], args.hidden),
                                     student_spec=student_spec)
         start = copy.deepcopy(results["bc"])
@@ -224,7 +230,8 @@ def main() -> int:
                          initial_dataset=demo.dataset, initial=start)
         dagger_s = time.perf_counter() - t0
         closed_loop("dagger", out.result, results["bc_s"] + dagger_s, len(out.dataset),
-                    {"rounds": [r.to_dict() for r in out.rounds], "dagger_only_s": dagger_s})
+                    {"rounds": [r.to_dict() for r in out.rounds], "dagger_only_s": dagger_s,
+                     "note": f"round {out.selected_round}", "selected_round": out.selected_round})
 
     if "progressive" in methods:
         pcfg = ProgressiveConfig(stages=[{"kind": "history_mlp", "hidden_sizes": args.medium},

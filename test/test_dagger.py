@@ -13,7 +13,8 @@ from distill_fixtures import (STUDENT_SPEC, TEACHER_SPEC, make_teacher, save_ran
 from policy_distill_ros import cli
 from policy_distill_ros.core.policy_file import OnnxPolicy
 from policy_distill_ros.training.dagger import DaggerConfig, beta_for_round, run_dagger
-from policy_distill_ros.training.evaluation import HELD_OUT_SEED_BASE
+from policy_distill_ros.training.evaluation import (HELD_OUT_SEED_BASE, evaluate_policy,
+                                                    validation_seeds)
 from policy_distill_ros.training.rollout import collect, student_actor, teacher_actor
 from policy_distill_ros.training.trainer import action_errors, episode_actions
 
@@ -56,7 +57,7 @@ def test_dagger_aggregates_labels_visited_states_and_closes_the_on_policy_gap():
     cfg = sim_config(50)
     dagger = DaggerConfig(rounds=3, initial_episodes=4, episodes_per_round=4,
                           beta_schedule="exponential", beta_start=0.5, beta_decay=0.5,
-                          round_epochs=10, eval_episodes=1)
+                          round_epochs=10, val_episodes=1, select_best=False)
     records = []
     out = run_dagger(teacher, normalizer, student_spec, teacher_spec, cfg, dagger,
                      train_config(epochs=15), on_round=records.append)
@@ -74,7 +75,7 @@ def test_dagger_aggregates_labels_visited_states_and_closes_the_on_policy_gap():
     assert rounds[-1].on_policy_error_before < rounds[1].on_policy_error_before
     for r in rounds[1:]:
         assert r.on_policy_error_after < r.on_policy_error_before
-        assert r.eval_mean_return is not None and np.isfinite(r.eval_mean_return)
+        assert r.val_mean_return is not None and np.isfinite(r.val_mean_return)
     # the final student on fresh student-driven states, against the teacher's labels there:
     # better than the round-0 (behavioural cloning) student on the same states
     fresh = collect(student_spec, teacher_spec, cfg, [500, 501, 502],
@@ -84,6 +85,23 @@ def test_dagger_aggregates_labels_visited_states_and_closes_the_on_policy_gap():
                                               fresh.dataset), fresh.labels)["mse"]
     assert final_err < rounds[1].on_policy_error_before
     assert json.dumps(out.to_dict())
+
+
+def test_select_best_keeps_the_round_with_the_best_validation_return():
+    student_spec, teacher_spec = specs()
+    teacher, normalizer = make_teacher(seed=6)
+    cfg = sim_config(30)
+    dagger = DaggerConfig(rounds=2, initial_episodes=3, episodes_per_round=3, round_epochs=3,
+                          val_episodes=2, select_best=True)
+    out = run_dagger(teacher, normalizer, student_spec, teacher_spec, cfg, dagger,
+                     train_config(epochs=3))
+    returns = [r.val_mean_return for r in out.rounds]
+    assert out.selected_round == int(np.argmax(returns))
+    again = evaluate_policy(student_actor(out.result.student, out.result.student_normalizer),
+                            student_spec, cfg, validation_seeds(2))
+    assert again.mean_return == pytest.approx(max(returns))
+    assert out.last is not None
+    assert out.to_dict()["selected_round"] == out.selected_round
 
 
 def test_dagger_starts_from_given_data_without_teacher_episodes():
@@ -109,14 +127,14 @@ def test_dagger_command_writes_student_and_report(tmp_path, capsys):
               "out": str(tmp_path / "run"), "eval_episodes": 2,
               "dagger": {"rounds": 2, "initial_episodes": 3, "episodes_per_round": 2,
                          "round_epochs": 2, "beta_schedule": "linear", "beta_start": 0.6,
-                         "beta_end": 0.2},
+                         "beta_end": 0.2, "val_episodes": 1},
               "train": {"student": {"kind": "history_mlp", "hidden_sizes": [16, 16]},
                         "epochs": 3, "batch_size": 64, "val_fraction": 0.3, "num_threads": 1}}
     path = tmp_path / "dagger.yaml"
     path.write_text(yaml.safe_dump(config))
     assert cli.main(["dagger", "--config", str(path), "--no-progress"]) == 0
     text = capsys.readouterr().out
-    assert "held-out return" in text and "return ratio" in text
+    assert "val return" in text and "return ratio" in text and "selected: round" in text
     report = json.loads((tmp_path / "run" / "dagger.json").read_text())
     assert [r["beta"] for r in report["rounds"]] == pytest.approx([1.0, 0.6, 0.2])
     assert report["dataset_samples"] == report["rounds"][-1]["dataset_samples"]

@@ -14,11 +14,12 @@ from policy_distill_ros.core.policy_file import read_metadata
 from policy_distill_ros.sim.ant import AntSim
 from policy_distill_ros.training.dataset import dataset_from_bag
 from policy_distill_ros.training.evaluation import (HELD_OUT_SEED_BASE, evaluate_policy,
-                                                    held_out_seeds, policy_file_figures)
+                                                    held_out_seeds, policy_file_figures,
+                                                    validation_seeds)
 from policy_distill_ros.training.networks import count_parameters
-from policy_distill_ros.training.rollout import (STUDENT, TEACHER, FunctionActor, MultiViewSim,
-                                                 OnnxActor, collect, student_actor,
-                                                 teacher_actor)
+from policy_distill_ros.training.rollout import (STUDENT, TEACHER, VALIDATION_SEED_BASE,
+                                                 FunctionActor, MultiViewSim, OnnxActor, collect,
+                                                 student_actor, teacher_actor)
 from policy_distill_ros.training.trainer import export_student, fit
 
 
@@ -134,10 +135,12 @@ def test_beta_mixes_teacher_actions_and_labels_every_state(teacher, trained):
 
 def test_training_collection_refuses_held_out_seeds(teacher):
     student_spec, teacher_spec = specs()
-    with pytest.raises(ValueError, match="held-out"):
-        collect(student_spec, teacher_spec, sim_config(5), [HELD_OUT_SEED_BASE + 3],
-                teacher_actor(*teacher))
-    with pytest.raises(ValueError, match="training range"):
+    for seed in (HELD_OUT_SEED_BASE + 3, VALIDATION_SEED_BASE, -1):
+        with pytest.raises(ValueError, match="held-out"):
+            collect(student_spec, teacher_spec, sim_config(5), [seed], teacher_actor(*teacher))
+    assert validation_seeds(2) == [VALIDATION_SEED_BASE, VALIDATION_SEED_BASE + 1]
+    assert VALIDATION_SEED_BASE + 99_999 < HELD_OUT_SEED_BASE
+    with pytest.raises(ValueError, match="training/validation range"):
         held_out_seeds(3, base=10)
     assert held_out_seeds(3) == [HELD_OUT_SEED_BASE, HELD_OUT_SEED_BASE + 1,
                                  HELD_OUT_SEED_BASE + 2]

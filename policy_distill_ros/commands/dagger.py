@@ -5,7 +5,8 @@
 Round 0 clones teacher-driven episodes (plus any `initial_data` bags / .npz); each later round
 the student drives (the teacher's action executed with probability beta), the teacher labels
 every visited state, the data aggregates and the student is retrained from its last weights
-(`training/dagger.py`). The final student is exported (parity-checked ONNX) to
+(`training/dagger.py`); with `select_best` the round with the best return on validation seeds
+is kept. That student is exported (parity-checked ONNX) to
 `<out>/student.onnx` and evaluated against the teacher on held-out seeds; every figure goes to
 `<out>/dagger.json` and a per-round table is printed.
 
@@ -27,7 +28,7 @@ ROUND_COLUMNS = (
     ("teacher_action_fraction", "teacher acts", ".2f"),
     ("on_policy_error_before", "on-policy mse before", ".4g"),
     ("on_policy_error_after", "after", ".4g"), ("val_error", "val mse", ".4g"),
-    ("eval_mean_return", "held-out return", ".1f"), ("train_time_s", "train s", ".1f"))
+    ("val_mean_return", "val return", ".1f"), ("train_time_s", "train s", ".1f"))
 _KEYS = ("teacher", "teacher_normalizer", "teacher_spec", "student_spec", "sim_config",
          "max_episode_steps", "initial_data", "out", "eval_episodes", "dagger", "train")
 
@@ -145,6 +146,7 @@ def run(args: argparse.Namespace) -> int:
         return 1
     (out_dir / "dagger.json").write_text(json.dumps(report, indent=2, default=float) + "\n")
     print(format_table([r.to_dict() for r in result.rounds], ROUND_COLUMNS))
+    print(f"selected: round {result.selected_round}")
     if "evaluation" in report:
         print()
         print(comparison_table(report["evaluation"]))

@@ -16,11 +16,15 @@ r = 1 to beta_end at r = R; `exponential` beta_r = beta_start * beta_decay ** (r
 
 Per-round figures (`RoundRecord`): beta, new samples, aggregate size, the mixed rollout's
 return, the student's action error against the teacher on the states it just visited (before
-and after retraining on them: the gap DAgger closes), validation error, and optionally the
-student's own return on held-out seeds (`evaluation.held_out_seeds`).
+and after retraining on them: the gap DAgger closes), the trainer's validation error, and with
+`val_episodes` the student's own closed-loop return on validation seeds
+(`evaluation.validation_seeds`, 900_000 + k). With `select_best` the result is the student of
+the round with the best validation return (round 0, plain cloning, included), as DAgger's
+analysis prescribes (Ross et al. 2011: return the best policy of the sequence on validation);
+the held-out test seeds (1_000_000 + k) are never used for any decision.
 
 Training seeds: round 0 uses seed_base + [0, initial_episodes), round r the next
-episodes_per_round seeds, all below the held-out range.
+episodes_per_round seeds, all below the validation range.
 """
 from __future__ import annotations
 
@@ -38,9 +42,9 @@ from policy_distill_ros.core.spec import PolicySpec
 from policy_distill_ros.sim.config import SimConfig
 
 from .dataset import DistillDataset
-from .evaluation import evaluate_policy, held_out_seeds
+from .evaluation import evaluate_policy, validation_seeds
 from .normalizer import EmpiricalNormalizer
-from .rollout import HELD_OUT_SEED_BASE, collect, student_actor, teacher_actor
+from .rollout import VALIDATION_SEED_BASE, collect, student_actor, teacher_actor
 from .trainer import TrainConfig, TrainResult, _json_metrics, action_errors, episode_actions, fit
 
 __all__ = ["BETA_SCHEDULES", "DaggerConfig", "RoundRecord", "DaggerResult", "beta_for_round",
@@ -72,7 +76,9 @@ class DaggerConfig:
     beta_end: float = 0.0              # linear: beta of the last round
     beta_decay: float = 0.5            # exponential: factor per round
     round_epochs: int | None = None    # epochs of each retraining (None: the TrainConfig's)
-    eval_episodes: int = 0             # held-out episodes per round for the student's own return
+    round_lr: float | None = None      # learning rate of each retraining (None: the TrainConfig's)
+    val_episodes: int = 0              # validation episodes per round: the student's own return
+    select_best: bool = True           # keep the round with the best validation return
     seed_base: int = 0                 # first training episode seed
     sim_seed: int = 0
 
@@ -81,21 +87,28 @@ class DaggerConfig:
         _count(owner, "rounds", self.rounds, 1)
         _count(owner, "episodes_per_round", self.episodes_per_round, 1)
         _count(owner, "initial_episodes", self.initial_episodes, 0)
-        _count(owner, "eval_episodes", self.eval_episodes, 0)
+        _count(owner, "val_episodes", self.val_episodes, 0)
         _count(owner, "seed_base", self.seed_base, 0)
         _count(owner, "sim_seed", self.sim_seed, 0)
         if self.round_epochs is not None:
             _count(owner, "round_epochs", self.round_epochs, 1)
+        if self.round_lr is not None and (isinstance(self.round_lr, bool) or not isinstance(
+                self.round_lr, (int, float)) or not 0 < self.round_lr < math.inf):
+            raise ValueError(f"{owner}.round_lr must be a number > 0 or null, got "
+                             f"{self.round_lr!r}")
+        if not isinstance(self.select_best, bool):
+            raise ValueError(f"{owner}.select_best must be true or false, got "
+                             f"{self.select_best!r}")
         if self.beta_schedule not in BETA_SCHEDULES:
             raise ValueError(f"{owner}.beta_schedule must be one of {BETA_SCHEDULES}, got "
                              f"{self.beta_schedule!r}")
         for name in ("beta_start", "beta_end", "beta_decay"):
             _fraction(owner, name, getattr(self, name))
         last = self.seed_base + self.initial_episodes + self.rounds * self.episodes_per_round
-        if last > HELD_OUT_SEED_BASE:
+        if last > VALIDATION_SEED_BASE:
             raise ValueError(f"{owner}: training seeds would reach {last - 1}, inside the "
-                             f"held-out range from {HELD_OUT_SEED_BASE}; lower seed_base or "
-                             f"the episode counts")
+                             f"validation/held-out range from {VALIDATION_SEED_BASE}; lower "
+                             f"seed_base or the episode counts")
 
     def round_seeds(self, round_index: int) -> list[int]:
         """Training episode seeds of a round (0 = the teacher-driven initial round)."""
@@ -144,8 +157,8 @@ class RoundRecord:
     on_policy_error_before: float | None     # student vs teacher on the states just visited
     on_policy_error_after: float | None      # same states, after retraining
     val_error: float | None                  # trainer's validation error vs the teacher
-    eval_mean_return: float | None = None    # student alone, held-out seeds
-    eval_mean_forward_distance_m: float | None = None
+    val_mean_return: float | None = None     # student alone, validation seeds
+    val_mean_forward_distance_m: float | None = None
     rollout_time_s: float = 0.0
     train_time_s: float = 0.0
 
@@ -155,13 +168,16 @@ class RoundRecord:
 
 @dataclass
 class DaggerResult:
-    result: TrainResult                       # the final student
+    result: TrainResult                       # the selected student (see select_best)
     dataset: DistillDataset                   # the aggregate
     rounds: list[RoundRecord] = field(default_factory=list)
+    selected_round: int = -1                  # round whose student `result` is
+    last: TrainResult | None = None           # the last round's student
 
     def to_dict(self) -> dict:
         return {"rounds": [r.to_dict() for r in self.rounds], "final_metrics": _json_metrics(
-            self.result.metrics), "dataset_samples": len(self.dataset)}
+            self.result.metrics), "dataset_samples": len(self.dataset),
+            "selected_round": self.selected_round}
 
 
 def _mse_on(result: TrainResult, dataset: DistillDataset, labels: np.ndarray) -> float:
@@ -203,12 +219,17 @@ def run_dagger(teacher, teacher_normalizer: EmpiricalNormalizer | None, student_
     record = RoundRecord(0, 1.0, len(config.round_seeds(0)), len(dataset), len(dataset),
                          rollout_summary.get("mean_return"), 1.0, None, None, _val_error(result),
                          rollout_time_s=rollout_s, train_time_s=train_s)
-    _evaluate_round(record, result, student_spec, sim_config, config)
+    _validate_round(record, result, student_spec, sim_config, config)
     rounds.append(record)
+    best = (record.val_mean_return, 0, result)
     if on_round is not None:
         on_round(record)
-    round_train = train_config if config.round_epochs is None else \
-        dataclasses.replace(train_config, epochs=config.round_epochs)
+    changes: dict[str, Any] = {}
+    if config.round_epochs is not None:
+        changes["epochs"] = config.round_epochs
+    if config.round_lr is not None:
+        changes["lr"] = float(config.round_lr)
+    round_train = dataclasses.replace(train_config, **changes) if changes else train_config
 
     for r in range(1, config.rounds + 1):
         beta = beta_for_round(config, r)
@@ -233,22 +254,27 @@ def run_dagger(teacher, teacher_normalizer: EmpiricalNormalizer | None, student_
         record = RoundRecord(r, beta, len(new.episodes), len(new.dataset), len(dataset),
                              summary["mean_return"], fraction, before, after, _val_error(result),
                              rollout_time_s=rollout_s, train_time_s=train_s)
-        _evaluate_round(record, result, student_spec, sim_config, config)
+        _validate_round(record, result, student_spec, sim_config, config)
+        if record.val_mean_return is not None and record.val_mean_return > best[0]:
+            best = (record.val_mean_return, r, result)
         LOG.info("DAgger round %d: beta %.3f, +%d samples (total %d), rollout return %.1f, "
                  "on-policy mse %.4g -> %.4g", r, beta, record.new_samples,
                  record.dataset_samples, record.rollout_mean_return, before, after)
         rounds.append(record)
         if on_round is not None:
             on_round(record)
-    return DaggerResult(result, dataset, rounds)
+    if config.select_best and config.val_episodes:
+        LOG.info("DAgger: keeping round %d (validation return %.1f)", best[1], best[0])
+        return DaggerResult(best[2], dataset, rounds, best[1], result)
+    return DaggerResult(result, dataset, rounds, config.rounds, result)
 
 
-def _evaluate_round(record: RoundRecord, result: TrainResult, student_spec: PolicySpec,
+def _validate_round(record: RoundRecord, result: TrainResult, student_spec: PolicySpec,
                     sim_config: SimConfig | None, config: DaggerConfig) -> None:
-    if not config.eval_episodes:
+    if not config.val_episodes:
         return
     ev = evaluate_policy(student_actor(result.student, result.student_normalizer), student_spec,
-                         sim_config, held_out_seeds(config.eval_episodes),
+                         sim_config, validation_seeds(config.val_episodes),
                          sim_seed=config.sim_seed)
-    record.eval_mean_return = ev.mean_return
-    record.eval_mean_forward_distance_m = ev.mean_forward_distance_m
+    record.val_mean_return = ev.mean_return
+    record.val_mean_forward_distance_m = ev.mean_forward_distance_m

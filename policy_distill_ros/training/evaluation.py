@@ -6,8 +6,9 @@ embedded simulator, one episode per seed, and reports return, forward distance (
 odometry x, end minus start), episode length and the policy's inference latency per decision
 (`core.timing.LatencyStats`, measured around the policy call only).
 
-Held-out seeds: `held_out_seeds(n)` = `HELD_OUT_SEED_BASE + k` (1_000_000, 1_000_001, ...).
-Training data collected in-process (`rollout.collect`, DAgger) refuses that range, the teacher
+Held-out seeds: `held_out_seeds(n)` = `HELD_OUT_SEED_BASE + k` (1_000_000, 1_000_001, ...);
+validation seeds (model selection) `validation_seeds(n)` = 900_000 + k. Training data collected
+in-process (`rollout.collect`, DAgger) refuses both ranges, the teacher
 script evaluates on it too (scripts/train_teacher.py `EVAL_SEED_BASE`), and recorded bags use
 the simulator's default episode seeds (32-bit hashes of (sim seed, episode id)), which hit the
 20 evaluation seeds with probability ~5e-9 per episode. Each seed fixes the episode's
@@ -28,9 +29,11 @@ from policy_distill_ros.core.spec import PolicySpec
 from policy_distill_ros.core.timing import LatencyStats
 from policy_distill_ros.sim.config import SimConfig
 
-from .rollout import HELD_OUT_SEED_BASE, Actor, EpisodeStats, MultiViewSim
+from .rollout import (HELD_OUT_SEED_BASE, VALIDATION_SEED_BASE, Actor, EpisodeStats,
+                      MultiViewSim)
 
-__all__ = ["HELD_OUT_SEED_BASE", "EvalResult", "held_out_seeds", "evaluate_policy",
+__all__ = ["HELD_OUT_SEED_BASE", "EvalResult", "held_out_seeds", "validation_seeds",
+           "evaluate_policy",
            "policy_file_figures", "comparison", "format_table", "evaluate_teacher_and_student",
            "comparison_table", "COMPARISON_COLUMNS"]
 
@@ -40,9 +43,19 @@ def held_out_seeds(episodes: int, base: int = HELD_OUT_SEED_BASE) -> list[int]:
     if isinstance(episodes, bool) or not isinstance(episodes, int) or episodes < 1:
         raise ValueError(f"episodes must be a positive integer, got {episodes!r}")
     if base < HELD_OUT_SEED_BASE:
-        raise ValueError(f"evaluation seed base {base} is inside the training range "
+        raise ValueError(f"evaluation seed base {base} is inside the training/validation range "
                          f"[0, {HELD_OUT_SEED_BASE}); use >= {HELD_OUT_SEED_BASE}")
     return [base + k for k in range(episodes)]
+
+
+def validation_seeds(episodes: int) -> list[int]:
+    """The first `episodes` validation seeds (model selection; never trained on, never the
+    held-out test seeds)."""
+    if isinstance(episodes, bool) or not isinstance(episodes, int) or episodes < 1:
+        raise ValueError(f"episodes must be a positive integer, got {episodes!r}")
+    if episodes > HELD_OUT_SEED_BASE - VALIDATION_SEED_BASE:
+        raise ValueError(f"at most {HELD_OUT_SEED_BASE - VALIDATION_SEED_BASE} validation seeds")
+    return [VALIDATION_SEED_BASE + k for k in range(episodes)]
 
 
 @dataclass

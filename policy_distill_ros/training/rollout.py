@@ -12,9 +12,11 @@ proposes an action from the view it reads; with probability `beta` the *labeler*
 executed instead (DAgger's mixture). The labeler (the teacher) is queried on every visited state.
 
 Seeds: every episode is started with an explicit episode seed (dynamics, initial state, sensor
-noise all derive from it), so a rollout is a pure function of (policies, seeds). Data collection
-refuses seeds at or above `HELD_OUT_SEED_BASE` (1_000_000): that range is reserved for
-closed-loop evaluation (`training/evaluation.py`), so no evaluation episode was ever trained on.
+noise all derive from it), so a rollout is a pure function of (policies, seeds). Three disjoint
+ranges: training data [0, 900_000); validation (model selection, e.g. DAgger's best round)
+[`VALIDATION_SEED_BASE` = 900_000, 1_000_000); held-out test from `HELD_OUT_SEED_BASE` =
+1_000_000 (`training/evaluation.py`). Data collection refuses seeds outside the training range,
+so no validation or evaluation episode is ever trained on.
 """
 from __future__ import annotations
 
@@ -36,11 +38,12 @@ from .dataset import DistillDataset
 from .networks import BasePolicy
 from .normalizer import EmpiricalNormalizer
 
-__all__ = ["HELD_OUT_SEED_BASE", "STUDENT", "TEACHER", "Actor", "TorchActor", "OnnxActor",
+__all__ = ["HELD_OUT_SEED_BASE", "VALIDATION_SEED_BASE", "STUDENT", "TEACHER", "Actor", "TorchActor", "OnnxActor",
            "FunctionActor", "EpisodeStats", "Episode", "RolloutResult", "MultiViewSim", "collect",
            "check_training_seeds", "teacher_actor", "student_actor"]
 
-HELD_OUT_SEED_BASE = 1_000_000   # evaluation episode seeds start here; training stays below
+VALIDATION_SEED_BASE = 900_000   # validation episode seeds (model selection) start here
+HELD_OUT_SEED_BASE = 1_000_000   # held-out evaluation episode seeds start here
 STUDENT = "student"
 TEACHER = "teacher"
 
@@ -120,13 +123,13 @@ class FunctionActor:
 
 
 def check_training_seeds(seeds: Iterable[int], what: str = "training") -> list[int]:
-    """Seeds as ints; refuses the held-out evaluation range and negative values."""
+    """Seeds as ints; refuses negative values and the validation / held-out ranges."""
     out = [int(s) for s in seeds]
-    bad = [s for s in out if s < 0 or s >= HELD_OUT_SEED_BASE]
+    bad = [s for s in out if s < 0 or s >= VALIDATION_SEED_BASE]
     if bad:
-        raise ValueError(f"{what} episode seeds must be in [0, {HELD_OUT_SEED_BASE}) (seeds from "
-                         f"{HELD_OUT_SEED_BASE} on are reserved for held-out evaluation), got "
-                         f"{bad[:5]}")
+        raise ValueError(f"{what} episode seeds must be in [0, {VALIDATION_SEED_BASE}) (seeds from "
+                         f"{VALIDATION_SEED_BASE} are reserved for validation, from "
+                         f"{HELD_OUT_SEED_BASE} for held-out evaluation), got {bad[:5]}")
     return out
 
 
