@@ -1,0 +1,43 @@
+"""The main job end to end: `policy-distill demo --quick` through real nodes, DDS, torch and ONNX.
+
+The quick run shrinks every stage (2 short episodes, 3 epochs, 3 s deployments); the full demo
+runs the same code with the default sizes.
+"""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+@pytest.mark.dds
+@pytest.mark.slow
+def test_demo_quick_runs_every_stage_to_a_report(tmp_path: Path) -> None:
+    out = tmp_path / "demo"
+    proc = subprocess.run([sys.executable, "-m", "policy_distill_ros.cli", "demo", "--quick",
+                           "--no-progress", "--out", str(out)],
+                          cwd=str(REPO), capture_output=True, text=True, timeout=900,
+                          env=dict(os.environ))
+    assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-4000:]
+    report = (out / "report.md").read_text()
+    for row in ("mean return, held-out episodes", "parameters", "ONNX size",
+                "inference latency p50 / p99", "loop latency p50 / p99", "deadline misses"):
+        assert row in report, f"report lacks '{row}'"
+    assert (out / "returns.png").stat().st_size > 0
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["param_ratio"] <= 0.02
+    assert summary["export"]["max_abs_error"] <= 1e-5
+    assert summary["demonstration_episodes"] == 2 and summary["dagger_episodes"] == 2
+    assert summary["deploy_sim"]["actions"] > 0
+
+    from policy_distill_ros.core.policy_file import OnnxPolicy
+    from policy_distill_ros.core.spec import load_policy_spec
+    policy = OnnxPolicy(str(out / "student" / "student.onnx"),
+                        load_policy_spec(REPO / "config/specs/ant_student.yaml"))
+    assert policy.spec.observation.privileged_topics == ()
