@@ -1,12 +1,15 @@
 """Sensor-message-to-action latency: student node (ONNX Runtime) vs a plain rclpy + torch node.
 
-    .venv/bin/python bench/student_latency.py [--duration-s 20] [--rate-hz 500]
+    .venv/bin/python bench/student_latency.py [--duration-s 20] [--rate-hz 500] [--repeat 3]
+        [--cases echo,on_message,on_message_rt,timer,baseline]
+    .venv/bin/python bench/student_latency.py --stages 5000    # in-process, where time goes
 
 Processes, same machine, same run, one policy node at a time: a sensor publisher (JointState for
 12 joints in shuffled order + Imu at --rate-hz, stamped with the wall clock just before
 publishing), the policy node, and a probe that records `receive time - echo.header.stamp` for
 every `policy_action` echo. Both policies: the 12-joint quadruped spec of
-config/robot_example.yaml (obs 138 = 46 x history 3), MLP 138-256-128-12, one thread.
+config/robot_example.yaml (obs 138 = 46 x history 3), MLP 138-256-128-12; the student runs it
+in ONNX Runtime on one thread, the baseline in torch with its default threads.
 
 What "latency" means per configuration (honestly different):
   echo                the floor: a Python node that republishes each joint_states message as
@@ -18,6 +21,9 @@ What "latency" means per configuration (honestly different):
   student timer       fixed-rate loop thread: adds a sampling delay of 0..1 period on top
   baseline            inference in the joint_states callback, torch, default executor
 Deadline misses: echo gaps longer than 2 control periods (an action that never came).
+`--rt-infra`: the sensor publisher, the probe and the echo node run under SCHED_FIFO, so on a
+loaded machine the measuring side is not what gets starved; the nodes under test keep normal
+scheduling (except on_message_rt).
 """
 from __future__ import annotations
 
@@ -119,6 +125,8 @@ def run_probe(out_path: str) -> None:
         now_ns = time.time_ns()
         sec, nanosec, frame_len = struct.unpack_from("<iII", raw, 4)
         i = count[0]
+        if i == 0:
+            open(out_path + ".first", "w").close()  # tells the orchestrator the node is up
         if i < len(rows):
             rows[i] = (now_ns, sec * 1_000_000_000 + nanosec, raw[16:16 + frame_len] == fallback)
             count[0] = i + 1
@@ -191,14 +199,17 @@ def make_model(path: str, rate_hz: float) -> None:
     os.unlink(onnx_path)
 
 
-def summarize(rows: np.ndarray, rate_hz: float, warmup_s: float) -> dict:
-    if len(rows) == 0:
+def summarize(runs: list, rate_hz: float, warmup_s: float) -> dict:
+    """Pooled figures of one case over its runs (each run's warm-up dropped, gaps per run)."""
+    runs = [r[r[:, 0] > r[0, 0] + warmup_s * 1e9] for r in runs if len(r)]
+    runs = [r for r in runs if len(r) > 1]
+    if not runs:
         return {"actions": 0}
-    rows = rows[rows[:, 0] > rows[0, 0] + warmup_s * 1e9]
+    rows = np.concatenate(runs)
     latency_ms = (rows[:, 0] - rows[:, 1]) / 1e6
-    gaps_ms = np.diff(rows[:, 0]) / 1e6
+    gaps_ms = np.concatenate([np.diff(r[:, 0]) for r in runs]) / 1e6
     period_ms = 1e3 / rate_hz
-    return {"actions": int(len(rows)), "fallbacks": int(rows[:, 2].sum()),
+    return {"actions": int(len(rows)), "runs": len(runs), "fallbacks": int(rows[:, 2].sum()),
             "p50_ms": float(np.percentile(latency_ms, 50)),
             "p99_ms": float(np.percentile(latency_ms, 99)),
             "max_ms": float(latency_ms.max()),
@@ -282,18 +293,29 @@ def run_stages(model: str, rate_hz: float, iterations: int) -> None:
               f"{us.max():>9.1f}")
 
 
-def run_case(name: str, node_args: list, env: dict, duration_s: float, rate_hz: float,
-             workdir: str) -> dict:
+WARMUP_S = 3.0  # after the first echo: discovery settling, dropped from every run
+STARTUP_TIMEOUT_S = 60.0
+
+
+def run_case(name: str, node_args: list, env: dict, duration_s: float, workdir: str,
+             infra: list) -> np.ndarray:
+    """One run of one case: the probe's rows (receive_ns, stamp_ns, fallback)."""
     out = os.path.join(workdir, f"{name}.npy")
-    probe = start([sys.executable, __file__, "--role", "probe", "--out", out], env,
+    probe = start([sys.executable, __file__, "--role", "probe", "--out", out] + infra, env,
                   os.path.join(workdir, f"{name}_probe.log"))
     node = start(node_args, env, os.path.join(workdir, f"{name}_node.log"))
-    time.sleep(duration_s + 3.0)  # + start-up and discovery (discarded as warm-up)
+    first = out + ".first"
+    deadline = time.monotonic() + STARTUP_TIMEOUT_S  # torch's import alone can take seconds
+    while not os.path.exists(first) and time.monotonic() < deadline and node.poll() is None:
+        time.sleep(0.1)
+    time.sleep(duration_s + WARMUP_S)
     stop(node)
     stop(probe)
-    result = summarize(np.load(out), rate_hz, warmup_s=3.0)
-    result["log"] = os.path.join(workdir, f"{name}_node.log")
-    return result
+    rows = np.load(out)
+    os.unlink(out)
+    if os.path.exists(first):
+        os.unlink(first)
+    return rows
 
 
 def main() -> None:
@@ -303,9 +325,19 @@ def main() -> None:
     parser.add_argument("--duration-s", type=float, default=20.0)
     parser.add_argument("--rate-hz", type=float, default=500.0)
     parser.add_argument("--cases", default="echo,on_message,timer,baseline")
+    parser.add_argument("--rt-infra", action="store_true",
+                        help="SCHED_FIFO for the sensor publisher, the probe and the echo node")
+    parser.add_argument("--repeat", type=int, default=1,
+                        help="run the case list this many times, interleaved (a shared "
+                             "machine's load changes over minutes); figures pool the runs")
     parser.add_argument("--stages", type=int, default=0, metavar="N",
                         help="instead: N in-process iterations, per-stage costs (no DDS)")
     args = parser.parse_args()
+    if args.rt_infra and args.role != "main":
+        from policy_distill_ros.core.realtime import set_realtime_priority
+        problem = set_realtime_priority(60)
+        if problem:
+            print(problem, file=sys.stderr)
     if args.role == "sensors":
         return run_sensors(args.rate_hz)
     if args.role == "probe":
@@ -321,12 +353,15 @@ def main() -> None:
     make_model(model, args.rate_hz)
     if args.stages:
         sys.path.insert(0, str(REPO / "bench"))
+        os.environ.update(ROS_DOMAIN_ID=env["ROS_DOMAIN_ID"],  # nobody else hears us
+                          ROS_AUTOMATIC_DISCOVERY_RANGE="LOCALHOST")
         return run_stages(model, args.rate_hz, args.stages)
     student = [sys.executable, "-m", "policy_distill_ros.nodes.student_node", "--ros-args",
                "-p", f"model_path:={model}", "-p", f"rate_hz:={args.rate_hz}",
                "-p", "max_input_age_s:=0.05"]
+    infra = ["--rt-infra"] if args.rt_infra else []
     cases = {
-        "echo": [sys.executable, __file__, "--role", "echo"],
+        "echo": [sys.executable, __file__, "--role", "echo"] + infra,
         "on_message": student + ["-p", "trigger:=on_message", "-p", "trigger_topic:=joint_states"],
         "on_message_rt": student + ["-p", "trigger:=on_message", "-p",
                                     "trigger_topic:=joint_states", "-p", "realtime_priority:=50"],
@@ -336,32 +371,46 @@ def main() -> None:
                      "-p", f"hidden:={','.join(map(str, HIDDEN))}"],
     }
     sensors = start([sys.executable, __file__, "--role", "sensors", "--rate-hz",
-                     str(args.rate_hz)], env, os.path.join(workdir, "sensors.log"))
-    results = {}
+                     str(args.rate_hz)] + infra, env, os.path.join(workdir, "sensors.log"))
+    names = args.cases.split(",")
+    runs: dict = {name: [] for name in names}
     try:
-        for name in args.cases.split(","):
-            print(f"running {name} for {args.duration_s:g} s ...", flush=True)
-            results[name] = run_case(name, cases[name], env, args.duration_s, args.rate_hz,
-                                     workdir)
+        for round_index in range(args.repeat):
+            for name in names:
+                print(f"round {round_index + 1}/{args.repeat}: {name} for "
+                      f"{args.duration_s:g} s ...", flush=True)
+                runs[name].append(run_case(name, cases[name], env, args.duration_s, workdir,
+                                           infra))
     finally:
         stop(sensors)
-    print(f"\nsensor message -> action echo at {args.rate_hz:g} Hz, {args.duration_s:g} s each "
-          f"(logs in {workdir})")
-    print(f"{'case':<12}{'actions':>8}{'p50 ms':>9}{'p99 ms':>9}{'max ms':>9}{'rate Hz':>9}"
+    results = {}
+    for name in names:
+        results[name] = summarize(runs[name], args.rate_hz, WARMUP_S)
+        results[name]["log"] = os.path.join(workdir, f"{name}_node.log")
+    print(f"\nsensor message -> action echo at {args.rate_hz:g} Hz, {args.repeat} x "
+          f"{args.duration_s:g} s per case (logs in {workdir})")
+    print(f"{'case':<14}{'actions':>8}{'p50 ms':>9}{'p99 ms':>9}{'max ms':>9}{'rate Hz':>9}"
           f"{'jitter ms':>11}{'misses':>8}{'fallback':>9}")
     for name, r in results.items():
         if not r.get("actions"):
-            print(f"{name:<12} no actions received (see {r.get('log')})")
+            print(f"{name:<14} no actions received (see {r.get('log')})")
             continue
-        print(f"{name:<12}{r['actions']:>8}{r['p50_ms']:>9.3f}{r['p99_ms']:>9.3f}"
+        print(f"{name:<14}{r['actions']:>8}{r['p50_ms']:>9.3f}{r['p99_ms']:>9.3f}"
               f"{r['max_ms']:>9.3f}{r['rate_hz']:>9.1f}{r['jitter_ms']:>11.3f}{r['misses']:>8}"
               f"{r['fallbacks']:>9}")
     base = results.get("baseline", {})
     for name in ("on_message", "on_message_rt", "timer"):
         if base.get("actions") and results.get(name, {}).get("actions"):
+            per_round = [_p99(b) / _p99(s) for b, s in zip(runs["baseline"], runs[name])]
             print(f"p99 ratio baseline / student {name}: "
-                  f"{base['p99_ms'] / results[name]['p99_ms']:.1f}x")
+                  f"{base['p99_ms'] / results[name]['p99_ms']:.1f}x pooled, per round "
+                  f"{', '.join(f'{r:.1f}x' for r in per_round)}")
     print(json.dumps(results))
+
+
+def _p99(rows: np.ndarray) -> float:
+    rows = rows[rows[:, 0] > rows[0, 0] + WARMUP_S * 1e9]
+    return float(np.percentile((rows[:, 0] - rows[:, 1]) / 1e6, 99))
 
 
 if __name__ == "__main__":
