@@ -154,7 +154,7 @@ def train(args) -> tuple[list, float]:
                 learning_rate=3e-4, gamma=0.99, gae_lambda=0.95, clip_range=0.2,
                 ent_coef=0.0, vf_coef=0.5, max_grad_norm=0.5, device="cpu", verbose=0,
                 policy_kwargs=dict(net_arch=dict(pi=NET_ARCH, vf=CRITIC_ARCH),
-                                   activation_fn=torch.nn.ELU, log_std_init=-1.0))
+                                   activation_fn=torch.nn.ELU, log_std_init=-0.5))
     curve = CurveLogger(args.timesteps)
     # Chunks of --checkpoint-steps: the constant learning rate and clip range make the state at
     # a checkpoint identical to the end of a shorter run with the same seed.
