@@ -142,6 +142,7 @@ class TimingMonitorNode(Node):
             self.get_logger().warning("no model_path/spec_path: misses are reported but no "
                                       "fallback command can be published")
         self._ages: Dict[str, float] = {}
+        self._misses_reported = 0    # deadline misses already summarised on /diagnostics
         self.student_fallbacks = 0   # echoes with frame_id "fallback": the student's own
         self.monitor_fallbacks = 0   # fallback commands published here on a missed deadline
         self._deactivate_requested = False
@@ -315,9 +316,17 @@ class TimingMonitorNode(Node):
         return array
 
     def _status(self, window) -> tuple[bytes, str]:
+        # Misses since the previous report count too: a 1 Hz status that only sampled `in_miss`
+        # could show OK throughout periodic blackouts (a CPU hog starving the student ~0.95 s
+        # of every second, test_faults) because each sample fell into a short recovery.
+        recent = self.deadline.misses - self._misses_reported
+        self._misses_reported = self.deadline.misses
         if self.deadline.in_miss:
             return DiagnosticStatus.ERROR, (f"deadline missed: {self.deadline.consecutive} "
                                             "consecutive, fallback active")
+        if recent:
+            return DiagnosticStatus.ERROR, (f"{recent} deadline misses since the last report "
+                                            f"({DIAGNOSTICS_PERIOD_S:g} s)")
         if not self.latency.count:
             return DiagnosticStatus.WARN, "no action received yet"
         p99_ms = window["p99"] * 1e3
