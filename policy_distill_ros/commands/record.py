@@ -74,6 +74,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--student-spec", default=DEFAULT_STUDENT_SPEC,
                         help="student spec recorded with the data (default: the --student "
                              f"model's, else {DEFAULT_STUDENT_SPEC})")
+    parser.add_argument("--lockstep-timeout-s", type=float, default=10.0,
+                        help="the simulator re-sends a frame unanswered this long (default 10)")
     parser.add_argument("--params-file", default=DEFAULT_PARAMS,
                         help="teacher_node, recorder_node, timing_monitor_node parameters")
     parser.add_argument("--sim-config", default=DEFAULT_SIM_CONFIG, help="sim_node parameters")
@@ -128,6 +130,8 @@ def plan_run(args: argparse.Namespace, workdir: Path) -> Plan:
         raise SystemExit("policy-distill record: --episodes must be >= 1")
     if args.max_episode_steps is not None and args.max_episode_steps < 1:
         raise SystemExit("policy-distill record: --max-episode-steps must be >= 1")
+    if not args.lockstep_timeout_s > 0:
+        raise SystemExit("policy-distill record: --lockstep-timeout-s must be > 0")
     if not 0.0 <= args.beta <= 1.0:
         raise SystemExit("policy-distill record: --beta must be in [0, 1]")
     mode = args.mode or ("label" if args.student else "drive")
@@ -153,15 +157,22 @@ def plan_run(args: argparse.Namespace, workdir: Path) -> Plan:
         raise SystemExit(f"policy-distill record: {bag_path} already exists")
     out.mkdir(parents=True, exist_ok=True)
 
+    # Every node is subscribed before the first frame, so the lockstep re-send only guards
+    # against a lost message; a short timeout would re-send a frame a loaded teacher is still
+    # computing, and its two answers would step the simulator twice.
     sim = dict(node_params(sim_file, SIM), mode="lockstep", num_episodes=args.episodes,
-               seed=args.seed, paused=True, publish_privileged=True)
+               seed=args.seed, paused=True, publish_privileged=True,
+               lockstep_timeout_s=args.lockstep_timeout_s)
     if args.max_episode_steps is not None:
         sim["max_episode_steps"] = args.max_episode_steps
     # The policies read input ages on the wall clock: in lockstep a frame's messages arrive
     # together, while /clock reaches a busy node in bursts (sim-time ages jump by many steps).
     # Their stamps (the stamp rule) are the simulator's header stamps either way.
+    # A frame's messages are sent together: an age limit below the re-send timeout would only
+    # measure CPU load (a fallback then replaces a demonstration).
     teacher_params = dict(node_params(params_file, TEACHER), teacher_path=str(teacher),
-                          mode=mode, beta=args.beta, seed=args.seed, use_sim_time=False)
+                          mode=mode, beta=args.beta, seed=args.seed, use_sim_time=False,
+                          max_input_age_s=2.0 * args.lockstep_timeout_s)
     if args.teacher_spec:
         teacher_params["spec_path"] = str(spec_path)
     recorder = node_params(params_file, RECORDER)
@@ -199,7 +210,8 @@ def plan_run(args: argparse.Namespace, workdir: Path) -> Plan:
     if args.student:
         student = dict(node_params(params_file, STUDENT), model_path=str(student_spec),
                        trigger="on_message", trigger_topic="joint_states",
-                       episode_topic="episode", use_sim_time=False, autostart=True)
+                       episode_topic="episode", use_sim_time=False, autostart=True,
+                       max_input_age_s=2.0 * args.lockstep_timeout_s)
         remap = ("-r", "policy_command:=student/policy_command",
                  "-r", "policy_action:=student/policy_action") if mode == "mix" else ()
         plan.processes[STUDENT] = NodeProcess("student_node", STUDENT, student,
