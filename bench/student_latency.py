@@ -308,14 +308,27 @@ def run_case(name: str, node_args: list, env: dict, duration_s: float, workdir: 
     deadline = time.monotonic() + STARTUP_TIMEOUT_S  # torch's import alone can take seconds
     while not os.path.exists(first) and time.monotonic() < deadline and node.poll() is None:
         time.sleep(0.1)
-    time.sleep(duration_s + WARMUP_S)
+    time.sleep(WARMUP_S)
+    cpu_start_s = cpu_time_s(node.pid)
+    time.sleep(duration_s)
+    cpu_s = cpu_time_s(node.pid) - cpu_start_s
     stop(node)
     stop(probe)
     rows = np.load(out)
     os.unlink(out)
     if os.path.exists(first):
         os.unlink(first)
-    return rows
+    return rows, cpu_s / duration_s
+
+
+def cpu_time_s(pid: int) -> float:
+    """User + system CPU seconds of a process, all its threads (Linux /proc)."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            fields = f.read().rsplit(")", 1)[1].split()
+    except OSError:
+        return float("nan")
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def main() -> None:
@@ -374,30 +387,37 @@ def main() -> None:
                      str(args.rate_hz)] + infra, env, os.path.join(workdir, "sensors.log"))
     names = args.cases.split(",")
     runs: dict = {name: [] for name in names}
+    cpu: dict = {name: [] for name in names}  # CPU seconds per second of the node under test
     try:
         for round_index in range(args.repeat):
             for name in names:
                 print(f"round {round_index + 1}/{args.repeat}: {name} for "
                       f"{args.duration_s:g} s ...", flush=True)
-                runs[name].append(run_case(name, cases[name], env, args.duration_s, workdir,
-                                           infra))
+                rows, cpu_share = run_case(name, cases[name], env, args.duration_s, workdir,
+                                           infra)
+                runs[name].append(rows)
+                cpu[name].append(cpu_share)
     finally:
         stop(sensors)
     results = {}
     for name in names:
         results[name] = summarize(runs[name], args.rate_hz, WARMUP_S)
+        results[name]["cpu_percent"] = 100.0 * float(np.mean(cpu[name]))
+        if results[name].get("actions"):  # CPU per action: load-independent-ish cost figure
+            results[name]["cpu_us_per_action"] = 1e4 * results[name]["cpu_percent"] / \
+                results[name]["rate_hz"]
         results[name]["log"] = os.path.join(workdir, f"{name}_node.log")
     print(f"\nsensor message -> action echo at {args.rate_hz:g} Hz, {args.repeat} x "
           f"{args.duration_s:g} s per case (logs in {workdir})")
     print(f"{'case':<14}{'actions':>8}{'p50 ms':>9}{'p99 ms':>9}{'max ms':>9}{'rate Hz':>9}"
-          f"{'jitter ms':>11}{'misses':>8}{'fallback':>9}")
+          f"{'jitter ms':>11}{'misses':>8}{'fallback':>9}{'cpu %':>7}{'cpu us/act':>11}")
     for name, r in results.items():
         if not r.get("actions"):
             print(f"{name:<14} no actions received (see {r.get('log')})")
             continue
         print(f"{name:<14}{r['actions']:>8}{r['p50_ms']:>9.3f}{r['p99_ms']:>9.3f}"
               f"{r['max_ms']:>9.3f}{r['rate_hz']:>9.1f}{r['jitter_ms']:>11.3f}{r['misses']:>8}"
-              f"{r['fallbacks']:>9}")
+              f"{r['fallbacks']:>9}{r['cpu_percent']:>7.1f}{r['cpu_us_per_action']:>11.0f}")
     base = results.get("baseline", {})
     for name in ("on_message", "on_message_rt", "timer"):
         if base.get("actions") and results.get(name, {}).get("actions"):

@@ -49,8 +49,9 @@ from policy_distill_ros.core.policy_file import OnnxPolicy
 from policy_distill_ros.core.realtime import MAX_PRIORITY, set_realtime_priority
 from policy_distill_ros.core.spec import PolicySpec, load_policy_spec
 from policy_distill_ros.nodes.policy_io import (FALLBACK_MODES, ActionPublisher, FallbackCommand,
-                                               InputCache, PolicyIo, header_stamp_s,
-                                               message_type_for, parse_topic_types, twist_command)
+                                               HotPathLog, InputCache, LogThrottle, PolicyIo,
+                                               header_stamp_s, message_type_for,
+                                               parse_topic_types, twist_command)
 from policy_distill_ros.nodes.ros_common import (COMMAND_QOS, LATCHED_QOS, SENSOR_QOS, declare,
                                                  spin_node)
 
@@ -144,6 +145,8 @@ class StudentNode(LifecycleNode):
         self._pending_command: Optional[np.ndarray] = None  # newest operator command term
         self._newest = None  # (seconds, builtin_interfaces/Time) of the newest input stamp
         self._tick_lock = threading.Lock()
+        self._miss_log = LogThrottle(1.0)
+        self._log = HotPathLog(self.get_logger())  # for the IO / loop threads
         self.deadline_misses = 0
         self.ticks = 0
         self._reload_lock = threading.Lock()
@@ -325,7 +328,7 @@ class StudentNode(LifecycleNode):
         policy = self._policy
         if policy is not None:
             policy.reset_state()
-        self.get_logger().warning(f"{why}: episode reset, observation history"
+        self._log.warning(f"{why}: episode reset, observation history"
                                   f"{' and recurrent state' if policy and policy.recurrent else ''}"
                                   " cleared")
 
@@ -336,7 +339,7 @@ class StudentNode(LifecycleNode):
         except ValueError as exc:
             if str(exc) != self._episode_problem:
                 self._episode_problem = str(exc)
-                self.get_logger().error(f"{self._cfg.episode_topic}: {exc}; episode resets "
+                self._log.error(f"{self._cfg.episode_topic}: {exc}; episode resets "
                                         "from this topic are off until it is fixed")
             return
         self._episode_problem = None
@@ -382,11 +385,11 @@ class StudentNode(LifecycleNode):
             late_s = time.monotonic() - loop.due_s if loop is not None else took_s
             if late_s > self._deadline_s:  # counted always, logged at most once a second
                 self.deadline_misses += max(1, int(late_s / self._deadline_s))
-                self.get_logger().error(
-                    f"action {late_s * 1e3:.2f} ms after its due time (tick took "
-                    f"{took_s * 1e3:.2f} ms) > deadline {self._deadline_s * 1e3:.2f} ms "
-                    f"({self.deadline_misses} misses in {self.ticks} ticks)",
-                    throttle_duration_sec=1.0)
+                if self._miss_log.due():
+                    self._log.error(
+                        f"action {late_s * 1e3:.2f} ms after its due time (tick took "
+                        f"{took_s * 1e3:.2f} ms) > deadline {self._deadline_s * 1e3:.2f} ms "
+                        f"({self.deadline_misses} misses in {self.ticks} ticks)")
 
     def _control_step(self, now_s: float) -> None:
         self._feed_inputs()
@@ -435,10 +438,10 @@ class StudentNode(LifecycleNode):
         if fault is None and not self._faults:
             return  # the common case, every tick: nothing active, nothing to clear
         for level, text in self._faults.update(channel, fault):
-            if level == "error":  # two call sites: rclpy fixes a call site's severity
-                self.get_logger().error(text)
+            if level == "error":
+                self._log.error(text)
             else:
-                self.get_logger().info(text)
+                self._log.info(text)
 
     # ---- hot reload ------------------------------------------------------------------------
     def _on_set_parameters(self, params) -> SetParametersResult:

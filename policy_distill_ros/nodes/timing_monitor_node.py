@@ -39,8 +39,8 @@ from policy_distill_ros.core.policy_file import read_metadata
 from policy_distill_ros.core.spec import ActionSpec, load_policy_spec
 from policy_distill_ros.core.timing import DeadlineCounter, LatencyStats, PeriodStats
 from policy_distill_ros.nodes.policy_io import (FALLBACK_MODES, ActionPublisher, FallbackCommand,
-                                               TakeLoop, header_stamp_s, hidden_helper_node,
-                                               message_type_for)
+                                               HotPathLog, LogThrottle, TakeLoop, header_stamp_s,
+                                               hidden_helper_node, message_type_for)
 from policy_distill_ros.nodes.ros_common import SENSOR_QOS, declare, spin_node, stamp_to_s
 
 # Every echo counts (a dropped echo would look like a miss): reliable, a little depth.
@@ -151,6 +151,8 @@ class TimingMonitorNode(Node):
         sim_time = bool(self.get_parameter("use_sim_time").value)
         self._now_s = self._ros_now_s if sim_time else time.time
         self._latency_msg = Float64()
+        self._log = HotPathLog(self.get_logger())  # logging from the echo/watchdog thread
+        self._miss_log, self._resumed_log = LogThrottle(1.0), LogThrottle(1.0)
         for topic in self.cfg.topics:
             self.create_subscription(message_type_for(topic), topic,
                                      lambda msg, t=topic: self._on_input(t, msg), SENSOR_QOS)
@@ -198,9 +200,8 @@ class TimingMonitorNode(Node):
                 self._deactivate_requested = False
             if msg.header.frame_id == ActionPublisher.FALLBACK_FRAME:
                 self.student_fallbacks += 1
-        if recovered:
-            self.get_logger().info("actions resumed: deadline met again, fallback stopped",
-                                   throttle_duration_sec=1.0)
+        if recovered and self._resumed_log.due():
+            self._log.info("actions resumed: deadline met again, fallback stopped")
         self._latency_msg.data = latency_s * 1e3
         self._latency_pub.publish(self._latency_msg)
 
@@ -220,12 +221,11 @@ class TimingMonitorNode(Node):
             self._answer_miss(now_s, new_miss)
 
     def _answer_miss(self, now_s: float, new_miss: bool) -> None:
-        if new_miss:
-            self.get_logger().error(
+        if new_miss and self._miss_log.due():
+            self._log.error(
                 f"deadline miss: no action for {self.deadline.silence_s(now_s) * 1e3:.1f} ms "
                 f"(deadline {self.deadline_s * 1e3:.1f} ms); consecutive "
-                f"{self.deadline.consecutive}, total {self.deadline.misses}",
-                throttle_duration_sec=1.0)
+                f"{self.deadline.consecutive}, total {self.deadline.misses}")
         if self._out is not None:
             self._out.publish(self._fallback.command(), now_s, fallback=True)
             self.monitor_fallbacks += 1
@@ -238,10 +238,10 @@ class TimingMonitorNode(Node):
     def _request_deactivate(self) -> None:
         name = self._lifecycle.srv_name
         if not self._lifecycle.service_is_ready():
-            self.get_logger().error(f"{self.deadline.consecutive} consecutive misses; could not "
+            self._log.error(f"{self.deadline.consecutive} consecutive misses; could not "
                                     f"deactivate the student: service {name} is not available")
             return
-        self.get_logger().error(f"{self.deadline.consecutive} consecutive misses: asking "
+        self._log.error(f"{self.deadline.consecutive} consecutive misses: asking "
                                 f"{name} to DEACTIVATE")
         request = ChangeState.Request()
         request.transition.id = Transition.TRANSITION_DEACTIVATE
@@ -259,7 +259,7 @@ class TimingMonitorNode(Node):
             self._pending_deactivate = None
             self._lifecycle.remove_pending_request(future)
             future.cancel()
-            self.get_logger().error(f"could not deactivate the student: no answer from "
+            self._log.error(f"could not deactivate the student: no answer from "
                                     f"{self._lifecycle.srv_name} within {DEACTIVATE_TIMEOUT_S:g} s")
 
     def _on_deactivate_done(self, future) -> None:
