@@ -40,7 +40,6 @@ from rclpy.lifecycle import LifecycleNode, LifecycleState, TransitionCallbackRet
 from std_msgs.msg import Float64MultiArray, String
 from std_srvs.srv import Trigger
 
-from policy_distill_ros.core.episode import EpisodeBoundary
 from policy_distill_ros.core.faults import FaultTracker
 from policy_distill_ros.core.fields import layout_labels
 from policy_distill_ros.core.loop_timer import LoopTimer
@@ -49,8 +48,8 @@ from policy_distill_ros.core.policy_file import OnnxPolicy
 from policy_distill_ros.core.realtime import MAX_PRIORITY, set_realtime_priority
 from policy_distill_ros.core.spec import PolicySpec, load_policy_spec
 from policy_distill_ros.nodes.policy_io import (FALLBACK_MODES, ActionPublisher, FallbackCommand,
-                                               HotPathLog, InputCache, LogThrottle, PolicyIo,
-                                               header_stamp_s, message_type_for,
+                                               HotPathLog, InputCache, InputStamps, LogThrottle,
+                                               PolicyIo, input_fault, message_type_for,
                                                parse_topic_types, twist_command)
 from policy_distill_ros.nodes.ros_common import (COMMAND_QOS, LATCHED_QOS, SENSOR_QOS, declare,
                                                  spin_node)
@@ -138,12 +137,11 @@ class StudentNode(LifecycleNode):
         self._loop: Optional[LoopTimer] = None
         self._timer = None
         self._active = False
-        self._episodes = EpisodeBoundary()
+        self._stamps = InputStamps()  # newest input stamp (echo stamp rule), time going back
         self._episode_problem: Optional[str] = None
         self._now_s = self._ros_now_s
         self._command_buf: Optional[np.ndarray] = None
         self._pending_command: Optional[np.ndarray] = None  # newest operator command term
-        self._newest = None  # (seconds, builtin_interfaces/Time) of the newest input stamp
         self._tick_lock = threading.Lock()
         self._miss_log = LogThrottle(1.0)
         self._log = HotPathLog(self.get_logger())  # for the IO / loop threads
@@ -212,14 +210,13 @@ class StudentNode(LifecycleNode):
         events = [(cfg.episode_topic, Float64MultiArray, COMMAND_QOS, self._on_episode)] \
             if cfg.episode_topic else []
         self._command_buf = np.zeros(action.size, dtype=np.float64)
-        self._episodes = EpisodeBoundary()
-        self._newest = None
+        self._stamps = InputStamps()
         # The node clock is the system clock unless use_sim_time: read it without rclpy's
         # Time objects (7 us -> 0.1 us per call, twice per tick).
         sim_time = bool(self.get_parameter("use_sim_time").value)
         self._now_s = self._ros_now_s if sim_time else time.time
         self._io = PolicyIo(self, topics, self._on_input, action.joints, cfg.type_table,
-                            events=events)
+                            events=events, decode_sensors=True)
         self._out = self._io.out
 
     def on_activate(self, state: LifecycleState) -> TransitionCallbackReturn:
@@ -302,13 +299,9 @@ class StudentNode(LifecycleNode):
 
     def _ingest(self, topic: str, msg, receive_s: float) -> None:
         """One message into the assembler (tick lock held); stamps going backwards = reset."""
-        stamp = header_stamp_s(msg)
-        if stamp is not None:
-            jump = self._episodes.on_stamp(topic, stamp)
-            if jump is not None:
-                self._reset_episode(jump)
-            if self._newest is None or stamp >= self._newest[0]:
-                self._newest = (stamp, msg.header.stamp)
+        jump = self._stamps.on_message(topic, msg)
+        if jump is not None:
+            self._reset_episode(jump, keep_stamp=True)  # this message starts the new episode
         self._asm.on_message(topic, msg, receive_s)
 
     def _feed_inputs(self) -> None:
@@ -321,10 +314,11 @@ class StudentNode(LifecycleNode):
             self._asm.set_command(command)
 
     # ---- episodes --------------------------------------------------------------------------
-    def _reset_episode(self, why: str) -> None:
+    def _reset_episode(self, why: str, keep_stamp: bool = False) -> None:
         """Forget history, last action and recurrent state (tick lock held)."""
         self._asm.reset()
-        self._newest = None
+        if not keep_stamp:
+            self._stamps.newest = None
         policy = self._policy
         if policy is not None:
             policy.reset_state()
@@ -335,7 +329,7 @@ class StudentNode(LifecycleNode):
     def _on_episode(self, msg: Float64MultiArray) -> None:
         """PolicyIo thread (served before the sensors of the same step)."""
         try:
-            change = self._episodes.on_episode(layout_labels(msg), msg.data)
+            change = self._stamps.episodes.on_episode(layout_labels(msg), msg.data)
         except ValueError as exc:
             if str(exc) != self._episode_problem:
                 self._episode_problem = str(exc)
@@ -347,7 +341,7 @@ class StudentNode(LifecycleNode):
             return
         with self._tick_lock:
             if self._asm is not None:
-                self._episodes.forget_stamps()  # the new episode's stamps may restart at 0
+                self._stamps.episodes.forget_stamps()  # the new episode may restart at 0
                 self._reset_episode(f"'{self._cfg.episode_topic}': {change}")
 
     def _on_reset(self, request: Trigger.Request, response: Trigger.Response):
@@ -355,7 +349,7 @@ class StudentNode(LifecycleNode):
             if self._asm is None:
                 response.success, response.message = False, "not configured: nothing to reset"
                 return response
-            self._episodes.forget_stamps()
+            self._stamps.episodes.forget_stamps()
             self._reset_episode("reset requested")
         response.success = True
         response.message = "observation history, last action and recurrent state cleared"
@@ -395,7 +389,7 @@ class StudentNode(LifecycleNode):
         self._feed_inputs()
         obs = self._asm.build(now_s)
         policy = self._policy  # one read: a hot reload swaps this reference between ticks
-        fault = self._check_inputs(obs)
+        fault = input_fault(obs, self._cfg.max_input_age_s)
         command = None
         if fault is None:
             try:
@@ -420,18 +414,10 @@ class StudentNode(LifecycleNode):
         """The stamp rule: the newest input's own Time message (exact), else now."""
         if stamp_s is None:
             return now_s
-        if self._newest is not None and abs(self._newest[0] - stamp_s) < 1e-6:
-            return self._newest[1]
+        newest = self._stamps.newest
+        if newest is not None and abs(newest[0] - stamp_s) < 1e-6:
+            return newest[1]
         return float(stamp_s)
-
-    def _check_inputs(self, obs):
-        if obs.problem:
-            return ("input", f"bad input: {obs.problem}")
-        for topic, age_s in obs.ages_s.items():
-            if age_s > self._cfg.max_input_age_s:
-                return (f"stale:{topic}", f"stale input: '{topic}' is {age_s * 1e3:.1f} ms old "
-                        f"(max_input_age_s {self._cfg.max_input_age_s:g})")
-        return None
 
     def _report(self, channel: str, fault) -> None:
         """Log a fault once when it starts and once when it clears (core FaultTracker)."""
