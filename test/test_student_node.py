@@ -23,7 +23,8 @@ from std_srvs.srv import Trigger
 
 from node_process import node_process
 from policy_models import make_linear_policy, make_recurrent_policy
-from ros_harness import RECORD, RobotPeer, echo_stamp, echo_stamp_s, is_fallback, wait_for_log, wait_until
+from ros_harness import (RECORD, RobotPeer, echo_stamp, echo_stamp_s, is_fallback, wait_for_log,
+                         wait_until)
 
 pytestmark = [pytest.mark.dds, pytest.mark.timeout(180)]
 

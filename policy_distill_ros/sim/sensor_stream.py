@@ -49,8 +49,8 @@ class SensorStream:
     Joint j follows amplitude * sin(2 pi f t + phase_j) with phases spread over the joints
     (a gait-like pattern); velocity is its exact derivative. The base rolls and pitches by
     `base_tilt_rad` at the gait frequency; the IMU reports that orientation (x, y, z, w), its
-    angular rate (roll and pitch rates; exact for small tilts), and gravity seen in the tilted base frame. Optional Gaussian noise on the
-    joint and IMU rates.
+    angular rate (roll and pitch rates; exact for small tilts), and gravity seen in the tilted
+    base frame. Optional Gaussian noise on the joint and IMU rates.
     """
 
     def __init__(self, config: StreamConfig) -> None:
