@@ -171,8 +171,16 @@ class LockstepPeer:
                 "vel": r.uniform(-3, 3, 4), "ang": r.uniform(-1, 1, 3),
                 "lin": r.uniform(-2, 2, 3), "contact": r.uniform(0, 50, 3)}
 
-    def publish_frame(self, f: dict) -> None:
+    def publish_frame(self, f: dict, trigger_first_s: float | None = None) -> None:
+        """trigger_first_s: publish joint_states first and the rest that much later (DDS
+        does not order messages across topics: a node may take them in this order)."""
         sec, nanosec = f["stamp"]
+        js = JointState(name=PUBLISHED_ORDER, position=f["pos"].tolist(),
+                        velocity=f["vel"].tolist())
+        js.header.stamp.sec, js.header.stamp.nanosec = sec, nanosec
+        if trigger_first_s is not None:
+            self.js.publish(js)
+            time.sleep(trigger_first_s)
         odom = Odometry()
         odom.header.stamp.sec, odom.header.stamp.nanosec = sec, nanosec
         v = odom.twist.twist.linear
@@ -188,10 +196,8 @@ class LockstepPeer:
         a = imu.angular_velocity
         a.x, a.y, a.z = (float(x) for x in f["ang"])
         self.imu.publish(imu)
-        js = JointState(name=PUBLISHED_ORDER, position=f["pos"].tolist(),
-                        velocity=f["vel"].tolist())
-        js.header.stamp.sec, js.header.stamp.nanosec = sec, nanosec
-        self.js.publish(js)
+        if trigger_first_s is None:
+            self.js.publish(js)
 
     def echo(self, publisher, f: dict, values, joints=JOINTS) -> None:
         msg = JointState(name=list(joints), position=[float(v) for v in values])
@@ -292,6 +298,30 @@ def test_drive_commands_equal_the_torch_teacher(peer, teacher_dir):
         assert peer.outputs("teacher_label") == []
         log = proc.node.read_log()
     assert "fault 'policy'" not in log, log
+
+
+@pytest.mark.dds
+@pytest.mark.timeout(180)
+def test_drive_waits_for_the_rest_of_a_frame_that_arrives_after_its_trigger(peer, teacher_dir):
+    """The trigger taken before the IMU, odometry and contacts of its own frame: the teacher
+    acts on the complete frame, not on this frame's joints with the previous frame's IMU."""
+    reference = Reference(teacher_dir)
+    peer.clear()
+    with start_teacher(teacher_dir) as proc:
+        wait_for_log(proc.node, "mode drive", 60)
+        last = np.zeros(3)
+        first = peer.new_frame(0)
+        peer.publish_frame(first)
+        last = np.array(peer.answer("policy_action", first).position)
+        for k in range(1, 6):
+            f = peer.new_frame(k)
+            peer.publish_frame(f, trigger_first_s=0.2)
+            echo = peer.answer("policy_action", f)
+            np.testing.assert_allclose(np.array(echo.position), reference.command(f, last),
+                                       atol=1e-5, err_msg=f"frame {k}")
+            last = np.array(echo.position)
+        assert len([m for m in peer.outputs("policy_action")
+                    if (m.header.stamp.sec, m.header.stamp.nanosec) == f["stamp"]]) == 1
 
 
 @pytest.mark.dds

@@ -75,6 +75,7 @@ class TeacherNodeConfig:
     beta: float = 0.0
     seed: int = 0
     trigger_topic: str = "joint_states"
+    wait_for_frame: bool = True
     max_input_age_s: float = 0.5
     fallback_mode: str = "hold_default"
     episode_topic: str = "episode"
@@ -133,6 +134,11 @@ class TeacherNode(Node):
                             read_only=True, min_value=0),
             "trigger_topic": declare(self, "trigger_topic", "joint_states", "one action per "
                                      "message on this input topic", read_only=True),
+            "wait_for_frame": declare(self, "wait_for_frame", True, "act on a trigger only once "
+                                      "every input topic has delivered a message since the "
+                                      "last action (a simulator's frame is complete; DDS does "
+                                      "not order messages across topics); a second trigger "
+                                      "acts at once", read_only=True),
             "max_input_age_s": declare(self, "max_input_age_s", 0.5, "an input older than this "
                                        "-> fallback", read_only=True, min_value=1e-4,
                                        max_value=3600.0),
@@ -154,7 +160,7 @@ class TeacherNode(Node):
             "num_threads": declare(self, "num_threads", 1, "torch intra-op threads",
                                    read_only=True, min_value=1, max_value=64),
         }
-        self.ticks = self.labels = self.fallbacks = 0
+        self.ticks = self.labels = self.fallbacks = self.incomplete_frames = 0
         self._io: Optional[PolicyIo] = None
         try:
             self._configure(TeacherNodeConfig(**names))
@@ -184,6 +190,9 @@ class TeacherNode(Node):
         self._faults = FaultTracker()
         self._stamps = InputStamps()
         self._acted = False    # a first complete observation was seen
+        self._topics = frozenset(topics)
+        self._fresh: set[str] = set()   # input topics heard since the last action
+        self._pending_s: Optional[float] = None   # a trigger waiting for the rest of its frame
         self._mixer = ActionMixer(cfg.beta, cfg.seed) if cfg.mode == "mix" else None
         self._gate = LabelGate() if cfg.mode == "label" else None
         sim_time = bool(self.get_parameter("use_sim_time").value)
@@ -237,13 +246,31 @@ class TeacherNode(Node):
                     self._on_episode(entry[1])
                 else:
                     self._ingest(*entry[1:])
-                    if trigger:
-                        self._tick(entry[3])
+                    if trigger or self._pending_s is not None:
+                        self._on_frame_input(entry[3], trigger)
             except Exception as exc:  # noqa: BLE001 - the IO thread must outlive any bug
                 self._report("internal", ("internal", f"processing {entry[0]} failed: "
                                                       f"{exc!r}"))
 
+    def _on_frame_input(self, receive_s: float, trigger: bool) -> None:
+        """Tick once the trigger's frame is complete. The simulator publishes a frame's topics
+        before its trigger, but each topic is its own DDS reader: the trigger can be taken while
+        the IMU of the same frame is still in flight, and acting then would pair this frame's
+        joints with the previous frame's IMU."""
+        superseded = trigger and self._pending_s is not None
+        if trigger:
+            self._pending_s = receive_s
+        if (self._cfg.wait_for_frame and not superseded
+                and not self._fresh.issuperset(self._topics)):
+            return
+        if superseded:
+            self.incomplete_frames += 1
+        now_s, self._pending_s = self._pending_s, None
+        self._fresh.clear()
+        self._tick(now_s)
+
     def _ingest(self, topic: str, msg, receive_s: float) -> None:
+        self._fresh.add(topic)
         jump = self._stamps.on_message(topic, msg)
         if jump is not None:
             self._reset_episode(jump, keep_stamp=True)
