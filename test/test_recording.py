@@ -381,3 +381,17 @@ def test_join_by_exact_stamp(tmp_path):
     assert joined.unmatched_states == 30
     for _stamp, state, action in joined.pairs:
         assert action.position[0] == pytest.approx(-50.0 * state.position[0])
+
+
+def test_a_backlog_is_written_in_bounded_chunks_in_order():
+    """A flush of many queued messages becomes several chunks of at most CHUNK_BYTES (one
+    oversized message alone), so a full disk loses the last chunk, not the whole backlog."""
+    from policy_distill_ros.recording.bag_writer import _chunks
+    sizes = [100_000] * 7 + [600_000] + [10] * 3
+    batch = [(1, i, i, i, bytes(n)) for i, n in enumerate(sizes)]
+    parts = list(_chunks(batch, 250_000))
+    assert [e for part in parts for e in part] == batch
+    assert all(part for part in parts)
+    assert all(sum(len(e[4]) for e in part) <= 250_000 or len(part) == 1 for part in parts)
+    assert [len(p) for p in parts] == [2, 2, 2, 1, 1, 3]
+    assert list(_chunks([], 250_000)) == [[]]

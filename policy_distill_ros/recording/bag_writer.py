@@ -30,6 +30,21 @@ class BagWriteError(RuntimeError):
     """Recording stopped (e.g. disk full); the message names the bag and what was kept."""
 
 
+CHUNK_BYTES = 1 << 18   # message bytes per MCAP chunk (readers load a chunk at a time)
+
+
+def _chunks(batch: list, limit_bytes: int):
+    """`batch` in order, cut into runs of at most `limit_bytes` of message data (at least one
+    message each); yields one empty run for an empty batch (definitions only)."""
+    start, size = 0, 0
+    for i, entry in enumerate(batch):
+        if size and size + len(entry[4]) > limit_bytes:
+            yield batch[start:i]
+            start, size = i, 0
+        size += len(entry[4])
+    yield batch[start:]
+
+
 @dataclass
 class BagWriterConfig:
     """Where and how to write one bag."""
@@ -240,11 +255,14 @@ class BagWriter:
             self._declare(self._file, topic)
         if not batch and len(topics) == self._topics_in_yaml:
             return
-        self._file.write_chunk(batch)
-        for channel_id, _seq, _t, _p, _d in batch:
-            self._topic_counts[channel_id] += 1
-        self._written += len(batch)
-        self._sync_file_entry()
+        # A backlog goes out in chunks of at most CHUNK_BYTES, each counted once written: a full
+        # disk then costs the last chunk, not everything queued since the last flush.
+        for part in _chunks(batch, CHUNK_BYTES):
+            self._file.write_chunk(part)
+            for channel_id, _seq, _t, _p, _d in part:
+                self._topic_counts[channel_id] += 1
+            self._written += len(part)
+            self._sync_file_entry()
         limit = self.config.max_file_size_mb * 1e6
         if limit and self._file.size_bytes >= limit:
             self._finish_file()
