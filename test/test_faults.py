@@ -323,10 +323,10 @@ def test_time_jumps_backwards_on_sim_reset(peer, tmp_path):
                 namespaced_node("student_node", "student_node", ns,
                                 {"model_path": model, "use_sim_time": True,
                                  "max_input_age_s": 0.5}, tmp_path) as proc:
-            wait_until(lambda: proc.node.read_log().count("time went backwards") >= 3, 40,
-                       "three simulator resets seen by the student")
-            jumps = [k for k in range(1, len(echoes))
-                     if echo_stamp_s(echoes[k]) < echo_stamp_s(echoes[k - 1])]
+            wait_until(lambda: proc.node.read_log().count("time went backwards") >= 3
+                       and len(_jumps(echoes)) >= 3, 40,
+                       "three simulator resets seen by the student and in its actions")
+            jumps = _jumps(echoes)
             wait_until(lambda: len(echoes) > jumps[-1] + 5, 10, "actions after the last reset")
             assert sim.poll() is None and proc.poll() is None
             log = proc.node.read_log()
@@ -338,21 +338,30 @@ def test_time_jumps_backwards_on_sim_reset(peer, tmp_path):
     starts = jumps + [len(echoes)]
     assert all(b - a >= 3 for a, b in zip(starts, starts[1:])), starts
     assert all(np.all(np.isfinite(e.position)) for e in echoes)
-    checked = 0
+    checked, skipped = 0, []
     for k in jumps:
         js = _input_of(arrivals, echoes[k])
-        if js is None or is_fallback(echoes[k]):
-            continue   # best-effort copy lost in this process: nothing to compare with
+        if js is None or is_fallback(echoes[k]):   # nothing to compare with
+            skipped.append(f"echo {k} at {echo_stamp_s(echoes[k]):.3f} s: "
+                           f"{'fallback' if is_fallback(echoes[k]) else 'its state lost'}")
+            continue
         np.testing.assert_allclose(echoes[k].position, _fresh_episode_command(session, js),
                                    atol=1e-5, err_msg="history was not cleared at the reset")
         checked += 1
-    assert checked >= 1, "no reset could be checked against the fresh-episode command"
+    assert checked >= 1, (f"no reset could be checked against the fresh-episode command: "
+                          f"{skipped}\n{log}")
     # The check discriminates: mid-episode commands are not "fresh" ones.
     mid = echoes[jumps[0] + 2]
     js = _input_of(arrivals, mid)
     if js is not None:
         assert not np.allclose(mid.position, _fresh_episode_command(session, js), atol=1e-5)
     assert "Traceback" not in log
+
+
+def _jumps(echoes: list) -> list[int]:
+    """Indices of the echoes whose stamp went backwards (the first action of an episode)."""
+    stamps = [echo_stamp_s(e) for e in list(echoes)]
+    return [k for k in range(1, len(stamps)) if stamps[k] < stamps[k - 1]]
 
 
 def _input_of(arrivals, echo: JointState):
