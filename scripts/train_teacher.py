@@ -148,9 +148,10 @@ def plot_curve(rows, random_return: float, path: Path) -> None:
 def train(args) -> tuple[list, float]:
     venv = VecNormalize(make_vec_env(args.n_envs, args.seed), norm_obs=True, norm_reward=True,
                         clip_obs=10.0, gamma=0.99)
-    # 8 envs x 256 steps per rollout, 32 minibatches x 10 epochs: many small updates per sample,
-    # which is what gets the Ant from standing to walking within ~1M steps.
-    model = PPO("MlpPolicy", venv, seed=args.seed, n_steps=256, batch_size=64, n_epochs=10,
+    # 8 envs x 256 steps per rollout, 16 minibatches x 5 epochs: the update of the 419k-parameter
+    # actor costs about as much as the simulation on one CPU core at this setting, and the teacher
+    # sees its height (the episode ends outside [0.2, 1.0] m), so it learns not to jump.
+    model = PPO("MlpPolicy", venv, seed=args.seed, n_steps=256, batch_size=128, n_epochs=5,
                 learning_rate=3e-4, gamma=0.99, gae_lambda=0.95, clip_range=0.2,
                 ent_coef=0.0, vf_coef=0.5, max_grad_norm=0.5, device="cpu", verbose=0,
                 policy_kwargs=dict(net_arch=dict(pi=NET_ARCH, vf=CRITIC_ARCH),

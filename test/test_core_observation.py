@@ -274,6 +274,22 @@ def test_on_sample_path_equals_on_message_path():
     assert "no field 'angular_velocity'" in a2.on_sample("imu", 4.0, {"gyro": [0, 0, 0]})
 
 
+def test_one_component_of_a_vector_field_on_both_paths():
+    """`pose.pose.position.z`: extract reads the attribute of a message; a simulator sample
+    that carries `pose.pose.position` as [x, y, z] gives the same number."""
+    term = ObsTerm(name="height", topic="privileged/odometry", field="pose.pose.position.z",
+                   size=1, offset=0.5)
+    spec = ObservationSpec(terms=(term,), history_length=1)
+    a1, a2 = ObservationAssembler(spec, 1), ObservationAssembler(spec, 1)
+    odom = NS(header=NS(stamp=stamp(1.0)), pose=NS(pose=NS(position=NS(x=3.0, y=4.0, z=0.75))))
+    a1.on_message("privileged/odometry", odom, 1.0)
+    a2.on_sample("privileged/odometry", 1.0, {"pose.pose.position": [3.0, 4.0, 0.75]})
+    np.testing.assert_allclose(a1.build(1.0).vector, [0.25])
+    np.testing.assert_allclose(a2.build(1.0).vector, [0.25])
+    assert "no field 'pose.pose.position.z'" in a2.on_sample(
+        "privileged/odometry", 2.0, {"pose.pose.orientation": [0, 0, 0, 1]})
+
+
 def test_action_size_mismatch_refused():
     spec = small_spec()
     with pytest.raises(SpecError, match="last_action"):

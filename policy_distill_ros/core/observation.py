@@ -223,11 +223,12 @@ class ObservationAssembler:
             return f"topic '{topic}' is not used by the observation spec"
         for ts in state.terms:
             field_path = ts.term.field
-            if field_path not in fields:
+            value = _sample_field(fields, field_path)
+            if value is None:
                 return self._fail(state, f"topic '{topic}': sample has no field '{field_path}' "
                                          f"(term '{ts.term.name}'; has {sorted(fields)})")
             try:
-                raw = np.asarray(fields[field_path], dtype=np.float64).reshape(-1)
+                raw = np.asarray(value, dtype=np.float64).reshape(-1)
             except (TypeError, ValueError):
                 return self._fail(state, f"{ts.where}: values are not numeric")
             elem_names = names.get(field_path) if names is not None else None
@@ -325,3 +326,19 @@ class ObservationAssembler:
             self._last_action.load(self._zero_action, None)
             self._last_action.commit()
 
+
+
+_COMPONENTS = {"x": 0, "y": 1, "z": 2, "w": 3}
+
+
+def _sample_field(fields: Mapping[str, Any], field_path: str) -> Any:
+    """`fields[field_path]`, or one component of a vector field (`pose.pose.position.z` from
+    `pose.pose.position`), as `extract` resolves it on a message; None when neither exists."""
+    if field_path in fields:
+        return fields[field_path]
+    parent, _, leaf = field_path.rpartition(".")
+    if parent in fields and leaf in _COMPONENTS:
+        values = np.asarray(fields[parent]).reshape(-1)
+        if _COMPONENTS[leaf] < values.size:
+            return values[_COMPONENTS[leaf]:_COMPONENTS[leaf] + 1]
+    return None
