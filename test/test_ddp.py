@@ -14,6 +14,7 @@ import torch
 import yaml
 from safetensors.torch import load_file
 
+from policy_distill_ros.core.spec import load_policy_spec
 from policy_distill_ros.training.dataset import DistillDataset
 from policy_distill_ros.training.networks import TeacherConfig, TeacherPolicy
 from policy_distill_ros.training.normalizer import EmpiricalNormalizer, NormalizerConfig
@@ -27,14 +28,15 @@ def tiny_run(tmp_path: Path, epochs: int = 4) -> Path:
     rng = np.random.default_rng(0)
     n_episodes, per = 10, 40
     n = n_episodes * per
-    teacher_obs = rng.normal(size=(n, 44)).astype(np.float32)
+    size = load_policy_spec(TEACHER_SPEC).observation.size
+    teacher_obs = rng.normal(size=(n, size)).astype(np.float32)
     student_obs = np.tile(teacher_obs[:, :34], (1, 3))
     DistillDataset(student_obs, teacher_obs, rng.normal(size=(n, 8)) * 0.1,
                    np.repeat(np.arange(n_episodes), per),
                    {i: float(i) for i in range(n_episodes)}).save(tmp_path / "data.npz")
     torch.manual_seed(0)
-    teacher = TeacherPolicy(TeacherConfig(obs_size=44, action_size=8, hidden_sizes=(256, 256)))
-    save_teacher(teacher, EmpiricalNormalizer(NormalizerConfig(size=44)), tmp_path / "teacher")
+    teacher = TeacherPolicy(TeacherConfig(obs_size=size, action_size=8, hidden_sizes=(256, 256)))
+    save_teacher(teacher, EmpiricalNormalizer(NormalizerConfig(size=size)), tmp_path / "teacher")
     config = {"teacher": str(tmp_path / "teacher"), "student_spec": str(STUDENT_SPEC),
               "teacher_spec": str(TEACHER_SPEC), "bags": ["unused"], "run_name": "ddp",
               "max_student_param_ratio": None,

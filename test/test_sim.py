@@ -328,7 +328,7 @@ def _spec_env(name: str, config: SimConfig | None = None, spec_dict: dict | None
 def test_spec_env_teacher_vector_is_the_spec_applied_to_the_frame():
     env = _spec_env("ant_teacher.yaml")
     obs, _ = env.reset(seed=1)
-    assert obs.shape == env.observation_space.shape == (44,)
+    assert obs.shape == env.observation_space.shape == (45,)
     action = np.linspace(-1.5, 1.5, 8)
     obs, *_ = env.step(action)
     frame = env.frame
@@ -339,7 +339,9 @@ def test_spec_env_teacher_vector_is_the_spec_applied_to_the_frame():
     np.testing.assert_allclose(obs[26:34], np.clip(action, -1, 1), atol=1e-6)  # last action
     np.testing.assert_allclose(obs[34:37], frame.field(ODOMETRY, "twist.twist.linear"),
                                atol=1e-6)
-    np.testing.assert_allclose(obs[41:44], frame.field(DYNAMICS, "data")[:3]
+    np.testing.assert_allclose(obs[37], frame.field(ODOMETRY, "pose.pose.position")[2] - 0.55,
+                               atol=1e-6)   # base height, one component of a vector field
+    np.testing.assert_allclose(obs[42:45], frame.field(DYNAMICS, "data")[:3]
                                - [0.9, 0.15, 1.0], atol=1e-6)
 
 

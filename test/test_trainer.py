@@ -7,6 +7,7 @@ import pytest
 import torch
 
 from policy_distill_ros.core.policy_file import OnnxPolicy, read_metadata
+from policy_distill_ros.core.spec import load_policy_spec
 from policy_distill_ros.training.dataset import DistillDataset, dataset_from_bags
 from policy_distill_ros.training.networks import TeacherConfig, TeacherPolicy, count_parameters
 from policy_distill_ros.training.normalizer import EmpiricalNormalizer, NormalizerConfig
@@ -199,7 +200,8 @@ def test_cli_train_writes_the_run_directory_and_report(tmp_path):
     from policy_distill_ros.training.teacher_io import save_teacher
     from sim_bags import STUDENT_SPEC, TEACHER_SPEC
     record_sim_bag(tmp_path / "bag", episodes=5, max_steps=20)
-    teacher, norm = make_teacher(44, hidden=(512, 512, 256))
+    teacher, norm = make_teacher(load_policy_spec(TEACHER_SPEC).observation.size,
+                                 hidden=(512, 512, 256))
     save_teacher(teacher, norm, tmp_path / "teacher")
     config = yaml.safe_load((STUDENT_SPEC.parents[2] / "config/train.yaml").read_text())
     config.update(teacher=str(tmp_path / "teacher"), teacher_normalizer=None,
@@ -217,11 +219,11 @@ def test_cli_train_writes_the_run_directory_and_report(tmp_path):
                      "report.md", "student.onnx"]
     summary = json.loads((out / "metrics.json").read_text())
     assert summary["metrics"]["student_params"] == 7696            # the default Ant student
-    assert summary["metrics"]["teacher_params"] == 419088
+    assert summary["metrics"]["teacher_params"] == 419600   # 45-512-512-256-8 + log std
     assert summary["student"]["onnx_bytes"] < summary["teacher"]["onnx_bytes"] / 20
     assert len(summary["history"]) == 3
     report = (out / "report.md").read_text()
-    assert "| parameters | 419,088 | 7,696 | 1.84 % of teacher |" in report
+    assert "| parameters | 419,600 | 7,696 | 1.83 % of teacher |" in report
     assert "val action MSE vs teacher" in report and "closed-loop return" not in report
     assert yaml.safe_load((out / "config.yaml").read_text())["train"]["epochs"] == 3
     OnnxPolicy(str(out / "student.onnx"), expected=specs()[0])

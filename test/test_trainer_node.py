@@ -80,7 +80,8 @@ def make_setup(tmp_path: Path, epochs: int) -> Path:
     torch.manual_seed(0)
     teacher = TeacherPolicy(TeacherConfig(obs_size=specs()[1].observation.size, action_size=8,
                                           hidden_sizes=(128, 128)))
-    save_teacher(teacher, EmpiricalNormalizer(NormalizerConfig(size=44)), tmp_path / "teacher")
+    save_teacher(teacher, EmpiricalNormalizer(NormalizerConfig(size=specs()[1].observation.size)),
+                 tmp_path / "teacher")
     config = {"teacher": str(tmp_path / "teacher"), "student_spec": str(STUDENT_SPEC),
               "teacher_spec": str(TEACHER_SPEC), "bags": [str(tmp_path / "bag")],
               "run_name": "node_run", "runs_dir": str(tmp_path / "runs"),
