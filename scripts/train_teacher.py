@@ -92,9 +92,9 @@ def read_curve(path: Path) -> list[tuple[int, float, float]]:
                 for r in csv.DictReader(f)]
 
 
-def make_vec_env(n_envs: int, seed: int):
+def make_vec_env(n_envs: int, seed: int, sim_config: Path = SIM_CONFIG):
     spec = load_policy_spec(TEACHER_SPEC)
-    config = load_sim_config(SIM_CONFIG)
+    config = load_sim_config(sim_config)
 
     def factory(rank: int):
         return lambda: make_spec_env(spec, config, seed=seed * 1000 + rank)
@@ -102,10 +102,10 @@ def make_vec_env(n_envs: int, seed: int):
     return VecMonitor(DummyVecEnv([factory(r) for r in range(n_envs)]))
 
 
-def evaluate(policy_fn, episodes: int, seed_base: int) -> dict:
+def evaluate(policy_fn, episodes: int, seed_base: int, sim_config: Path = SIM_CONFIG) -> dict:
     """Returns and forward distance on held-out randomized episodes."""
     spec = load_policy_spec(TEACHER_SPEC)
-    env = make_spec_env(spec, load_sim_config(SIM_CONFIG), seed=seed_base)
+    env = make_spec_env(spec, load_sim_config(sim_config), seed=seed_base)
     returns, distances, lengths = [], [], []
     for k in range(episodes):
         obs, _ = env.reset(seed=seed_base + k)
@@ -146,7 +146,7 @@ def plot_curve(rows, random_return: float, path: Path) -> None:
 
 
 def train(args) -> tuple[list, float]:
-    venv = VecNormalize(make_vec_env(args.n_envs, args.seed), norm_obs=True, norm_reward=True,
+    venv = VecNormalize(make_vec_env(args.n_envs, args.seed, args.sim_config), norm_obs=True, norm_reward=True,
                         clip_obs=10.0, gamma=0.99)
     # 8 envs x 256 steps per rollout, 16 minibatches x 5 epochs: the update of the 419k-parameter
     # actor costs about as much as the simulation on one CPU core at this setting, and the teacher
@@ -167,7 +167,8 @@ def train(args) -> tuple[list, float]:
     return curve.rows, time.monotonic() - curve.start
 
 
-def evaluate_saved(out: Path, eval_episodes: int, seed: int) -> tuple[dict, dict]:
+def evaluate_saved(out: Path, eval_episodes: int, seed: int,
+                   sim_config: Path = SIM_CONFIG) -> tuple[dict, dict]:
     """Teacher (as saved: SB3 zip + JSON normalizer) and a uniform random policy."""
     model = PPO.load(out / "ant_teacher_sb3.zip", device="cpu")
     norm = json.loads((out / "ant_teacher_obs_norm.json").read_text())
@@ -183,8 +184,8 @@ def evaluate_saved(out: Path, eval_episodes: int, seed: int) -> tuple[dict, dict
     def random_fn(_obs):
         return rng.uniform(low, high).astype(np.float32)
 
-    return (evaluate(teacher_fn, eval_episodes, EVAL_SEED_BASE),
-            evaluate(random_fn, eval_episodes, EVAL_SEED_BASE))
+    return (evaluate(teacher_fn, eval_episodes, EVAL_SEED_BASE, sim_config),
+            evaluate(random_fn, eval_episodes, EVAL_SEED_BASE, sim_config))
 
 
 def main() -> None:
@@ -196,6 +197,8 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=REPO / "models")
     parser.add_argument("--checkpoint-steps", type=int, default=100_000,
                         help="save the latest teacher every this many steps")
+    parser.add_argument("--sim-config", type=Path, default=SIM_CONFIG,
+                        help="simulator params file (randomization, reward weights)")
     parser.add_argument("--evaluate-only", action="store_true",
                         help="skip training: evaluate and plot the teacher saved in --out")
     args = parser.parse_args()
@@ -207,7 +210,7 @@ def main() -> None:
         rows = read_curve(args.out / "ant_teacher_curve.csv")
     else:
         rows, wall_time_s = train(args)
-    teacher, random = evaluate_saved(args.out, args.eval_episodes, args.seed)
+    teacher, random = evaluate_saved(args.out, args.eval_episodes, args.seed, args.sim_config)
     plot_curve(rows, random["mean_return"], args.out / "ant_teacher_curve.png")
     report = {"seed": args.seed, "timesteps": rows[-1][0] if rows else 0, "net_arch": NET_ARCH,
               "critic_arch": CRITIC_ARCH, "wall_time_s": wall_time_s,
