@@ -375,3 +375,17 @@ def test_spec_env_maps_actions_to_joints_by_name():
     effort = dict(zip(ANT_HINGES, env.frame.field(JOINT_STATES, "effort")))
     assert effort.pop("ankle_4") == pytest.approx(75.0)
     assert all(v == 0.0 for v in effort.values())
+
+
+def test_healthy_height_range_ends_episodes_outside_it():
+    """The standing torso (~0.55 m) is healthy in Ant-v5's [0.2, 1.0] and unhealthy in a range
+    above it: the episode then ends on the first step; a bad range is refused by name."""
+    zero = np.zeros(8)
+    sim = AntSim(SimConfig.nominal(reset_noise_scale=0.0), seed=0)
+    sim.reset()
+    assert not sim.step(zero)[2]
+    high = AntSim(SimConfig.nominal(reset_noise_scale=0.0, healthy_z_range=(0.9, 2.0)), seed=0)
+    high.reset()
+    assert high.step(zero)[2]
+    with pytest.raises(ValueError, match="healthy_z_range"):
+        SimConfig(healthy_z_range=(1.0, 0.2))

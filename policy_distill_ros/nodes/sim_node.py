@@ -80,6 +80,8 @@ class SimNode(Node):
                   "ctrl_cost_weight": declare(self, "ctrl_cost_weight", 0.05,
                                               "reward: weight of the action cost",
                                               min_value=0.0),
+                  "healthy_z_range": list(declare(self, "healthy_z_range", [0.2, 1.0],
+                                                  "[min, max] torso height (m) of a healthy ant")),
                   "terminate_when_unhealthy": declare(self, "terminate_when_unhealthy", True,
                                                       "end episodes when the ant falls"),
                   "reset_time_on_episode": declare(self, "reset_time_on_episode", False,

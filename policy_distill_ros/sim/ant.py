@@ -35,6 +35,7 @@ class AntSim:
         self._env = gym.make("Ant-v5", xml_file=ant_with_imu_path(), frame_skip=c.frame_skip,
                              reset_noise_scale=c.reset_noise_scale,
                              ctrl_cost_weight=c.ctrl_cost_weight,
+                             healthy_z_range=tuple(c.healthy_z_range),
                              terminate_when_unhealthy=c.terminate_when_unhealthy).unwrapped
         self.model: mujoco.MjModel = self._env.model
         self.data: mujoco.MjData = self._env.data

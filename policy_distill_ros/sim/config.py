@@ -92,6 +92,8 @@ class SimConfig:
     # Reward: Ant-v5's terms, with a lighter action cost. At Ant-v5's 0.5, PPO on this CPU budget
     # settles on standing still (measured: 740k steps, ~0.1 m/s); 0.05 lets a gait pay off.
     ctrl_cost_weight: float = 0.05
+    # Torso height (m) outside which the ant is unhealthy (episode ends). Ant-v5: [0.2, 1.0].
+    healthy_z_range: tuple = (0.2, 1.0)
     terminate_when_unhealthy: bool = True
     reset_time_on_episode: bool = False                  # True: sim time restarts at 0 each reset
 
@@ -106,6 +108,7 @@ class SimConfig:
         self.payload_kg_range = _range("payload_kg_range", self.payload_kg_range, minimum=0.0)
         self.motor_strength_range = _range("motor_strength_range", self.motor_strength_range,
                                            minimum=1e-3)
+        self.healthy_z_range = _range("healthy_z_range", self.healthy_z_range, minimum=0.0)
         self.action_delay_steps_range = _range("action_delay_steps_range",
                                                self.action_delay_steps_range, minimum=0,
                                                integer=True)
