@@ -38,6 +38,7 @@ from lifecycle_msgs.msg import Transition
 from lifecycle_msgs.srv import ChangeState
 from rcl_interfaces.msg import Parameter, ParameterType, ParameterValue
 from rcl_interfaces.srv import SetParameters
+from rclpy.impl.implementation_singleton import rclpy_implementation as _rclpy
 from rclpy.qos import DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPolicy
 from rclpy.serialization import deserialize_message
 from sensor_msgs.msg import JointState
@@ -790,7 +791,11 @@ def test_disk_full_stops_the_recorder_and_keeps_what_was_written(peer, tmp_path,
         sent = 0
         deadline = time.monotonic() + 40
         while proc.poll() is None and time.monotonic() < deadline:
-            pub.publish(numbered_state(sent, width=300))   # ~5 KB: 1 MiB in ~200 messages
+            try:
+                pub.publish(numbered_state(sent, width=300))   # ~5 KB: 1 MiB in ~200 messages
+            except _rclpy.RCLError:   # reliable history full: the stopping recorder no longer reads
+                time.sleep(0.05)
+                continue
             sent += 1
             time.sleep(0.002)
         wait_until(lambda: proc.poll() is not None, 10, "the recorder to stop")
