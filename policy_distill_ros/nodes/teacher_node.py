@@ -265,6 +265,12 @@ class TeacherNode(Node):
             return
         if superseded:
             self.incomplete_frames += 1
+            missing = ", ".join(sorted(self._topics - self._fresh))
+            self.get_logger().warning(
+                f"frame incomplete at the next trigger (no new message on {missing}); acting "
+                f"on the newest inputs ({self.incomplete_frames} so far; set wait_for_frame "
+                f"false if these topics publish slower than {self._cfg.trigger_topic})",
+                throttle_duration_sec=5.0)
         now_s, self._pending_s = self._pending_s, None
         self._fresh.clear()
         self._tick(now_s)
