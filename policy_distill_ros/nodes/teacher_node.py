@@ -50,9 +50,10 @@ from policy_distill_ros.core.faults import FaultTracker
 from policy_distill_ros.core.fields import layout_labels
 from policy_distill_ros.core.observation import ObservationAssembler
 from policy_distill_ros.core.teacher_modes import ActionMixer, LabelGate
-from policy_distill_ros.nodes.policy_io import (FALLBACK_MODES, FallbackCommand, PolicyIo,
-                                               InputStamps, input_fault, log_fault_lines,
-                                               message_type_for, parse_topic_types)
+from policy_distill_ros.nodes.policy_io import (FALLBACK_MODES, FallbackCommand, InputStamps,
+                                               LogThrottle, PolicyIo, input_fault,
+                                               log_fault_lines, message_type_for,
+                                               parse_topic_types)
 from policy_distill_ros.nodes.ros_common import SENSOR_QOS, declare, s_to_stamp, spin_node
 
 MODES = ("drive", "label", "mix")
@@ -193,6 +194,7 @@ class TeacherNode(Node):
         self._topics = frozenset(topics)
         self._fresh: set[str] = set()   # input topics heard since the last action
         self._pending_s: Optional[float] = None   # a trigger waiting for the rest of its frame
+        self._incomplete_log = LogThrottle(5.0)
         self._mixer = ActionMixer(cfg.beta, cfg.seed) if cfg.mode == "mix" else None
         self._gate = LabelGate() if cfg.mode == "label" else None
         sim_time = bool(self.get_parameter("use_sim_time").value)
@@ -265,12 +267,13 @@ class TeacherNode(Node):
             return
         if superseded:
             self.incomplete_frames += 1
-            missing = ", ".join(sorted(self._topics - self._fresh))
-            self.get_logger().warning(
-                f"frame incomplete at the next trigger (no new message on {missing}); acting "
-                f"on the newest inputs ({self.incomplete_frames} so far; set wait_for_frame "
-                f"false if these topics publish slower than {self._cfg.trigger_topic})",
-                throttle_duration_sec=5.0)
+            if self._incomplete_log.due():
+                missing = ", ".join(sorted(self._topics - self._fresh))
+                self.get_logger().warning(
+                    f"frame incomplete at the next trigger (no new message on {missing}); "
+                    f"acting on the newest inputs ({self.incomplete_frames} so far; set "
+                    f"wait_for_frame false if these topics publish slower than "
+                    f"{self._cfg.trigger_topic})")
         now_s, self._pending_s = self._pending_s, None
         self._fresh.clear()
         self._tick(now_s)
