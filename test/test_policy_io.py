@@ -8,7 +8,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import rclpy
 from rclpy.serialization import deserialize_message
 from sensor_msgs.msg import JointState
 from std_msgs.msg import Float64MultiArray
@@ -19,17 +18,8 @@ REPO = Path(__file__).resolve().parents[1]
 JOINTS = ["hip_1", "ankle_1", "hip_2"]
 
 
-@pytest.fixture()
-def node():
-    rclpy.init()
-    n = rclpy.create_node("policy_io_test")
-    yield n
-    n.destroy_node()
-    rclpy.try_shutdown()
-
-
-def test_patched_messages_deserialize_to_the_published_values(node):
-    pub = ActionPublisher(node, JOINTS)
+def test_patched_messages_deserialize_to_the_published_values(ros_node):
+    pub = ActionPublisher(ros_node, JOINTS)
     assert pub._patched is not None, "serialized publishing unavailable on this rclpy"
     command, echo, fallback = pub._patched
     values = np.array([0.25, -1.5, 1e-9])
@@ -44,8 +34,8 @@ def test_patched_messages_deserialize_to_the_published_values(node):
         assert len(msg.velocity) == 0 and len(msg.effort) == 0
 
 
-def test_publish_refuses_non_finite_and_wrong_size(node):
-    pub = ActionPublisher(node, JOINTS)
+def test_publish_refuses_non_finite_and_wrong_size(ros_node):
+    pub = ActionPublisher(ros_node, JOINTS)
     with pytest.raises(ValueError, match="non-finite"):
         pub.publish(np.array([0.0, np.nan, 0.0]), 1.5)
     with pytest.raises(ValueError, match="non-finite"):
@@ -55,7 +45,7 @@ def test_publish_refuses_non_finite_and_wrong_size(node):
     pub.publish(np.zeros(3), 1.5)  # and a good one goes out
 
 
-def test_patched_message_refuses_a_message_it_cannot_locate(node):
+def test_patched_message_refuses_a_message_it_cannot_locate(ros_node):
     with pytest.raises(LookupError):  # a 0-length value field has no sentinel to find
         _PatchedMessage(JointState(name=[]), "position", 0, True)
 

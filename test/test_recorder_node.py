@@ -10,7 +10,6 @@ import os
 import time
 
 import pytest
-import rclpy
 from rclpy.qos import DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPolicy
 from sensor_msgs.msg import Imu, JointState
 from std_msgs.msg import Float64MultiArray
@@ -27,15 +26,6 @@ RELIABLE = QoSProfile(history=HistoryPolicy.KEEP_ALL, reliability=ReliabilityPol
 BEST_EFFORT = QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=100,
                          reliability=ReliabilityPolicy.BEST_EFFORT,
                          durability=DurabilityPolicy.VOLATILE)
-
-
-@pytest.fixture
-def ros_node():
-    rclpy.init()
-    node = rclpy.create_node("recorder_test_publisher")
-    yield node
-    node.destroy_node()
-    rclpy.try_shutdown()
 
 
 def wait_for(predicate, timeout_s: float, what: str, proc=None) -> None:

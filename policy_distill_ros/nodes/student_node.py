@@ -322,9 +322,8 @@ class StudentNode(LifecycleNode):
         policy = self._policy
         if policy is not None:
             policy.reset_state()
-        self._log.warning(f"{why}: episode reset, observation history"
-                                  f"{' and recurrent state' if policy and policy.recurrent else ''}"
-                                  " cleared")
+        state = " and recurrent state" if policy and policy.recurrent else ""
+        self._log.warning(f"{why}: episode reset, observation history{state} cleared")
 
     def _on_episode(self, msg: Float64MultiArray) -> None:
         """PolicyIo thread (served before the sensors of the same step)."""
@@ -334,7 +333,7 @@ class StudentNode(LifecycleNode):
             if str(exc) != self._episode_problem:
                 self._episode_problem = str(exc)
                 self._log.error(f"{self._cfg.episode_topic}: {exc}; episode resets "
-                                        "from this topic are off until it is fixed")
+                                "from this topic are off until it is fixed")
             return
         self._episode_problem = None
         if change is None:

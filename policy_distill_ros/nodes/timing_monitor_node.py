@@ -239,10 +239,10 @@ class TimingMonitorNode(Node):
         name = self._lifecycle.srv_name
         if not self._lifecycle.service_is_ready():
             self._log.error(f"{self.deadline.consecutive} consecutive misses; could not "
-                                    f"deactivate the student: service {name} is not available")
+                            f"deactivate the student: service {name} is not available")
             return
         self._log.error(f"{self.deadline.consecutive} consecutive misses: asking "
-                                f"{name} to DEACTIVATE")
+                        f"{name} to DEACTIVATE")
         request = ChangeState.Request()
         request.transition.id = Transition.TRANSITION_DEACTIVATE
         future = self._lifecycle.call_async(request)
