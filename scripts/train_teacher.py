@@ -54,16 +54,21 @@ class CurveLogger(BaseCallback):
         self.total = total
         self.rows: list[tuple[int, float, float]] = []
         self.start = time.monotonic()
+        self.start_steps = 0  # a resumed run measures its rate from where it resumed
 
     def _on_step(self) -> bool:
         return True
 
-    def save_checkpoint(self, out: Path) -> None:
+    def save_checkpoint(self, out: Path, keep: bool = False) -> None:
         """Latest model, normalizer and curve, so a long run leaves a usable teacher at every
-        checkpoint (`--evaluate-only` then evaluates and plots it)."""
-        self.model.save(out / "ant_teacher_sb3.zip")
-        save_obs_norm(self.model.get_env(), out / "ant_teacher_obs_norm.json")
-        write_curve(self.rows, out / "ant_teacher_curve.csv")
+        checkpoint (`--evaluate-only` then evaluates and plots it); with `keep`, also a copy in
+        out/checkpoints/<steps>/ to choose from on validation seeds afterwards."""
+        dirs = [out] + ([out / "checkpoints" / str(self.num_timesteps)] if keep else [])
+        for d in dirs:
+            d.mkdir(parents=True, exist_ok=True)
+            self.model.save(d / "ant_teacher_sb3.zip")
+            save_obs_norm(self.model.get_env(), d / "ant_teacher_obs_norm.json")
+            write_curve(self.rows, d / "ant_teacher_curve.csv")
 
     def _on_rollout_end(self) -> None:
         infos = list(self.model.ep_info_buffer)
@@ -72,16 +77,33 @@ class CurveLogger(BaseCallback):
         mean_return = float(np.mean([i["r"] for i in infos]))
         mean_len = float(np.mean([i["l"] for i in infos]))
         self.rows.append((self.num_timesteps, mean_return, mean_len))
-        rate = self.num_timesteps / max(time.monotonic() - self.start, 1e-9)
+        rate = (self.num_timesteps - self.start_steps) / max(time.monotonic() - self.start, 1e-9)
         print(f"[teacher] {self.num_timesteps:>9d}/{self.total} steps  return {mean_return:8.1f}"
               f"  ep_len {mean_len:6.1f}  {rate:6.0f} steps/s", flush=True)
 
 
 def save_obs_norm(venv: VecNormalize, path: Path) -> None:
+    """The observation normalizer (what the importer needs) plus the counts and the return
+    normalizer, so that `--resume` continues training where the checkpoint stopped."""
     rms = venv.obs_rms
     path.write_text(json.dumps({
         "mean": rms.mean.tolist(), "var": rms.var.tolist(), "epsilon": float(venv.epsilon),
-        "clip_obs": float(venv.clip_obs), "source": "stable_baselines3 VecNormalize"}))
+        "clip_obs": float(venv.clip_obs), "count": float(rms.count),
+        "return_mean": float(venv.ret_rms.mean), "return_var": float(venv.ret_rms.var),
+        "return_count": float(venv.ret_rms.count), "source": "stable_baselines3 VecNormalize"}))
+
+
+def load_obs_norm(venv: VecNormalize, path: Path, steps: int) -> bool:
+    """Restore the normalizers saved by save_obs_norm; False when the file predates the return
+    statistics (the caller then re-estimates them). Counts default to the checkpoint's steps."""
+    d = json.loads(path.read_text())
+    venv.obs_rms.mean, venv.obs_rms.var = np.asarray(d["mean"]), np.asarray(d["var"])
+    venv.obs_rms.count = float(d.get("count", steps))
+    if "return_var" not in d:
+        return False
+    venv.ret_rms.mean, venv.ret_rms.var = d["return_mean"], d["return_var"]
+    venv.ret_rms.count = d["return_count"]
+    return True
 
 
 def write_curve(rows, path: Path) -> None:
@@ -162,14 +184,35 @@ def train(args) -> tuple[list, float]:
                 policy_kwargs=dict(net_arch=dict(pi=NET_ARCH, vf=CRITIC_ARCH),
                                    activation_fn=torch.nn.ELU, log_std_init=-0.5))
     curve = CurveLogger(args.timesteps)
+    if args.resume:
+        model = resume(model, venv, curve, args.resume)
     # Chunks of --checkpoint-steps: the constant learning rate and clip range make the state at
     # a checkpoint identical to the end of a shorter run with the same seed.
     chunk = max(args.checkpoint_steps, 1)
     while model.num_timesteps < args.timesteps:
         model.learn(total_timesteps=min(chunk, args.timesteps - model.num_timesteps),
                     callback=curve, reset_num_timesteps=False)
-        curve.save_checkpoint(args.out)
+        curve.save_checkpoint(args.out, keep=args.keep_checkpoints)
     return curve.rows, time.monotonic() - curve.start
+
+
+def resume(model: PPO, venv: VecNormalize, curve: CurveLogger, source: Path) -> PPO:
+    """Continue from a checkpoint written by this script: weights, optimizer, step count, curve
+    and normalizers. A checkpoint without return statistics gets them re-estimated from one
+    rollout of the loaded policy before learning resumes (PPO's value targets depend on them)."""
+    loaded = PPO.load(source / "ant_teacher_sb3.zip", env=venv, device="cpu")
+    loaded.set_random_seed(model.seed)
+    curve.rows = read_curve(source / "ant_teacher_curve.csv")
+    curve.start_steps = loaded.num_timesteps
+    if not load_obs_norm(venv, source / "ant_teacher_obs_norm.json", loaded.num_timesteps):
+        obs_rms = venv.obs_rms.copy()
+        obs = venv.reset()
+        for _ in range(model.n_steps):
+            obs, *_ = venv.step(loaded.predict(obs, deterministic=False)[0])
+        venv.obs_rms = obs_rms  # only the return statistics were missing
+    loaded._last_obs = venv.reset()
+    print(f"[teacher] resumed from {source} at {loaded.num_timesteps} steps", flush=True)
+    return loaded
 
 
 def evaluate_saved(out: Path, eval_episodes: int, seed: int,
@@ -204,6 +247,10 @@ def main() -> None:
                         help="save the latest teacher every this many steps")
     parser.add_argument("--sim-config", type=Path, default=SIM_CONFIG,
                         help="simulator params file (randomization, reward weights)")
+    parser.add_argument("--resume", type=Path, default=None,
+                        help="continue training from a checkpoint directory of this script")
+    parser.add_argument("--keep-checkpoints", action="store_true",
+                        help="keep every checkpoint in --out/checkpoints/<steps>/")
     parser.add_argument("--evaluate-only", action="store_true",
                         help="skip training: evaluate and plot the teacher saved in --out")
     args = parser.parse_args()
