@@ -389,3 +389,30 @@ def test_healthy_height_range_ends_episodes_outside_it():
     assert high.step(zero)[2]
     with pytest.raises(ValueError, match="healthy_z_range"):
         SimConfig(healthy_z_range=(1.0, 0.2))
+
+
+def test_shaping_costs_lower_the_reward_by_their_terms_and_leave_the_physics_alone():
+    """Same seed and commands with and without the vertical-velocity and tilt costs: identical
+    trajectories, and each reward lower by w_vz * vz^2 + w_tilt * (1 - up_z), both read from the
+    privileged odometry (world-frame twist, xyzw orientation)."""
+    w_vz, w_tilt = 0.7, 1.3
+    plain = AntSim(SimConfig.nominal(terminate_when_unhealthy=False), seed=4)
+    shaped = AntSim(SimConfig.nominal(terminate_when_unhealthy=False, tilt_cost_weight=w_tilt,
+                                      vertical_velocity_cost_weight=w_vz), seed=4)
+    plain.reset(), shaped.reset()
+    rng = np.random.default_rng(0)
+    costs = []
+    for _ in range(40):
+        command = rng.uniform(-1.0, 1.0, 8)
+        a, reward_a, *_ = plain.step(command)
+        b, reward_b, *_ = shaped.step(command)
+        np.testing.assert_array_equal(a.field(ODOMETRY, "pose.pose.position"),
+                                      b.field(ODOMETRY, "pose.pose.position"))
+        vz = b.field(ODOMETRY, "twist.twist.linear")[2]
+        qx, qy = b.field(ODOMETRY, "pose.pose.orientation")[:2]
+        cost = w_vz * vz ** 2 + w_tilt * 2.0 * (qx ** 2 + qy ** 2)
+        assert reward_a - reward_b == pytest.approx(cost, abs=1e-9)
+        costs.append(cost)
+    assert max(costs) > 0.05, "random commands should move the torso"
+    with pytest.raises(ValueError, match="tilt_cost_weight"):
+        SimConfig(tilt_cost_weight=-1.0)

@@ -80,6 +80,12 @@ class SimNode(Node):
                   "ctrl_cost_weight": declare(self, "ctrl_cost_weight", 0.1,
                                               "reward: weight of the action cost",
                                               min_value=0.0),
+                  "vertical_velocity_cost_weight": declare(
+                      self, "vertical_velocity_cost_weight", 0.0,
+                      "reward: weight of the torso's squared vertical velocity", min_value=0.0),
+                  "tilt_cost_weight": declare(self, "tilt_cost_weight", 0.0,
+                                              "reward: weight of 1 - up_z of the torso",
+                                              min_value=0.0),
                   "healthy_z_range": list(declare(self, "healthy_z_range", [0.3, 2.0],
                                                   "[min, max] torso height (m) of a healthy ant")),
                   "terminate_when_unhealthy": declare(self, "terminate_when_unhealthy", True,

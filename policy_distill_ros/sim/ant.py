@@ -116,6 +116,7 @@ class AntSim:
         self._pending.append(np.clip(cmd, self.ctrl_low, self.ctrl_high))
         applied = self._pending.popleft()
         _, reward, terminated, _, info = self._env.step(applied[self._to_actuator])
+        reward -= self._shaping_cost()
         self._step += 1
         truncated = (not terminated) and self._step >= self.config.max_episode_steps
         self._return += float(reward)
@@ -123,6 +124,16 @@ class AntSim:
         self._frame = self._make_frame(float(reward), bool(terminated), truncated)
         info = dict(info, applied_command=applied, episode_id=self.episode_id)
         return self._frame, float(reward), bool(terminated), truncated, info
+
+    def _shaping_cost(self) -> float:
+        """The config's vertical-velocity and tilt costs for the state just reached."""
+        c = self.config
+        if not (c.vertical_velocity_cost_weight or c.tilt_cost_weight):
+            return 0.0
+        vz = float(self.data.qvel[2])                  # free joint: world-frame linear velocity
+        _, qx, qy, _ = self.data.qpos[3:7]             # torso orientation, w x y z
+        up_z = 1.0 - 2.0 * float(qx * qx + qy * qy)
+        return c.vertical_velocity_cost_weight * vz * vz + c.tilt_cost_weight * (1.0 - up_z)
 
     def _make_frame(self, reward: float, terminated: bool, truncated: bool) -> SensorFrame:
         # Gymnasium leaves sensors/contacts from the start of the last physics step; recompute

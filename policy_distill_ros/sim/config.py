@@ -98,6 +98,11 @@ class SimConfig:
     # collecting the alive bonus: [0.3, 2.0] ends a flip and lets a gait bounce.
     healthy_z_range: tuple = (0.3, 2.0)
     terminate_when_unhealthy: bool = True
+    # Shaping added to Ant-v5's reward, per control step: w_vz * vz^2 (torso vertical velocity,
+    # m/s) and w_tilt * (1 - up_z) (up_z: z of the torso's up axis, 1 = level, -1 = on its back).
+    # They penalise the hopping gait in which PPO's ant flips over (legged_gym penalises the same).
+    vertical_velocity_cost_weight: float = 0.0
+    tilt_cost_weight: float = 0.0
     reset_time_on_episode: bool = False                  # True: sim time restarts at 0 each reset
 
     def __post_init__(self) -> None:
@@ -120,7 +125,8 @@ class SimConfig:
                                               "sim config 'sensor_noise'")
         if not isinstance(self.sensor_noise, SensorNoise):
             raise ValueError("sim config 'sensor_noise' must be a SensorNoise or a mapping")
-        for name in ("reset_noise_scale", "ctrl_cost_weight"):
+        for name in ("reset_noise_scale", "ctrl_cost_weight", "vertical_velocity_cost_weight",
+                     "tilt_cost_weight"):
             v = getattr(self, name)
             if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v) \
                     or v < 0:
