@@ -21,6 +21,7 @@ validation seeds 900,000+ among the last five checkpoints; ~50 min at ~470 steps
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import csv
 import json
 import time
@@ -33,7 +34,7 @@ from stable_baselines3.common.callbacks import BaseCallback
 from stable_baselines3.common.vec_env import DummyVecEnv, VecMonitor, VecNormalize
 
 from policy_distill_ros.core.spec import load_policy_spec
-from policy_distill_ros.sim.config import load_sim_config
+from policy_distill_ros.sim.config import SimConfig, load_sim_config
 from policy_distill_ros.sim.spec_env import make_spec_env
 
 REPO = Path(__file__).resolve().parents[1]
@@ -83,27 +84,10 @@ class CurveLogger(BaseCallback):
 
 
 def save_obs_norm(venv: VecNormalize, path: Path) -> None:
-    """The observation normalizer (what the importer needs) plus the counts and the return
-    normalizer, so that `--resume` continues training where the checkpoint stopped."""
     rms = venv.obs_rms
     path.write_text(json.dumps({
         "mean": rms.mean.tolist(), "var": rms.var.tolist(), "epsilon": float(venv.epsilon),
-        "clip_obs": float(venv.clip_obs), "count": float(rms.count),
-        "return_mean": float(venv.ret_rms.mean), "return_var": float(venv.ret_rms.var),
-        "return_count": float(venv.ret_rms.count), "source": "stable_baselines3 VecNormalize"}))
-
-
-def load_obs_norm(venv: VecNormalize, path: Path, steps: int) -> bool:
-    """Restore the normalizers saved by save_obs_norm; False when the file predates the return
-    statistics (the caller then re-estimates them). Counts default to the checkpoint's steps."""
-    d = json.loads(path.read_text())
-    venv.obs_rms.mean, venv.obs_rms.var = np.asarray(d["mean"]), np.asarray(d["var"])
-    venv.obs_rms.count = float(d.get("count", steps))
-    if "return_var" not in d:
-        return False
-    venv.ret_rms.mean, venv.ret_rms.var = d["return_mean"], d["return_var"]
-    venv.ret_rms.count = d["return_count"]
-    return True
+        "clip_obs": float(venv.clip_obs), "source": "stable_baselines3 VecNormalize"}))
 
 
 def write_curve(rows, path: Path) -> None:
@@ -119,9 +103,8 @@ def read_curve(path: Path) -> list[tuple[int, float, float]]:
                 for r in csv.DictReader(f)]
 
 
-def make_vec_env(n_envs: int, seed: int, sim_config: Path = SIM_CONFIG):
+def make_vec_env(n_envs: int, seed: int, config: SimConfig):
     spec = load_policy_spec(TEACHER_SPEC)
-    config = load_sim_config(sim_config)
 
     def factory(rank: int):
         return lambda: make_spec_env(spec, config, seed=seed * 1000 + rank)
@@ -129,10 +112,10 @@ def make_vec_env(n_envs: int, seed: int, sim_config: Path = SIM_CONFIG):
     return VecMonitor(DummyVecEnv([factory(r) for r in range(n_envs)]))
 
 
-def evaluate(policy_fn, episodes: int, seed_base: int, sim_config: Path = SIM_CONFIG) -> dict:
+def evaluate(policy_fn, episodes: int, seed_base: int, config: SimConfig) -> dict:
     """Returns and forward distance on held-out randomized episodes."""
     spec = load_policy_spec(TEACHER_SPEC)
-    env = make_spec_env(spec, load_sim_config(sim_config), seed=seed_base)
+    env = make_spec_env(spec, config, seed=seed_base)
     returns, distances, lengths = [], [], []
     for k in range(episodes):
         obs, _ = env.reset(seed=seed_base + k)
@@ -173,8 +156,8 @@ def plot_curve(rows, random_return: float, path: Path) -> None:
 
 
 def train(args) -> tuple[list, float]:
-    venv = VecNormalize(make_vec_env(args.n_envs, args.seed, args.sim_config), norm_obs=True, norm_reward=True,
-                        clip_obs=10.0, gamma=0.99)
+    venv = VecNormalize(make_vec_env(args.n_envs, args.seed, args.config), norm_obs=True,
+                        norm_reward=True, clip_obs=10.0, gamma=0.99)
     # 8 envs x 256 steps per rollout, 16 minibatches x 5 epochs: the update of the 419k-parameter
     # actor costs about as much as the simulation on one CPU core at this setting, and the teacher
     # sees its height (the episode ends outside [0.2, 1.0] m), so it learns not to jump.
@@ -198,25 +181,29 @@ def train(args) -> tuple[list, float]:
 
 def resume(model: PPO, venv: VecNormalize, curve: CurveLogger, source: Path) -> PPO:
     """Continue from a checkpoint written by this script: weights, optimizer, step count, curve
-    and normalizers. A checkpoint without return statistics gets them re-estimated from one
-    rollout of the loaded policy before learning resumes (PPO's value targets depend on them)."""
+    and observation normalizer (its count taken as the checkpoint's steps). The return
+    normalizer is measured afresh over one rollout of the loaded policy, because a resumed stage
+    may change the reward (the shaping terms) and PPO's value targets are scaled by it."""
     loaded = PPO.load(source / "ant_teacher_sb3.zip", env=venv, device="cpu")
     loaded.set_random_seed(model.seed)
     curve.rows = read_curve(source / "ant_teacher_curve.csv")
     curve.start_steps = loaded.num_timesteps
-    if not load_obs_norm(venv, source / "ant_teacher_obs_norm.json", loaded.num_timesteps):
-        obs_rms = venv.obs_rms.copy()
-        obs = venv.reset()
-        for _ in range(model.n_steps):
-            obs, *_ = venv.step(loaded.predict(obs, deterministic=False)[0])
-        venv.obs_rms = obs_rms  # only the return statistics were missing
+    norm = json.loads((source / "ant_teacher_obs_norm.json").read_text())
+    obs_rms = venv.obs_rms
+    obs_rms.mean, obs_rms.var = np.asarray(norm["mean"]), np.asarray(norm["var"])
+    obs_rms.count = float(loaded.num_timesteps)
+    kept = obs_rms.copy()
+    obs = venv.reset()
+    for _ in range(model.n_steps):
+        obs, *_ = venv.step(loaded.predict(obs, deterministic=False)[0])
+    venv.obs_rms = kept  # the rollout only measures the return scale
     loaded._last_obs = venv.reset()
     print(f"[teacher] resumed from {source} at {loaded.num_timesteps} steps", flush=True)
     return loaded
 
 
 def evaluate_saved(out: Path, eval_episodes: int, seed: int,
-                   sim_config: Path = SIM_CONFIG) -> tuple[dict, dict]:
+                   config: SimConfig) -> tuple[dict, dict]:
     """Teacher (as saved: SB3 zip + JSON normalizer) and a uniform random policy."""
     model = PPO.load(out / "ant_teacher_sb3.zip", device="cpu")
     norm = json.loads((out / "ant_teacher_obs_norm.json").read_text())
@@ -232,8 +219,8 @@ def evaluate_saved(out: Path, eval_episodes: int, seed: int,
     def random_fn(_obs):
         return rng.uniform(low, high).astype(np.float32)
 
-    return (evaluate(teacher_fn, eval_episodes, EVAL_SEED_BASE, sim_config),
-            evaluate(random_fn, eval_episodes, EVAL_SEED_BASE, sim_config))
+    return (evaluate(teacher_fn, eval_episodes, EVAL_SEED_BASE, config),
+            evaluate(random_fn, eval_episodes, EVAL_SEED_BASE, config))
 
 
 def main() -> None:
@@ -251,9 +238,15 @@ def main() -> None:
                         help="continue training from a checkpoint directory of this script")
     parser.add_argument("--keep-checkpoints", action="store_true",
                         help="keep every checkpoint in --out/checkpoints/<steps>/")
+    parser.add_argument("--without-shaping", action="store_true",
+                        help="zero the sim config's shaping costs (stage 1: learn to run first)")
     parser.add_argument("--evaluate-only", action="store_true",
                         help="skip training: evaluate and plot the teacher saved in --out")
     args = parser.parse_args()
+    args.config = load_sim_config(args.sim_config)
+    if args.without_shaping:
+        args.config = dataclasses.replace(args.config, vertical_velocity_cost_weight=0.0,
+                                          tilt_cost_weight=0.0)
     torch.set_num_threads(1)
     args.out.mkdir(parents=True, exist_ok=True)
 
@@ -262,7 +255,7 @@ def main() -> None:
         rows = read_curve(args.out / "ant_teacher_curve.csv")
     else:
         rows, wall_time_s = train(args)
-    teacher, random = evaluate_saved(args.out, args.eval_episodes, args.seed, args.sim_config)
+    teacher, random = evaluate_saved(args.out, args.eval_episodes, args.seed, args.config)
     plot_curve(rows, random["mean_return"], args.out / "ant_teacher_curve.png")
     report = {"seed": args.seed, "timesteps": rows[-1][0] if rows else 0, "net_arch": NET_ARCH,
               "critic_arch": CRITIC_ARCH, "wall_time_s": wall_time_s,

@@ -37,6 +37,39 @@ def wait_until(predicate: Callable[[], bool], timeout_s: float, what: str,
     raise AssertionError(f"timed out after {timeout_s:g} s waiting for {what}")
 
 
+# After a new client sees the service, the server may not have matched the client's response
+# reader yet (discovery runs both ways, slower on a loaded machine) and would drop the answer.
+CLIENT_SETTLE_S = 0.5
+
+
+def call_service(node, srv_type, name: str, request, timeout_s: float = 15.0,
+                 attempt_s: float = 3.0, settle_s: float = 0.0) -> tuple:
+    """(response, resends): call a service from `node` (spun elsewhere), re-sending when
+    unanswered: a client may first match the server of a node that just exited (its discovery
+    data outlives it), or its answer may be dropped before discovery completes both ways. A
+    non-idempotent service waits `settle_s` (CLIENT_SETTLE_S) before its first request, so
+    that a re-send is rare, and its caller checks `resends`."""
+    client = node.create_client(srv_type, name)
+    try:
+        deadline = time.monotonic() + timeout_s
+        wait_until(client.service_is_ready, timeout_s, f"service {name}")
+        time.sleep(settle_s)
+        resends = 0
+        while True:
+            future = client.call_async(request)
+            try:
+                wait_until(future.done, min(attempt_s, deadline - time.monotonic()),
+                           f"response of {name}")
+                return future.result(), resends
+            except AssertionError:
+                client.remove_pending_request(future)
+                if time.monotonic() >= deadline - 0.1:
+                    raise
+                resends += 1
+    finally:
+        node.destroy_client(client)
+
+
 class RobotPeer:
     """Publishes sensors at `rate_hz` from a timer; records commands, echoes, diagnostics."""
 
@@ -117,24 +150,7 @@ class RobotPeer:
 
     def call(self, srv_type, name: str, request, timeout_s: float = 15.0,
              attempt_s: float = 3.0):
-        """Call a service; re-send if unanswered: a client may first match the server of a node
-        that just exited (its discovery data outlives it) and miss the live one."""
-        client = self.node.create_client(srv_type, name)
-        try:
-            deadline = time.monotonic() + timeout_s
-            wait_until(client.service_is_ready, timeout_s, f"service {name}")
-            while True:
-                future = client.call_async(request)
-                try:
-                    wait_until(future.done, min(attempt_s, deadline - time.monotonic()),
-                               f"response of {name}")
-                    return future.result()
-                except AssertionError:
-                    client.remove_pending_request(future)
-                    if time.monotonic() >= deadline - 0.1:
-                        raise
-        finally:
-            self.node.destroy_client(client)
+        return call_service(self.node, srv_type, name, request, timeout_s, attempt_s)[0]
 
     def publisher(self, msg_type, topic: str, qos=LATCHED):
         return self.node.create_publisher(msg_type, topic, qos)
