@@ -116,7 +116,7 @@ def evaluate(policy_fn, episodes: int, seed_base: int, config: SimConfig) -> dic
     """Returns and forward distance on held-out randomized episodes."""
     spec = load_policy_spec(TEACHER_SPEC)
     env = make_spec_env(spec, config, seed=seed_base)
-    returns, distances, lengths = [], [], []
+    returns, distances, lengths, falls = [], [], [], 0
     for k in range(episodes):
         obs, _ = env.reset(seed=seed_base + k)
         x0 = float(env.frame.field("privileged/odometry", "pose.pose.position")[0])
@@ -128,12 +128,14 @@ def evaluate(policy_fn, episodes: int, seed_base: int, config: SimConfig) -> dic
             done = terminated or truncated
         returns.append(total)
         lengths.append(steps)
+        falls += int(terminated)   # ended unhealthy (torso too low: fallen or on its back)
         distances.append(float(env.frame.field("privileged/odometry", "pose.pose.position")[0])
                          - x0)
     env.close()
     return {"episodes": episodes, "mean_return": float(np.mean(returns)),
             "std_return": float(np.std(returns)), "mean_forward_distance_m": float(np.mean(distances)),
-            "mean_episode_length": float(np.mean(lengths)), "returns": [float(r) for r in returns]}
+            "mean_episode_length": float(np.mean(lengths)), "falls": falls,
+            "returns": [float(r) for r in returns]}
 
 
 def plot_curve(rows, random_return: float, path: Path) -> None:
@@ -262,9 +264,10 @@ def main() -> None:
               "eval_seeds": f"{EVAL_SEED_BASE}..{EVAL_SEED_BASE + args.eval_episodes - 1}",
               "teacher": teacher, "random": random}
     (args.out / "ant_teacher_eval.json").write_text(json.dumps(report, indent=2))
-    print(f"[teacher] teacher mean return {teacher['mean_return']:.1f} "
-          f"(forward {teacher['mean_forward_distance_m']:.2f} m) vs random "
-          f"{random['mean_return']:.1f} (forward {random['mean_forward_distance_m']:.2f} m)")
+    for name, r in (("teacher", teacher), ("random", random)):
+        print(f"[teacher] {name}: mean return {r['mean_return']:.1f} +- {r['std_return']:.1f}, "
+              f"forward {r['mean_forward_distance_m']:.2f} m, fell in {r['falls']}/{r['episodes']}"
+              " episodes")
 
 
 if __name__ == "__main__":
