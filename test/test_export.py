@@ -143,7 +143,7 @@ SPEC_OBS, SPEC_ACT = 9, 2
 
 
 def spec_metadata():
-    policy_file = pytest.importorskip("policy_distill_ros.core.policy_file")
+    from policy_distill_ros.core import policy_file
     return policy_file, policy_file.PolicyMetadata.from_props({
         "policy_distill_ros.format": "1",
         "observation_spec": json.dumps(SPEC["observation"]),
