@@ -377,14 +377,20 @@ def test_spec_env_maps_actions_to_joints_by_name():
 
 def test_healthy_height_range_ends_episodes_outside_it():
     """The standing torso (~0.55 m) is healthy in Ant-v5's [0.2, 1.0] and unhealthy in a range
-    above it: the episode then ends on the first step; a bad range is refused by name."""
+    above it: the episode then ends on the first step, costing `fall_cost`; a bad range is
+    refused by name."""
     zero = np.zeros(8)
     sim = AntSim(SimConfig.nominal(reset_noise_scale=0.0), seed=0)
     sim.reset()
     assert not sim.step(zero)[2]
     high = AntSim(SimConfig.nominal(reset_noise_scale=0.0, healthy_z_range=(0.9, 2.0)), seed=0)
     high.reset()
-    assert high.step(zero)[2]
+    _, reward, terminated, *_ = high.step(zero)
+    assert terminated
+    costly = AntSim(SimConfig.nominal(reset_noise_scale=0.0, healthy_z_range=(0.9, 2.0),
+                                      fall_cost=25.0), seed=0)
+    costly.reset()
+    assert costly.step(zero)[1] == pytest.approx(reward - 25.0)   # the fall costs, once
     with pytest.raises(ValueError, match="healthy_z_range"):
         SimConfig(healthy_z_range=(1.0, 0.2))
 

@@ -86,6 +86,8 @@ class SimNode(Node):
                   "tilt_cost_weight": declare(self, "tilt_cost_weight", 0.0,
                                               "reward: weight of 1 - up_z of the torso",
                                               min_value=0.0),
+                  "fall_cost": declare(self, "fall_cost", 0.0, "reward: cost of the step "
+                                       "that ends an episode unhealthy", min_value=0.0),
                   "healthy_z_range": list(declare(self, "healthy_z_range", [0.3, 2.0],
                                                   "[min, max] torso height (m) of a healthy ant")),
                   "terminate_when_unhealthy": declare(self, "terminate_when_unhealthy", True,

@@ -116,7 +116,7 @@ class AntSim:
         self._pending.append(np.clip(cmd, self.ctrl_low, self.ctrl_high))
         applied = self._pending.popleft()
         _, reward, terminated, _, info = self._env.step(applied[self._to_actuator])
-        reward -= self._shaping_cost()
+        reward -= self._shaping_cost() + (self.config.fall_cost if terminated else 0.0)
         self._step += 1
         truncated = (not terminated) and self._step >= self.config.max_episode_steps
         self._return += float(reward)

@@ -103,6 +103,7 @@ class SimConfig:
     # They penalise the hopping gait in which PPO's ant flips over (legged_gym penalises the same).
     vertical_velocity_cost_weight: float = 0.0
     tilt_cost_weight: float = 0.0
+    fall_cost: float = 0.0                               # once, on the step an episode ends unhealthy
     reset_time_on_episode: bool = False                  # True: sim time restarts at 0 each reset
 
     def __post_init__(self) -> None:
@@ -126,7 +127,7 @@ class SimConfig:
         if not isinstance(self.sensor_noise, SensorNoise):
             raise ValueError("sim config 'sensor_noise' must be a SensorNoise or a mapping")
         for name in ("reset_noise_scale", "ctrl_cost_weight", "vertical_velocity_cost_weight",
-                     "tilt_cost_weight"):
+                     "tilt_cost_weight", "fall_cost"):
             v = getattr(self, name)
             if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v) \
                     or v < 0:
