@@ -29,6 +29,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+import yaml
 from stable_baselines3 import PPO
 from stable_baselines3.common.callbacks import BaseCallback
 from stable_baselines3.common.vec_env import DummyVecEnv, VecMonitor, VecNormalize
@@ -204,6 +205,21 @@ def resume(model: PPO, venv: VecNormalize, curve: CurveLogger, source: Path) -> 
     return loaded
 
 
+def with_overrides(config: SimConfig, assignments: list[str]) -> SimConfig:
+    """`KEY=VALUE` strings applied to a SimConfig (validated by it, unknown keys refused)."""
+    changes = {}
+    for item in assignments:
+        key, sep, value = item.partition("=")
+        if not sep or not hasattr(config, key.strip()):
+            raise SystemExit(f"--sim-set {item!r}: expected KEY=VALUE with KEY a sim config "
+                             f"field ({', '.join(sorted(config.to_dict()))})")
+        changes[key.strip()] = yaml.safe_load(value)
+    try:
+        return dataclasses.replace(config, **changes)
+    except (TypeError, ValueError) as exc:
+        raise SystemExit(f"--sim-set: {exc}") from None
+
+
 def evaluate_saved(out: Path, eval_episodes: int, seed: int,
                    config: SimConfig) -> tuple[dict, dict]:
     """Teacher (as saved: SB3 zip + JSON normalizer) and a uniform random policy."""
@@ -240,15 +256,13 @@ def main() -> None:
                         help="continue training from a checkpoint directory of this script")
     parser.add_argument("--keep-checkpoints", action="store_true",
                         help="keep every checkpoint in --out/checkpoints/<steps>/")
-    parser.add_argument("--without-shaping", action="store_true",
-                        help="zero the sim config's shaping costs (stage 1: learn to run first)")
+    parser.add_argument("--sim-set", action="append", default=[], metavar="KEY=VALUE",
+                        help="override one sim config value (YAML syntax), e.g. fall_cost=0; "
+                             "repeatable (the stages of the shipped teacher use it)")
     parser.add_argument("--evaluate-only", action="store_true",
                         help="skip training: evaluate and plot the teacher saved in --out")
     args = parser.parse_args()
-    args.config = load_sim_config(args.sim_config)
-    if args.without_shaping:
-        args.config = dataclasses.replace(args.config, vertical_velocity_cost_weight=0.0,
-                                          tilt_cost_weight=0.0)
+    args.config = with_overrides(load_sim_config(args.sim_config), args.sim_set)
     torch.set_num_threads(1)
     args.out.mkdir(parents=True, exist_ok=True)
 
