@@ -165,7 +165,7 @@ def train(args) -> tuple[list, float]:
     # actor costs about as much as the simulation on one CPU core at this setting, and the teacher
     # sees its height (the episode ends outside [0.2, 1.0] m), so it learns not to jump.
     model = PPO("MlpPolicy", venv, seed=args.seed, n_steps=256, batch_size=128, n_epochs=5,
-                learning_rate=3e-4, gamma=0.99, gae_lambda=0.95, clip_range=0.2,
+                learning_rate=args.learning_rate, gamma=0.99, gae_lambda=0.95, clip_range=0.2,
                 ent_coef=0.0, vf_coef=0.5, max_grad_norm=0.5, device="cpu", verbose=0,
                 policy_kwargs=dict(net_arch=dict(pi=NET_ARCH, vf=CRITIC_ARCH),
                                    activation_fn=torch.nn.ELU, log_std_init=-0.5))
@@ -189,6 +189,8 @@ def resume(model: PPO, venv: VecNormalize, curve: CurveLogger, source: Path) -> 
     may change the reward (the shaping terms) and PPO's value targets are scaled by it."""
     loaded = PPO.load(source / "ant_teacher_sb3.zip", env=venv, device="cpu")
     loaded.set_random_seed(model.seed)
+    loaded.learning_rate = model.learning_rate   # a later stage may anneal it
+    loaded._setup_lr_schedule()
     curve.rows = read_curve(source / "ant_teacher_curve.csv")
     curve.start_steps = loaded.num_timesteps
     norm = json.loads((source / "ant_teacher_obs_norm.json").read_text())
@@ -252,6 +254,8 @@ def main() -> None:
                         help="save the latest teacher every this many steps")
     parser.add_argument("--sim-config", type=Path, default=SIM_CONFIG,
                         help="simulator params file (randomization, reward weights)")
+    parser.add_argument("--learning-rate", type=float, default=3e-4,
+                        help="Adam step size (constant within a run; a resumed stage may lower it)")
     parser.add_argument("--resume", type=Path, default=None,
                         help="continue training from a checkpoint directory of this script")
     parser.add_argument("--keep-checkpoints", action="store_true",
