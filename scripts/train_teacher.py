@@ -13,6 +13,11 @@ Writes into --out (default models/):
 
     .venv/bin/python scripts/train_teacher.py --seed 0      # the shipped teacher: 1,404,928 steps
 
+Continue a checkpoint, e.g. with other reward terms (a later stage of a curriculum):
+
+    .venv/bin/python scripts/train_teacher.py --resume models --sim-set fall_cost=200 \
+        --timesteps 3000000 --keep-checkpoints --out /tmp/stage2
+
 The default sim config is config/sim.yaml (randomization and reward weights). Checkpoints are
 written every 100,352 steps with a constant learning rate, so a run stopped at a checkpoint equals
 a shorter run with the same seed; the shipped teacher is the 1,404,928-step one (best return on
