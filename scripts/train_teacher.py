@@ -167,8 +167,8 @@ def train(args) -> tuple[list, float]:
     venv = VecNormalize(make_vec_env(args.n_envs, args.seed, args.config), norm_obs=True,
                         norm_reward=True, clip_obs=10.0, gamma=0.99)
     # 8 envs x 256 steps per rollout, 16 minibatches x 5 epochs: the update of the 419k-parameter
-    # actor costs about as much as the simulation on one CPU core at this setting, and the teacher
-    # sees its height (the episode ends outside [0.2, 1.0] m), so it learns not to jump.
+    # actor costs about as much as the simulation on one CPU core at this setting; the teacher
+    # sees its height (the episode ends outside the sim config's healthy_z_range).
     model = PPO("MlpPolicy", venv, seed=args.seed, n_steps=256, batch_size=128, n_epochs=5,
                 learning_rate=args.learning_rate, gamma=0.99, gae_lambda=0.95, clip_range=0.2,
                 ent_coef=0.0, vf_coef=0.5, max_grad_norm=0.5, device="cpu", verbose=0,
@@ -266,8 +266,8 @@ def main() -> None:
     parser.add_argument("--keep-checkpoints", action="store_true",
                         help="keep every checkpoint in --out/checkpoints/<steps>/")
     parser.add_argument("--sim-set", action="append", default=[], metavar="KEY=VALUE",
-                        help="override one sim config value (YAML syntax), e.g. fall_cost=0; "
-                             "repeatable (the stages of the shipped teacher use it)")
+                        help="override one sim config value (YAML syntax), e.g. "
+                             "fall_cost=200; repeatable (a resumed stage may change the reward)")
     parser.add_argument("--evaluate-only", action="store_true",
                         help="skip training: evaluate and plot the teacher saved in --out")
     args = parser.parse_args()

@@ -97,8 +97,8 @@ def test_trigger_progress_and_announced_model(tmp_path, ros):
                           {"config_path": str(config), "epochs": 25}) as proc:
             first = peer.call(Trigger, "/trainer_node/train", Trigger.Request())
             # a re-sent request (the first answer lost) finds the run it started: "busy"
-            assert first.message == "started" or (peer.resends and "busy" in first.message), \
-                first.message
+            assert (first.success and first.message == "started") \
+                or (peer.resends and "busy" in first.message), first.message
             second = peer.call(Trigger, "/trainer_node/train", Trigger.Request())
             assert not second.success and "busy" in second.message
             wait_until(lambda: peer.announced, 240, "model_updated",)

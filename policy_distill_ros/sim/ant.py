@@ -116,7 +116,7 @@ class AntSim:
         self._pending.append(np.clip(cmd, self.ctrl_low, self.ctrl_high))
         applied = self._pending.popleft()
         _, reward, terminated, _, info = self._env.step(applied[self._to_actuator])
-        reward -= self._shaping_cost() + (self.config.fall_cost if terminated else 0.0)
+        reward -= self._shaping_cost(terminated)
         self._step += 1
         truncated = (not terminated) and self._step >= self.config.max_episode_steps
         self._return += float(reward)
@@ -125,15 +125,18 @@ class AntSim:
         info = dict(info, applied_command=applied, episode_id=self.episode_id)
         return self._frame, float(reward), bool(terminated), truncated, info
 
-    def _shaping_cost(self) -> float:
-        """The config's vertical-velocity and tilt costs for the state just reached."""
+    def _shaping_cost(self, terminated: bool) -> float:
+        """The config's costs beyond Ant-v5's reward for the state just reached: vertical
+        velocity, tilt, and the fall when this step ended the episode."""
         c = self.config
+        cost = c.fall_cost if terminated else 0.0
         if not (c.vertical_velocity_cost_weight or c.tilt_cost_weight):
-            return 0.0
+            return cost
         vz = float(self.data.qvel[2])                  # free joint: world-frame linear velocity
         _, qx, qy, _ = self.data.qpos[3:7]             # torso orientation, w x y z
         up_z = 1.0 - 2.0 * float(qx * qx + qy * qy)
-        return c.vertical_velocity_cost_weight * vz * vz + c.tilt_cost_weight * (1.0 - up_z)
+        return cost + c.vertical_velocity_cost_weight * vz * vz \
+            + c.tilt_cost_weight * (1.0 - up_z)
 
     def _make_frame(self, reward: float, terminated: bool, truncated: bool) -> SensorFrame:
         # Gymnasium leaves sensors/contacts from the start of the last physics step; recompute
