@@ -42,6 +42,9 @@ from stable_baselines3.common.vec_env import DummyVecEnv, VecMonitor, VecNormali
 from policy_distill_ros.core.spec import load_policy_spec
 from policy_distill_ros.sim.config import SimConfig, load_sim_config
 from policy_distill_ros.sim.spec_env import make_spec_env
+from policy_distill_ros.training.evaluation import (evaluate_policy, held_out_seeds,
+                                                    validation_seeds)
+from policy_distill_ros.training.rollout import TEACHER, FunctionActor
 
 REPO = Path(__file__).resolve().parents[1]
 TEACHER_SPEC = REPO / "config/specs/ant_teacher.yaml"
@@ -50,7 +53,6 @@ SIM_CONFIG = REPO / "config/sim.yaml"
 NET_ARCH = [512, 512, 256]
 # The critic is not part of the teacher: a smaller one halves the update cost on a CPU.
 CRITIC_ARCH = [256, 256]
-EVAL_SEED_BASE = 1_000_000  # held-out episode seeds, never used in training
 
 
 class CurveLogger(BaseCallback):
@@ -116,32 +118,6 @@ def make_vec_env(n_envs: int, seed: int, config: SimConfig):
         return lambda: make_spec_env(spec, config, seed=seed * 1000 + rank)
 
     return VecMonitor(DummyVecEnv([factory(r) for r in range(n_envs)]))
-
-
-def evaluate(policy_fn, episodes: int, seed_base: int, config: SimConfig) -> dict:
-    """Returns and forward distance on held-out randomized episodes."""
-    spec = load_policy_spec(TEACHER_SPEC)
-    env = make_spec_env(spec, config, seed=seed_base)
-    returns, distances, lengths, falls = [], [], [], 0
-    for k in range(episodes):
-        obs, _ = env.reset(seed=seed_base + k)
-        x0 = float(env.frame.field("privileged/odometry", "pose.pose.position")[0])
-        done, total, steps = False, 0.0, 0
-        while not done:
-            obs, reward, terminated, truncated, _ = env.step(policy_fn(obs))
-            total += reward
-            steps += 1
-            done = terminated or truncated
-        returns.append(total)
-        lengths.append(steps)
-        falls += int(terminated)   # ended unhealthy (torso too low: fallen or on its back)
-        distances.append(float(env.frame.field("privileged/odometry", "pose.pose.position")[0])
-                         - x0)
-    env.close()
-    return {"episodes": episodes, "mean_return": float(np.mean(returns)),
-            "std_return": float(np.std(returns)), "mean_forward_distance_m": float(np.mean(distances)),
-            "mean_episode_length": float(np.mean(lengths)), "falls": falls,
-            "returns": [float(r) for r in returns]}
 
 
 def plot_curve(rows, random_return: float, path: Path) -> None:
@@ -227,25 +203,55 @@ def with_overrides(config: SimConfig, assignments: list[str]) -> SimConfig:
         raise SystemExit(f"--sim-set: {exc}") from None
 
 
-def evaluate_saved(out: Path, eval_episodes: int, seed: int,
-                   config: SimConfig) -> tuple[dict, dict]:
-    """Teacher (as saved: SB3 zip + JSON normalizer) and a uniform random policy."""
-    model = PPO.load(out / "ant_teacher_sb3.zip", device="cpu")
-    norm = json.loads((out / "ant_teacher_obs_norm.json").read_text())
+def load_teacher(directory: Path) -> tuple[FunctionActor, PPO]:
+    """The teacher saved in `directory` (SB3 zip + JSON normalizer) as a deterministic actor."""
+    model = PPO.load(directory / "ant_teacher_sb3.zip", device="cpu")
+    norm = json.loads((directory / "ant_teacher_obs_norm.json").read_text())
     mean, std = np.asarray(norm["mean"]), np.sqrt(np.asarray(norm["var"]) + norm["epsilon"])
 
-    def teacher_fn(obs):
+    def act(obs):
         normed = np.clip((obs - mean) / std, -norm["clip_obs"], norm["clip_obs"])
         return model.predict(normed[None].astype(np.float32), deterministic=True)[0][0]
 
+    return FunctionActor(act, TEACHER), model
+
+
+def evaluate(actor: FunctionActor, seeds: list[int], config: SimConfig, name: str) -> dict:
+    """Return, forward distance, length and falls (`terminated_episodes`: ended unhealthy) per
+    seed, through the evaluation every other figure of the package uses."""
+    spec = load_policy_spec(TEACHER_SPEC)
+    return evaluate_policy(actor, spec, config, seeds, name=name).to_dict()
+
+
+def evaluate_saved(out: Path, eval_episodes: int, seed: int,
+                   config: SimConfig) -> tuple[dict, dict]:
+    """Teacher (as saved) and a uniform random policy on the held-out seeds."""
+    teacher, model = load_teacher(out)
     rng = np.random.default_rng(seed)
     low, high = model.action_space.low, model.action_space.high
+    random = FunctionActor(lambda _obs: rng.uniform(low, high), TEACHER)
+    seeds = held_out_seeds(eval_episodes)
+    return (evaluate(teacher, seeds, config, "teacher"),
+            evaluate(random, seeds, config, "uniform random actions"))
 
-    def random_fn(_obs):
-        return rng.uniform(low, high).astype(np.float32)
 
-    return (evaluate(teacher_fn, eval_episodes, EVAL_SEED_BASE, config),
-            evaluate(random_fn, eval_episodes, EVAL_SEED_BASE, config))
+def validate_checkpoints(run: Path, episodes: int, config: SimConfig) -> list[dict]:
+    """Every checkpoint kept in run/checkpoints/ on the validation seeds (model selection; the
+    held-out seeds stay unseen), most fall-free episodes first, then the longest distance."""
+    rows = []
+    seeds = validation_seeds(episodes)
+    for directory in sorted((run / "checkpoints").iterdir(), key=lambda d: int(d.name)):
+        r = evaluate(load_teacher(directory)[0], seeds, config, directory.name)
+        rows.append({"checkpoint": str(directory), "steps": int(directory.name),
+                     "fall_free": episodes - r["terminated_episodes"],
+                     "mean_return": r["mean_return"],
+                     "mean_forward_distance_m": r["mean_forward_distance_m"],
+                     "min_forward_distance_m": min(r["forward_distances_m"])})
+        print(f"[teacher] {directory.name:>9}: fall-free {rows[-1]['fall_free']:>3d}/{episodes}"
+              f"  return {r['mean_return']:7.1f}  forward {r['mean_forward_distance_m']:5.1f} m"
+              f" (min {rows[-1]['min_forward_distance_m']:5.1f})", flush=True)
+    rows.sort(key=lambda r: (-r["fall_free"], -r["mean_forward_distance_m"]))
+    return rows
 
 
 def main() -> None:
@@ -253,7 +259,8 @@ def main() -> None:
     parser.add_argument("--timesteps", type=int, default=1_404_928)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--n-envs", type=int, default=8)
-    parser.add_argument("--eval-episodes", type=int, default=10)
+    parser.add_argument("--eval-episodes", type=int, default=10,
+                        help="held-out episodes (seeds 1,000,000+) to evaluate on; 0: none")
     parser.add_argument("--out", type=Path, default=REPO / "models")
     parser.add_argument("--checkpoint-steps", type=int, default=100_000,
                         help="save the latest teacher every this many steps")
@@ -270,27 +277,36 @@ def main() -> None:
                              "fall_cost=200; repeatable (a resumed stage may change the reward)")
     parser.add_argument("--evaluate-only", action="store_true",
                         help="skip training: evaluate and plot the teacher saved in --out")
+    parser.add_argument("--validate-checkpoints", type=int, default=0, metavar="EPISODES",
+                        help="skip training: evaluate every checkpoint kept in --out/checkpoints "
+                             "on this many validation seeds (900,000+) and rank them")
     args = parser.parse_args()
     args.config = with_overrides(load_sim_config(args.sim_config), args.sim_set)
     torch.set_num_threads(1)
     args.out.mkdir(parents=True, exist_ok=True)
 
+    if args.validate_checkpoints:
+        rows = validate_checkpoints(args.out, args.validate_checkpoints, args.config)
+        (args.out / "checkpoint_validation.json").write_text(json.dumps(rows, indent=2))
+        print(f"[teacher] best: {rows[0]['checkpoint']}")
+        return
     wall_time_s = None
     if args.evaluate_only:
         rows = read_curve(args.out / "ant_teacher_curve.csv")
     else:
         rows, wall_time_s = train(args)
+    if args.eval_episodes < 1:
+        return
     teacher, random = evaluate_saved(args.out, args.eval_episodes, args.seed, args.config)
     plot_curve(rows, random["mean_return"], args.out / "ant_teacher_curve.png")
     report = {"seed": args.seed, "timesteps": rows[-1][0] if rows else 0, "net_arch": NET_ARCH,
               "critic_arch": CRITIC_ARCH, "wall_time_s": wall_time_s,
-              "eval_seeds": f"{EVAL_SEED_BASE}..{EVAL_SEED_BASE + args.eval_episodes - 1}",
               "teacher": teacher, "random": random}
     (args.out / "ant_teacher_eval.json").write_text(json.dumps(report, indent=2))
     for name, r in (("teacher", teacher), ("random", random)):
         print(f"[teacher] {name}: mean return {r['mean_return']:.1f} +- {r['std_return']:.1f}, "
-              f"forward {r['mean_forward_distance_m']:.2f} m, fell in {r['falls']}/{r['episodes']}"
-              " episodes")
+              f"forward {r['mean_forward_distance_m']:.2f} m, fell in {r['terminated_episodes']}/"
+              f"{r['episodes']} episodes")
 
 
 if __name__ == "__main__":

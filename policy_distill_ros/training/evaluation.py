@@ -8,12 +8,12 @@ odometry x, end minus start), episode length and the policy's inference latency 
 
 Held-out seeds: `held_out_seeds(n)` = `HELD_OUT_SEED_BASE + k` (1_000_000, 1_000_001, ...);
 validation seeds (model selection) `validation_seeds(n)` = 900_000 + k. Training data collected
-in-process (`rollout.collect`, DAgger) refuses both ranges, the teacher
-script evaluates on it too (scripts/train_teacher.py `EVAL_SEED_BASE`), and recorded bags use
-the simulator's default episode seeds (32-bit hashes of (sim seed, episode id)), which hit the
-20 evaluation seeds with probability ~5e-9 per episode. Each seed fixes the episode's
-randomized dynamics (friction, payload, motor strength, delay), initial state and sensor noise,
-so a result is a deterministic function of (policy, seeds, sim config).
+in-process (`rollout.collect`, DAgger) refuses both ranges, scripts/train_teacher.py evaluates
+and selects through `evaluate_policy` on them too, and recorded bags use the simulator's
+default episode seeds (32-bit hashes of (sim seed, episode id)), which hit the 20 evaluation
+seeds with probability ~5e-9 per episode. Each seed fixes the episode's randomized dynamics
+(friction, payload, motor strength, delay), initial state and sensor noise, so a result is a
+deterministic function of (policy, seeds, sim config).
 """
 from __future__ import annotations
 
