@@ -420,3 +420,33 @@ def test_shaping_costs_lower_the_reward_by_their_terms_and_leave_the_physics_alo
     assert max(costs) > 0.05, "random commands should move the torso"
     with pytest.raises(ValueError, match="tilt_cost_weight"):
         SimConfig(tilt_cost_weight=-1.0)
+
+
+def test_forward_speed_cap_pays_no_forward_reward_above_the_cap():
+    """Same seed and commands with and without a speed cap: identical trajectories, and the
+    capped reward lower by exactly the x velocity that Ant-v5's forward reward pays (its
+    `info["x_velocity"]`, ~ the odometry's displacement over the step) above the cap; steps
+    below the cap are paid the same."""
+    cap = 0.05
+    plain = AntSim(SimConfig.nominal(terminate_when_unhealthy=False), seed=4)
+    capped = AntSim(SimConfig.nominal(terminate_when_unhealthy=False, forward_speed_cap_mps=cap),
+                    seed=4)
+    x = [plain.reset().field(ODOMETRY, "pose.pose.position")[0]]
+    capped.reset()
+    dt_s = plain.config.frame_skip * plain.model.opt.timestep
+    rng = np.random.default_rng(1)
+    above = below = 0
+    for _ in range(60):
+        command = rng.uniform(-1.0, 1.0, 8)
+        a, reward_a, _, _, info = plain.step(command)
+        b, reward_b, *_ = capped.step(command)
+        np.testing.assert_array_equal(a.field(ODOMETRY, "pose.pose.position"),
+                                      b.field(ODOMETRY, "pose.pose.position"))
+        x.append(b.field(ODOMETRY, "pose.pose.position")[0])
+        vx = info["x_velocity"]
+        assert vx == pytest.approx((x[-1] - x[-2]) / dt_s, abs=0.05)
+        assert reward_a - reward_b == pytest.approx(max(0.0, vx - cap), abs=1e-9)
+        above, below = above + (vx > cap), below + (vx < cap)
+    assert above and below, "random commands should move the torso both ways"
+    with pytest.raises(ValueError, match="forward_speed_cap_mps"):
+        SimConfig(forward_speed_cap_mps=-1.0)

@@ -88,6 +88,9 @@ class SimNode(Node):
                                               min_value=0.0),
                   "fall_cost": declare(self, "fall_cost", 0.0, "reward: cost of the step "
                                        "that ends an episode unhealthy", min_value=0.0),
+                  "forward_speed_cap_mps": declare(
+                      self, "forward_speed_cap_mps", 0.0, "reward: forward speed (m/s) above "
+                      "which the forward reward stops growing; 0 = no cap", min_value=0.0),
                   "healthy_z_range": list(declare(self, "healthy_z_range", [0.3, 2.0],
                                                   "[min, max] torso height (m) of a healthy ant")),
                   "terminate_when_unhealthy": declare(self, "terminate_when_unhealthy", True,

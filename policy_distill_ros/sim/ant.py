@@ -116,7 +116,7 @@ class AntSim:
         self._pending.append(np.clip(cmd, self.ctrl_low, self.ctrl_high))
         applied = self._pending.popleft()
         _, reward, terminated, _, info = self._env.step(applied[self._to_actuator])
-        reward -= self._shaping_cost(terminated)
+        reward -= self._shaping_cost(terminated, float(info["x_velocity"]))
         self._step += 1
         truncated = (not terminated) and self._step >= self.config.max_episode_steps
         self._return += float(reward)
@@ -125,11 +125,15 @@ class AntSim:
         info = dict(info, applied_command=applied, episode_id=self.episode_id)
         return self._frame, float(reward), bool(terminated), truncated, info
 
-    def _shaping_cost(self, terminated: bool) -> float:
+    def _shaping_cost(self, terminated: bool, forward_velocity_mps: float) -> float:
         """The config's costs beyond Ant-v5's reward for the state just reached: vertical
-        velocity, tilt, and the fall when this step ended the episode."""
+        velocity, tilt, the fall when this step ended the episode, and the forward reward above
+        the speed cap (Ant-v5's x velocity over the step, the term its reward pays)."""
         c = self.config
         cost = c.fall_cost if terminated else 0.0
+        if c.forward_speed_cap_mps > 0.0:
+            cost += self._env._forward_reward_weight * max(
+                0.0, forward_velocity_mps - c.forward_speed_cap_mps)
         if not (c.vertical_velocity_cost_weight or c.tilt_cost_weight):
             return cost
         vz = float(self.data.qvel[2])                  # free joint: world-frame linear velocity

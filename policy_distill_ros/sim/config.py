@@ -104,6 +104,9 @@ class SimConfig:
     vertical_velocity_cost_weight: float = 0.0
     tilt_cost_weight: float = 0.0
     fall_cost: float = 0.0                               # once, on the step an episode ends unhealthy
+    # > 0: the forward reward stops growing at this speed (m/s), so a faster, bouncier gait
+    # earns nothing more than a steady walk at the cap (0: Ant-v5's uncapped reward).
+    forward_speed_cap_mps: float = 0.0
     reset_time_on_episode: bool = False                  # True: sim time restarts at 0 each reset
 
     def __post_init__(self) -> None:
@@ -127,7 +130,7 @@ class SimConfig:
         if not isinstance(self.sensor_noise, SensorNoise):
             raise ValueError("sim config 'sensor_noise' must be a SensorNoise or a mapping")
         for name in ("reset_noise_scale", "ctrl_cost_weight", "vertical_velocity_cost_weight",
-                     "tilt_cost_weight", "fall_cost"):
+                     "tilt_cost_weight", "fall_cost", "forward_speed_cap_mps"):
             v = getattr(self, name)
             if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v) \
                     or v < 0:
