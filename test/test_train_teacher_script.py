@@ -8,6 +8,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import torch
+
 REPO = Path(__file__).resolve().parents[1]
 SCRIPT = REPO / "scripts/train_teacher.py"
 
@@ -19,8 +21,13 @@ def run(*args: str) -> str:
     return proc.stdout
 
 
+def policy_weights(directory: Path) -> dict:
+    from stable_baselines3 import PPO
+    return PPO.load(directory / "ant_teacher_sb3.zip", device="cpu").policy.state_dict()
+
+
 def test_train_resume_evaluate_and_select(tmp_path):
-    first, second = tmp_path / "stage1", tmp_path / "stage2"
+    first, second, again = tmp_path / "stage1", tmp_path / "stage2", tmp_path / "stage2_again"
     # 2 envs x 256 steps per rollout: checkpoints at 512 and 1,024 steps.
     run("--timesteps", "1024", "--n-envs", "2", "--checkpoint-steps", "512", "--keep-checkpoints",
         "--eval-episodes", "0", "--out", str(first))
@@ -42,6 +49,15 @@ def test_train_resume_evaluate_and_select(tmp_path):
         assert 0 <= r["terminated_episodes"] <= 2
         assert len(r["returns"]) == 2
     assert (second / "ant_teacher_curve.png").stat().st_size > 0
+
+    # A stage is reproducible from its seed: the same resumed stage again, the same weights.
+    run("--resume", str(first), "--sim-set", "fall_cost=200", "--timesteps", "1536",
+        "--n-envs", "2", "--checkpoint-steps", "512", "--eval-episodes", "0", "--out", str(again))
+    a, b = policy_weights(second), policy_weights(again)
+    assert a.keys() == b.keys()
+    for name in a:
+        assert torch.equal(a[name], b[name]), name
+    assert not torch.equal(a["action_net.weight"], policy_weights(first)["action_net.weight"])
 
     out = run("--out", str(first), "--validate-checkpoints", "2")
     ranked = json.loads((first / "checkpoint_validation.json").read_text())
