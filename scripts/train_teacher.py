@@ -121,19 +121,25 @@ def make_vec_env(n_envs: int, seed: int, config: SimConfig):
 
 
 def plot_curve(rows, random_return: float, path: Path) -> None:
+    """Return and episode length per rollout: in a staged run the return's scale changes with
+    the reward terms of each stage, while the episode length (falls end episodes early) reads
+    the same across stages."""
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    steps, returns = [r[0] for r in rows], [r[1] for r in rows]
-    fig, ax = plt.subplots(figsize=(7, 4))
-    ax.plot(steps, returns, label="teacher (PPO, privileged obs)")
-    ax.axhline(random_return, color="gray", linestyle="--", label="random policy")
-    ax.set_xlabel("environment steps")
-    ax.set_ylabel("mean episode return")
-    ax.set_title("Ant teacher training on the embedded simulator")
-    ax.legend()
-    ax.grid(alpha=0.3)
+    steps = [r[0] for r in rows]
+    fig, (ax_return, ax_length) = plt.subplots(2, 1, figsize=(7, 6), sharex=True)
+    ax_return.plot(steps, [r[1] for r in rows], label="teacher (PPO, privileged obs)")
+    ax_return.axhline(random_return, color="gray", linestyle="--", label="random policy")
+    ax_return.set_ylabel("mean episode return\n(training reward)")
+    ax_return.set_title("Ant teacher training on the embedded simulator")
+    ax_return.legend()
+    ax_length.plot(steps, [r[2] for r in rows], color="tab:green")
+    ax_length.set_ylabel("mean episode length\n(steps, 1,000 = no fall)")
+    ax_length.set_xlabel("environment steps")
+    for ax in (ax_return, ax_length):
+        ax.grid(alpha=0.3)
     fig.tight_layout()
     fig.savefig(path, dpi=100)
     plt.close(fig)
