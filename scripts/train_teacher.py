@@ -8,20 +8,30 @@ same core spec code), so the policy trained here is the one the node runs. Repro
 Writes into --out (default models/):
   ant_teacher_sb3.zip             Stable-Baselines3 checkpoint (the importer's input)
   ant_teacher_obs_norm.json       observation normalizer of VecNormalize (no pickle)
-  ant_teacher_curve.csv / .png    training curve: mean episode return per rollout
+  ant_teacher_curve.csv / .png    training curve: mean episode return and length per rollout
   ant_teacher_eval.json           teacher vs random policy on held-out seeds
 
-    .venv/bin/python scripts/train_teacher.py --seed 0      # the shipped teacher: 1,404,928 steps
+The shipped teacher (models/) was trained in four stages, each continuing the previous one
+(`--resume`: weights, optimizer, step count, curve, normalizer) with more reward terms on top of
+config/sim.yaml's Ant-v5 reward (`--sim-set`; evaluation always uses the plain reward):
 
-Continue a checkpoint, e.g. with other reward terms (a later stage of a curriculum):
+    T=".venv/bin/python scripts/train_teacher.py --seed 0 --eval-episodes 0 --keep-checkpoints"
+    SHAPE="--sim-set vertical_velocity_cost_weight=0.5 --sim-set tilt_cost_weight=1.0"
+    $T --out /tmp/s1                                      # 1,404,928 steps: runs, hops, flips
+    $T --resume /tmp/s1 $SHAPE --timesteps 2809856 --out /tmp/s2      # hops less, walks further
+    $T --resume /tmp/s2 $SHAPE --sim-set fall_cost=200 --timesteps 2910208 --out /tmp/s3
+    $T --resume /tmp/s3 $SHAPE --sim-set fall_cost=200 --sim-set forward_speed_cap_mps=0.8 \
+        --learning-rate 1e-4 --timesteps STEPS --out /tmp/s4    # no reward for running faster
+    .venv/bin/python scripts/train_teacher.py --out /tmp/s4 --validate-checkpoints 30
 
-    .venv/bin/python scripts/train_teacher.py --resume models --sim-set fall_cost=200 \
-        --timesteps 3000000 --keep-checkpoints --out /tmp/stage2
-
-The default sim config is config/sim.yaml (randomization and reward weights). Checkpoints are
-written every 100,352 steps with a constant learning rate, so a run stopped at a checkpoint equals
-a shorter run with the same seed; the shipped teacher is the 1,404,928-step one (best return on
-validation seeds 900,000+ among the last five checkpoints; ~50 min at ~470 steps/s on one core).
+The last command ranks the kept checkpoints on validation seeds (900,000+); the chosen one is
+evaluated on the held-out seeds with `--evaluate-only --out DIR` and imported with
+`policy-distill import-teacher --sb3 DIR/ant_teacher_sb3.zip --obs-norm-json ...`. Stages 1-2
+run ~50 min each at ~470 steps/s on one core, stages 3-4 minutes. Checkpoints are written every
+100,352 steps with a constant learning rate, so a run stopped at a checkpoint equals a shorter
+run with the same seed, and a stage re-run with the same seed gives the same weights
+(test/test_train_teacher_script.py). The default sim config is config/sim.yaml (randomization
+and reward weights).
 """
 from __future__ import annotations
 
