@@ -136,7 +136,7 @@ def main() -> int:
     p.add_argument("--medium", type=int, nargs="+", default=[256, 256],
                    help="progressive: the intermediate student's layers")
     p.add_argument("--dagger-rounds", type=int, default=4)
-    p.add_argument("--dagger-episodes", type=int, default=10, help="per round")
+    p.add_argument("--dagger-episodes", type=int, default=20, help="per round")
     p.add_argument("--dagger-epochs", type=int, default=20, help="retraining epochs per round")
     p.add_argument("--dagger-val-episodes", type=int, default=5,
                    help="validation episodes per round (seeds 900000+k) to keep the best round; "
