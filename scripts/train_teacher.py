@@ -21,7 +21,7 @@ config/sim.yaml's Ant-v5 reward (`--sim-set`; evaluation always uses the plain r
     $T --resume /tmp/s1 $SHAPE --timesteps 2809856 --out /tmp/s2      # hops less, walks further
     $T --resume /tmp/s2 $SHAPE --sim-set fall_cost=200 --timesteps 2910208 --out /tmp/s3
     $T --resume /tmp/s3 $SHAPE --sim-set fall_cost=200 --sim-set forward_speed_cap_mps=0.8 \
-        --learning-rate 1e-4 --timesteps STEPS --out /tmp/s4    # no reward for running faster
+        --learning-rate 1e-4 --timesteps 3110912 --out /tmp/s4  # no reward for running faster
     .venv/bin/python scripts/train_teacher.py --out /tmp/s4 --validate-checkpoints 30
 
 The last command ranks the kept checkpoints on validation seeds (900,000+); the chosen one is
@@ -254,9 +254,15 @@ def evaluate_saved(out: Path, eval_episodes: int, seed: int,
 def validate_checkpoints(run: Path, episodes: int, config: SimConfig) -> list[dict]:
     """Every checkpoint kept in run/checkpoints/ on the validation seeds (model selection; the
     held-out seeds stay unseen), most fall-free episodes first, then the longest distance."""
+    kept = run / "checkpoints"
+    directories = sorted((d for d in kept.iterdir() if d.name.isdigit()),
+                         key=lambda d: int(d.name)) if kept.is_dir() else []
+    if not directories:
+        raise SystemExit(f"--validate-checkpoints: no checkpoints in {kept} (train with "
+                         f"--keep-checkpoints --out {run})")
     rows = []
     seeds = validation_seeds(episodes)
-    for directory in sorted((run / "checkpoints").iterdir(), key=lambda d: int(d.name)):
+    for directory in directories:
         r = evaluate(load_teacher(directory)[0], seeds, config, directory.name)
         rows.append({"checkpoint": str(directory), "steps": int(directory.name),
                      "fall_free": episodes - r["terminated_episodes"],

@@ -73,3 +73,11 @@ def test_unknown_sim_override_is_refused(tmp_path):
                           timeout=120)
     assert proc.returncode != 0
     assert "no_such_term" in proc.stderr and "fall_cost" in proc.stderr
+
+
+def test_validating_a_run_without_checkpoints_says_so(tmp_path):
+    proc = subprocess.run([sys.executable, str(SCRIPT), "--validate-checkpoints", "2",
+                           "--out", str(tmp_path)], cwd=REPO, capture_output=True, text=True,
+                          timeout=120)
+    assert proc.returncode != 0
+    assert f"no checkpoints in {tmp_path / 'checkpoints'}" in proc.stderr
