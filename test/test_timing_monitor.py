@@ -137,8 +137,16 @@ def test_killed_student_gets_fallback_then_monitor_recovers(peer, model):
         # the deactivate request fails gracefully: the student is gone
         wait_for_log(mon.node, "could not deactivate", 10)
         assert mon.poll() is None
-        with student(model):
-            wait_for_level(peer, DiagnosticStatus.OK, 20)
+        with student(model) as second:
+            # 40 s: once in ~6 full-suite runs the restarted student was not heard within 20 s
+            # (not reproduced alone, 8/8); Fast DDS forgets a SIGKILLed participant only when
+            # its 20 s lease ends. A failure prints both logs to say which side was silent.
+            try:
+                wait_for_level(peer, DiagnosticStatus.OK, 40)
+            except AssertionError as exc:
+                raise AssertionError(f"{exc}\n--- student log:\n{second.node.read_log()[-1500:]}"
+                                     f"\n--- monitor log:\n{mon.node.read_log()[-1500:]}") \
+                    from None
             time.sleep(0.2)
             count = len(peer.monitor_fallbacks)
             time.sleep(0.5)
