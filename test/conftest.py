@@ -18,6 +18,18 @@ os.environ.setdefault("RMW_IMPLEMENTATION", "rmw_fastrtps_cpp")
 
 import pytest  # noqa: E402  (after the environment above is set)
 
+
+@pytest.fixture()
+def ros_node():
+    """One rclpy context and node for a test that publishes or subscribes itself."""
+    import rclpy
+    rclpy.init()
+    node = rclpy.create_node("test_peer")
+    yield node
+    node.destroy_node()
+    rclpy.try_shutdown()
+
+
 _module_count = 0
 
 
@@ -32,24 +44,3 @@ def ros_domain_per_module():
     os.environ["ROS_DOMAIN_ID"] = str(1 + (os.getpid() + 101 * _module_count) % 200)
     yield
     os.environ["ROS_DOMAIN_ID"] = previous
-
-
-def pytest_collection_modifyitems(config, items):
-    """A test that starts nodes and talks to them over DDS gets one re-run, reported as such in
-    the summary (`R`, "rerun"), the way ROS 2's own CI retries its launch tests: discovery on a
-    loaded 2-core machine occasionally takes longer than a test waits. A test failing twice
-    fails."""
-    for item in items:
-        if item.get_closest_marker("dds") is not None:
-            item.add_marker(pytest.mark.flaky(reruns=1, reruns_delay=2))
-
-
-@pytest.fixture()
-def ros_node():
-    """One rclpy context and node for a test that publishes or subscribes itself."""
-    import rclpy
-    rclpy.init()
-    node = rclpy.create_node("test_peer")
-    yield node
-    node.destroy_node()
-    rclpy.try_shutdown()
