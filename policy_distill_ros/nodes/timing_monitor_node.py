@@ -145,7 +145,9 @@ class TimingMonitorNode(Node):
         self._misses_reported = 0    # deadline misses already summarised on /diagnostics
         self.student_fallbacks = 0   # echoes with frame_id "fallback": the student's own
         self.monitor_fallbacks = 0   # fallback commands published here on a missed deadline
-        self._deactivate_requested = False
+        # True until the first action: a student still starting (its lifecycle service up, no
+        # action yet) must not be deactivated for the misses counted before it began.
+        self._deactivate_requested = True
         self._pending_deactivate = None  # (future, sent_s)
         self._lock = threading.Lock()
         sim_time = bool(self.get_parameter("use_sim_time").value)
