@@ -99,8 +99,10 @@ def test_teacher_json_with_wrong_architecture_names_the_key(tmp_path):
 
 # ------------------------------------------------------------------------------ rsl_rl
 
-def rsl_rl_runner(std_type: str, obs_normalization: bool = True):
-    """A real rsl_rl OnPolicyRunner on a tiny vectorized env, trained 2 iterations."""
+def rsl_rl_runner(std_type: str = "scalar", obs_normalization: bool = True, activation: str = "elu",
+                  **actor_overrides):
+    """A real rsl_rl OnPolicyRunner on a tiny vectorized env, trained 2 iterations.
+    `actor_overrides` change the actor config (e.g. class_name="RNNModel", rnn_type="gru")."""
     from tensordict import TensorDict
     from rsl_rl.env import VecEnv
     from rsl_rl.runners import OnPolicyRunner
@@ -125,9 +127,10 @@ def rsl_rl_runner(std_type: str, obs_normalization: bool = True):
 
     cfg = {
         "algorithm": {"class_name": "PPO"},
-        "actor": {"class_name": "MLPModel", "hidden_dims": [16, 8], "activation": "elu",
+        "actor": {"class_name": "MLPModel", "hidden_dims": [16, 8], "activation": activation,
                   "obs_normalization": obs_normalization,
-                  "distribution_cfg": {"class_name": "GaussianDistribution", "init_std": 0.7, "std_type": std_type}},
+                  "distribution_cfg": {"class_name": "GaussianDistribution", "init_std": 0.7, "std_type": std_type},
+                  **actor_overrides},
         "critic": {"class_name": "MLPModel", "hidden_dims": [16], "activation": "elu",
                    "obs_normalization": obs_normalization},
         "obs_groups": {"actor": ["policy"], "critic": ["policy"]},
@@ -136,7 +139,25 @@ def rsl_rl_runner(std_type: str, obs_normalization: bool = True):
     torch.manual_seed(0)
     runner = OnPolicyRunner(DriftEnv(), cfg, log_dir=None, device="cpu")
     runner.learn(2)
+    runner.test_cfg = cfg
     return runner
+
+
+def save_run(runner, run_dir, iteration: int = 2, agent_yaml: str | None = "from_runner"):
+    """Save like an Isaac Lab run: ``<run>/model_<it>.pt`` and the agent config in
+    ``<run>/params/agent.yaml`` (written with yaml.dump, tuples tagged !!python/tuple as Isaac Lab's
+    dumper does). Returns the checkpoint path."""
+    import yaml
+    run_dir.mkdir(parents=True, exist_ok=True)
+    runner.save(str(run_dir / f"model_{iteration}.pt"))
+    if agent_yaml is not None:
+        (run_dir / "params").mkdir(exist_ok=True)
+        if agent_yaml == "from_runner":
+            cfg = {k: v for k, v in runner.test_cfg.items()}
+            cfg["actor"] = dict(cfg["actor"], hidden_dims=tuple(cfg["actor"]["hidden_dims"]))
+            agent_yaml = yaml.dump(cfg)
+        (run_dir / "params" / "agent.yaml").write_text(agent_yaml)
+    return run_dir / f"model_{iteration}.pt"
 
 
 def rsl_rl_reference(runner, obs: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -153,8 +174,7 @@ def rsl_rl_reference(runner, obs: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 @pytest.mark.parametrize("std_type", ["scalar", "log"])
 def test_rsl_rl_checkpoint_import_reproduces_actions(tmp_path, std_type):
     runner = rsl_rl_runner(std_type)
-    runner.save(str(tmp_path / "model_2.pt"))
-    teacher, normalizer, info = import_rsl_rl(tmp_path / "model_2.pt")
+    teacher, normalizer, info = import_rsl_rl(save_run(runner, tmp_path))
     obs = np.random.default_rng(1).normal(size=(64, 5)) * 4 + 2
     ref_actions, ref_std = rsl_rl_reference(runner, obs)
     assert float(normalizer.count) > 0 and not torch.allclose(normalizer.mean, torch.zeros(5))
@@ -163,6 +183,8 @@ def test_rsl_rl_checkpoint_import_reproduces_actions(tmp_path, std_type):
         std = teacher(normalizer(torch.as_tensor(obs, dtype=torch.float32))).log_std.exp().numpy()
     np.testing.assert_allclose(std, ref_std, rtol=1e-5)
     assert info.info["source"] == "rsl_rl" and info.architecture.hidden_sizes == (16, 8)
+    assert info.info["activation_from"].endswith("params/agent.yaml")
+    assert info.info["self_check"]["max_action_diff"] <= 1e-5 and info.info["self_check"]["observations"] >= 200
     # the imported teacher survives our own format
     save_teacher(teacher, normalizer, tmp_path / "own", info.info)
     again, again_norm, again_info = load_teacher(tmp_path / "own")
@@ -173,7 +195,7 @@ def test_rsl_rl_checkpoint_import_reproduces_actions(tmp_path, std_type):
 def test_rsl_rl_without_normalizer(tmp_path):
     runner = rsl_rl_runner("scalar", obs_normalization=False)
     runner.save(str(tmp_path / "model.pt"))
-    teacher, normalizer, _ = import_rsl_rl(tmp_path / "model.pt")
+    teacher, normalizer, _ = import_rsl_rl(tmp_path / "model.pt", activation="elu")
     assert normalizer is None
     obs = np.random.default_rng(2).normal(size=(16, 5))
     np.testing.assert_allclose(act(teacher, None, obs), rsl_rl_reference(runner, obs)[0], atol=ATOL, rtol=0)
@@ -196,7 +218,7 @@ def test_legacy_actor_critic_layout_is_imported(tmp_path, normalizer_location):
     else:
         legacy["obs_norm_state_dict"] = norm
     torch.save(legacy, tmp_path / "legacy.pt")
-    teacher, normalizer, info = import_rsl_rl(tmp_path / "legacy.pt")
+    teacher, normalizer, info = import_rsl_rl(tmp_path / "legacy.pt", activation="elu")
     assert info.info["layout"] == "ActorCritic model_state_dict"
     obs = np.random.default_rng(3).normal(size=(32, 5)) * 4
     np.testing.assert_allclose(act(teacher, normalizer, obs), rsl_rl_reference(runner, obs)[0], atol=ATOL, rtol=0)
@@ -211,8 +233,9 @@ class Payload:
 
 def test_checkpoint_with_arbitrary_objects_is_refused(tmp_path):
     torch.save({"actor_state_dict": {}, "infos": Payload()}, tmp_path / "evil.pt")
-    with pytest.raises(TeacherImportError, match="refusing to unpickle"):
+    with pytest.raises(TeacherImportError, match="Payload.*refusing to unpickle") as refused:
         import_rsl_rl(tmp_path / "evil.pt")
+    assert "weights_only" not in str(refused.value) and str(tmp_path / "evil.pt") in str(refused.value)
     torch.save({"something": torch.zeros(1)}, tmp_path / "other.pt")
     with pytest.raises(TeacherImportError, match="actor_state_dict"):
         import_rsl_rl(tmp_path / "other.pt")

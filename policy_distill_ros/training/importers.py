@@ -1,16 +1,23 @@
 """Import teachers trained elsewhere: rsl_rl / Isaac Lab checkpoints and Stable-Baselines3 zips.
 
 Each importer returns ``(TeacherPolicy, EmpiricalNormalizer | None, TeacherInfo)`` that reproduces
-the original library's deterministic action on the same raw observation; ``save_teacher`` then
-stores it in our own format. Nothing is unpickled beyond tensors:
+the source library's deterministic action on the same raw observation; ``save_teacher`` then
+stores it in our own format. Exact or refused: every import ends with a self-check against the
+source library's own policy class (``import_selfcheck.py``), a non-finite tensor is refused by
+name, and anything the importer does not understand (a recurrent or convolutional actor, an
+unknown key, an activation nobody recorded) is refused rather than guessed. Nothing is unpickled
+beyond tensors:
 
 - rsl_rl: ``torch.load(weights_only=True)``. Both layouts are read: rsl-rl-lib >= 4
   (``actor_state_dict``: ``mlp.N.*``, ``distribution.std_param|log_std_param``,
-  ``obs_normalizer._mean/_var/_std/count``) and the older ActorCritic one used by Isaac Lab
-  (``model_state_dict``: ``actor.N.*``, ``std|log_std``, normalizer in ``actor_obs_normalizer.*`` or
-  a top-level ``obs_norm_state_dict``). Activations are not saved in these checkpoints: pass
-  ``activation`` (rsl_rl's default is ``"elu"``). Layer widths come from the weights. The rsl_rl
-  normalizer is ``(x - mean) / (std + 1e-2)``, imported exactly (``eps_placement="std"``).
+  ``obs_normalizer._mean/_var/_std/count``) and the older ActorCritic one used by Isaac Lab with
+  rsl_rl 2.x / 3.x (``model_state_dict``: ``actor.N.*``, ``std|log_std``, normalizer in
+  ``actor_obs_normalizer.*`` or a top-level ``obs_norm_state_dict``). Recurrent actors (``rnn.*``,
+  ``memory_a.*``) are refused: the teacher format and the trainer evaluate the teacher one
+  observation at a time, without memory. The activation is not saved in these checkpoints: it is
+  read from the run's ``params/agent.yaml`` beside the checkpoint (``rsl_rl_config.py``), which must
+  also agree with the layer widths, or given explicitly; with neither the import is refused. The
+  rsl_rl normalizer is ``(x - mean) / (std + 1e-2)``, imported exactly (``eps_placement="std"``).
 - Stable-Baselines3 (PPO / A2C ``MlpPolicy`` with a Gaussian head, SAC ``MlpPolicy``): the zip's
   ``policy.pth`` is a plain state dict (``weights_only=True``); ``data`` is JSON, whose
   ``policy_kwargs`` carries readable ``net_arch`` and ``activation_fn`` (as ``"<class '...ReLU'>"``)
@@ -18,12 +25,13 @@ stores it in our own format. Nothing is unpickled beyond tensors:
   with ``squash_output=True``. SB3's ``predict`` additionally maps actions to the env's bounds
   (PPO: clip to [low, high]; SAC: rescale [-1, 1] -> [low, high]); that belongs to the action
   spec, so the bounds and the rule are returned in ``info`` (``action_low``, ``action_high``,
-  ``sb3_action_postprocess``) instead of being baked into the network.
+  ``sb3_action_postprocess``) and checked against the spec by ``policy-distill import-teacher``.
 - SB3 ``VecNormalize`` statistics (``vec_normalize.save(path)`` writes a pickle of the wrapper):
   read with a restricted unpickler that only materialises numpy arrays/dtypes and replaces the
   SB3/Gymnasium classes by inert records; any other global in the file is refused before it can
-  run. The normalizer is ``clip((x - mean) / sqrt(var + eps), -clip_obs, clip_obs)``, imported
-  with ``eps_placement="var"``.
+  run. The same statistics as JSON (``{mean, var, epsilon, clip_obs}``, scripts/train_teacher.py)
+  are accepted too. The normalizer is ``clip((x - mean) / sqrt(var + eps), -clip_obs, clip_obs)``,
+  imported with ``eps_placement="var"``.
 """
 
 from __future__ import annotations
@@ -35,13 +43,24 @@ import os
 import pickle
 import re
 import zipfile
+import zlib
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 import torch
 
+from .import_selfcheck import (
+    Reference,
+    SelfCheckError,
+    compare,
+    probe_observations,
+    rsl_rl_reference,
+    sb3_reference,
+)
 from .networks import ACTIVATIONS, TeacherConfig, TeacherPolicy
 from .normalizer import EmpiricalNormalizer, NormalizerConfig
+from .rsl_rl_config import AGENT_CONFIG_RELPATH, find_agent_config, read_actor_config
 from .teacher_io import TeacherInfo, teacher_hash
 
 RSL_RL_NORMALIZER_EPS = 1e-2
@@ -60,17 +79,52 @@ class TeacherImportError(ValueError):
     """A checkpoint cannot be imported; the message names the file and what is wrong."""
 
 
+def _first_sentence(text: str, limit: int = 160) -> str:
+    text = " ".join(str(text).split())
+    return (text.split(". ")[0] or text)[:limit]
+
+
 def _safe_torch_load(source, where: str) -> dict:
+    if isinstance(source, (str, os.PathLike)) and Path(source).is_file() and Path(source).stat().st_size == 0:
+        raise TeacherImportError(f"{where}: empty file (0 bytes), not a torch checkpoint")
     try:
         loaded = torch.load(source, map_location="cpu", weights_only=True)
+    except FileNotFoundError:
+        raise TeacherImportError(f"{where}: no such file") from None
+    except OSError as exc:
+        raise TeacherImportError(f"{where}: cannot read ({exc.strerror or exc})") from None
     except pickle.UnpicklingError as exc:
-        raise TeacherImportError(f"{where}: holds more than tensors and plain containers, refusing to unpickle "
-                                 f"it (weights_only=True failed: {str(exc).splitlines()[0]})") from None
-    except (RuntimeError, EOFError, zipfile.BadZipFile) as exc:
-        raise TeacherImportError(f"{where}: not a readable torch checkpoint ({exc})") from None
+        # torch's own message advises loading with weights_only=False: never repeat that.
+        found = re.search(r"GLOBAL ([\w.]+)", str(exc))
+        if found:
+            raise TeacherImportError(f"{where}: holds a Python object ({found.group(1)}), not only tensors and "
+                                     f"plain containers; refusing to unpickle it") from None
+        raise TeacherImportError(f"{where}: not a torch checkpoint (no torch zip archive, and not a "
+                                 f"tensor-only pickle)") from None
+    except (RuntimeError, EOFError, ValueError, zipfile.BadZipFile) as exc:
+        reason = _first_sentence(exc) or type(exc).__name__
+        raise TeacherImportError(f"{where}: not a readable torch checkpoint, truncated or corrupt "
+                                 f"({reason})") from None
     if not isinstance(loaded, dict):
         raise TeacherImportError(f"{where}: expected a dict of tensors, got {type(loaded).__name__}")
     return loaded
+
+
+def _tensor_dict(value, where: str, what: str) -> dict[str, torch.Tensor]:
+    if not isinstance(value, dict):
+        raise TeacherImportError(f"{where}: {what} is a {type(value).__name__}, expected a dict of tensors")
+    for key, tensor in value.items():
+        if not isinstance(tensor, torch.Tensor):
+            raise TeacherImportError(f"{where}: {what}[{key!r}] is a {type(tensor).__name__}, not a tensor")
+    return value
+
+
+def _refuse_non_finite(tensors: dict[str, torch.Tensor], where: str, what: str = "") -> None:
+    for name, tensor in tensors.items():
+        if tensor.is_floating_point() and not bool(torch.isfinite(tensor).all()):
+            bad = int((~torch.isfinite(tensor)).sum())
+            raise TeacherImportError(f"{where}: tensor {what}{name} holds {bad} NaN/Inf value(s) of "
+                                     f"{tensor.numel()}; refusing a teacher that would command NaN")
 
 
 def _linear_stack(state: dict[str, torch.Tensor], prefix: str, where: str) -> list[tuple[torch.Tensor, torch.Tensor]]:
@@ -109,88 +163,186 @@ def _check_activation(activation: str, where: str) -> str:
     return activation
 
 
-def _finish(teacher: TeacherPolicy, normalizer: EmpiricalNormalizer | None, info: dict, path: Path
+def _finish(teacher: TeacherPolicy, normalizer: EmpiricalNormalizer | None, info: dict, path: Path,
+            make_reference: Callable[[], Reference]
             ) -> tuple[TeacherPolicy, EmpiricalNormalizer | None, TeacherInfo]:
+    """Freeze, refuse non-finite modules, then the self-check against the source library."""
     teacher.eval()
     teacher.requires_grad_(False)
     if normalizer is not None:
         normalizer.freeze().eval()
+        _refuse_non_finite(dict(normalizer.named_buffers()), str(path), "normalizer.")
+    _refuse_non_finite(dict(teacher.named_parameters()), str(path), "policy.")
+    try:
+        reference = make_reference()
+        info["self_check"] = compare(str(path), reference.name, reference, teacher, normalizer,
+                                     _probe_for(normalizer, teacher.config.obs_size))
+    except SelfCheckError as exc:
+        raise TeacherImportError(str(exc)) from None
     return teacher, normalizer, TeacherInfo(sha256=teacher_hash(teacher, normalizer), architecture=teacher.config,
                                             normalizer=normalizer.config if normalizer else None, info=info,
                                             path=str(path))
 
 
+def _probe_for(normalizer: EmpiricalNormalizer | None, obs_size: int) -> np.ndarray:
+    if normalizer is None:
+        return probe_observations(obs_size, None, None, None)
+    return probe_observations(obs_size, normalizer.mean.double().numpy(), normalizer.var.double().sqrt().numpy(),
+                              normalizer.config.clip)
+
+
 # ------------------------------------------------------------------------------------------ rsl_rl
 
-def _rsl_rl_normalizer(state: dict[str, torch.Tensor], prefix: str, size: int, where: str
-                       ) -> EmpiricalNormalizer | None:
-    if f"{prefix}_mean" not in state:
+_RSL_RL_LAYOUTS = {
+    # checkpoint key: (layout name, recurrent-memory prefix, known prefixes, known exact keys)
+    "actor_state_dict": ("rsl_rl>=4 actor_state_dict", "rnn.",
+                         ("mlp.", "obs_normalizer."), ("distribution.std_param", "distribution.log_std_param")),
+    "model_state_dict": ("ActorCritic model_state_dict", "memory_a.",
+                         ("actor.", "critic.", "actor_obs_normalizer.", "critic_obs_normalizer.", "memory_c."),
+                         ("std", "log_std")),
+}
+
+
+def _refuse_recurrent(state: dict[str, torch.Tensor], prefix: str, where: str) -> None:
+    w_hh = next((v for k, v in state.items() if k.startswith(prefix) and k.endswith("weight_hh_l0")), None)
+    if w_hh is None and not any(k.startswith(prefix) for k in state):
+        return
+    kind, size = "RNN", "?"
+    if w_hh is not None and w_hh.dim() == 2 and w_hh.shape[1] > 0:
+        size = int(w_hh.shape[1])
+        kind = {4: "LSTM", 3: "GRU"}.get(int(w_hh.shape[0]) // size, "RNN")
+    layers = sum(1 for k in state if k.startswith(prefix) and re.search(r"weight_ih_l\d+$", k))
+    raise TeacherImportError(
+        f"{where}: recurrent actor ({kind}, {size} units x {layers} layer(s), tensors '{prefix}*'): recurrent "
+        f"teachers are not supported - the teacher node and the trainer evaluate the teacher one observation at "
+        f"a time without memory, so its actions would differ from rsl_rl's act_inference; use an MLP actor")
+
+
+def _refuse_unknown(state: dict[str, torch.Tensor], prefixes: tuple[str, ...], exact: tuple[str, ...],
+                    where: str, what: str) -> None:
+    unknown = sorted(k for k in state if k not in exact and not k.startswith(prefixes))
+    if unknown:
+        shown = ", ".join(unknown[:4]) + (f" (+{len(unknown) - 4} more)" if len(unknown) > 4 else "")
+        raise TeacherImportError(f"{where}: {what} has tensors an MLP Gaussian actor does not have ({shown}): "
+                                 f"a CNN or custom actor is not supported")
+
+
+def _rsl_rl_actor(ckpt: dict, where: str) -> tuple[str, dict[str, torch.Tensor]]:
+    """The actor's tensors under rsl-rl-lib >= 4 names, whatever the checkpoint's layout."""
+    key = next((k for k in _RSL_RL_LAYOUTS if k in ckpt), None)
+    if key is None:
+        raise TeacherImportError(f"{where}: neither 'actor_state_dict' (rsl-rl-lib >= 4) nor 'model_state_dict' "
+                                 f"(ActorCritic) found; keys: {sorted(map(str, ckpt))[:8]}")
+    layout, memory, prefixes, exact = _RSL_RL_LAYOUTS[key]
+    state = _tensor_dict(ckpt[key], where, key)
+    _refuse_recurrent(state, memory, where)
+    _refuse_unknown(state, prefixes, exact, where, key)
+    if key == "actor_state_dict":
+        return layout, dict(state)
+    actor = {"mlp." + k[len("actor."):]: v for k, v in state.items() if k.startswith("actor.")}
+    for old, new in (("std", "distribution.std_param"), ("log_std", "distribution.log_std_param")):
+        if old in state:
+            actor[new] = state[old]
+    norm = {k[len("actor_obs_normalizer."):]: v for k, v in state.items() if k.startswith("actor_obs_normalizer.")}
+    if not norm and ckpt.get("obs_norm_state_dict") is not None:
+        norm = _tensor_dict(ckpt["obs_norm_state_dict"], where, "obs_norm_state_dict")
+    actor.update({"obs_normalizer." + k: v for k, v in norm.items()})
+    return layout, actor
+
+
+def _rsl_rl_activation(path: Path, activation: str | None, agent_config: str | os.PathLike | None,
+                       hidden_sizes: tuple[int, ...], where: str) -> tuple[str, str]:
+    """(activation, where it came from): the run's agent config when present, else the caller's."""
+    config_path = Path(agent_config) if agent_config is not None else find_agent_config(path)
+    if config_path is None:
+        if activation is None:
+            raise TeacherImportError(
+                f"{where}: rsl_rl checkpoints do not record the actor's activation and there is no "
+                f"{AGENT_CONFIG_RELPATH} beside it; give --activation (rsl_rl's default is elu) or --agent-config")
+        return activation, "--activation"
+    try:
+        config = read_actor_config(config_path)
+    except ValueError as exc:
+        raise TeacherImportError(str(exc)) from None
+    if config.recurrent:
+        raise TeacherImportError(f"{config_path}: describes a recurrent actor ({config.class_name}, "
+                                 f"{config.recurrent}) but {where} holds an MLP: not this run's config")
+    if config.hidden_dims is not None and config.hidden_dims != hidden_sizes:
+        raise TeacherImportError(f"{config_path}: actor hidden dims {list(config.hidden_dims)}, but {where} has "
+                                 f"{list(hidden_sizes)}: not this run's config")
+    if config.activation is None:
+        if activation is None:
+            raise TeacherImportError(f"{config_path}: no actor activation; give --activation")
+        return activation, "--activation"
+    _check_activation(config.activation, str(config_path))
+    if activation is not None and activation != config.activation:
+        raise TeacherImportError(f"{where}: --activation {activation} contradicts {config_path} "
+                                 f"(activation: {config.activation})")
+    return config.activation, str(config_path)
+
+
+def _rsl_rl_normalizer(actor: dict[str, torch.Tensor], size: int, where: str) -> EmpiricalNormalizer | None:
+    mean, std, var = (actor.get(f"obs_normalizer.{k}") for k in ("_mean", "_std", "_var"))
+    if mean is None:
         return None
-    mean = state[f"{prefix}_mean"].reshape(-1)
-    std = state.get(f"{prefix}_std")
-    var = std.reshape(-1).square() if std is not None else state[f"{prefix}_var"].reshape(-1)
-    if mean.numel() != size:
-        raise TeacherImportError(f"{where}: normalizer has {mean.numel()} entries, actor input is {size}")
+    if std is None and var is None:
+        raise TeacherImportError(f"{where}: observation normalizer has _mean but neither _std nor _var")
+    var = std.reshape(-1).double().square() if std is not None else var.reshape(-1).double()
+    if mean.numel() != size or var.numel() != size:
+        raise TeacherImportError(f"{where}: observation normalizer has {mean.numel()} entries, actor input "
+                                 f"is {size}")
     normalizer = EmpiricalNormalizer(NormalizerConfig(size=size, eps=RSL_RL_NORMALIZER_EPS, eps_placement="std"))
-    count = state.get(f"{prefix}count", torch.tensor(0))
-    normalizer.set_statistics(mean, var, float(count))
+    count = actor.get("obs_normalizer.count", torch.tensor(0))
+    normalizer.set_statistics(mean.reshape(-1), var, float(count))
     return normalizer
 
 
-def import_rsl_rl(path: str | os.PathLike, activation: str = "elu"
+def import_rsl_rl(path: str | os.PathLike, activation: str | None = None,
+                  agent_config: str | os.PathLike | None = None
                   ) -> tuple[TeacherPolicy, EmpiricalNormalizer | None, TeacherInfo]:
-    """Import the actor (and its observation normalizer) of an rsl_rl / Isaac Lab checkpoint."""
+    """Import the actor (and its observation normalizer) of an rsl_rl / Isaac Lab checkpoint.
+
+    The activation comes from ``agent_config`` (default: ``params/agent.yaml`` beside the
+    checkpoint) or, without one, from ``activation``; with neither the import is refused.
+    """
     path = Path(path)
     where = str(path)
-    activation = _check_activation(activation, where)
+    if activation is not None:
+        _check_activation(activation, where)
     ckpt = _safe_torch_load(path, where)
-    if "actor_state_dict" in ckpt:
-        state = ckpt["actor_state_dict"]
-        layout = "rsl_rl>=4 actor_state_dict"
-        layers = _linear_stack(state, "mlp.", where)
-        std_param = state.get("distribution.std_param")
-        log_std_param = state.get("distribution.log_std_param")
-        normalizer_prefix = "obs_normalizer."
-        top_norm = None
-    elif "model_state_dict" in ckpt:
-        state = ckpt["model_state_dict"]
-        layout = "ActorCritic model_state_dict"
-        layers = _linear_stack(state, "actor.", where)
-        std_param = state.get("std")
-        log_std_param = state.get("log_std")
-        normalizer_prefix = "actor_obs_normalizer."
-        top_norm = ckpt.get("obs_norm_state_dict")
-    else:
-        raise TeacherImportError(f"{where}: neither 'actor_state_dict' (rsl-rl-lib >= 4) nor 'model_state_dict' "
-                                 f"(ActorCritic) found; keys: {sorted(ckpt)}")
+    layout, actor = _rsl_rl_actor(ckpt, where)
+    _refuse_non_finite(actor, where)
+    std_param, log_std_param = actor.get("distribution.std_param"), actor.get("distribution.log_std_param")
     if std_param is None and log_std_param is None:
         raise TeacherImportError(f"{where}: no state-independent std parameter: only Gaussian actors with a "
                                  f"learned std are supported (not heteroscedastic or Beta distributions)")
+    layers = _linear_stack(actor, "mlp.", where)
     hidden, head = layers[:-1], layers[-1]
     if not hidden:
         raise TeacherImportError(f"{where}: actor has no hidden layer")
-    obs_size = hidden[0][0].shape[1]
-    action_size = head[0].shape[0]
+    obs_size, action_size = hidden[0][0].shape[1], head[0].shape[0]
+    hidden_sizes = tuple(int(w.shape[0]) for w, _ in hidden)
+    activation, activation_source = _rsl_rl_activation(path, activation, agent_config, hidden_sizes, where)
     if std_param is not None:
         log_std = torch.log(std_param.float().clamp(*RSL_RL_STD_RANGE))
     else:
         log_std = log_std_param.float().clamp(math.log(RSL_RL_STD_RANGE[0]), math.log(RSL_RL_STD_RANGE[1]))
     if log_std.numel() != action_size:
         raise TeacherImportError(f"{where}: std has {log_std.numel()} entries, actor outputs {action_size}")
-    info = {"source": "rsl_rl", "layout": layout, "checkpoint": path.name, "iteration": ckpt.get("iter"),
-            "activation_assumed": activation}
-    config = TeacherConfig(obs_size=obs_size, action_size=action_size,
-                           hidden_sizes=tuple(w.shape[0] for w, _ in hidden), activation=activation,
-                           std_mode="parameter", log_std_min=math.log(RSL_RL_STD_RANGE[0]),
+    iteration = ckpt.get("iter") if isinstance(ckpt.get("iter"), int) else None
+    info = {"source": "rsl_rl", "layout": layout, "checkpoint": path.name, "iteration": iteration,
+            "activation": activation, "activation_from": activation_source}
+    config = TeacherConfig(obs_size=obs_size, action_size=action_size, hidden_sizes=hidden_sizes,
+                           activation=activation, std_mode="parameter", log_std_min=math.log(RSL_RL_STD_RANGE[0]),
                            log_std_max=math.log(RSL_RL_STD_RANGE[1]), extra={"source": "rsl_rl"})
     teacher = TeacherPolicy(config)
     _fill_trunk(teacher, hidden, head)
     with torch.no_grad():
-        teacher.log_std.copy_(log_std)
-    normalizer = _rsl_rl_normalizer(state, normalizer_prefix, obs_size, where)
-    if normalizer is None and isinstance(top_norm, dict):
-        normalizer = _rsl_rl_normalizer(top_norm, "", obs_size, where)
-    return _finish(teacher, normalizer, info, path)
+        teacher.log_std.copy_(log_std.reshape(-1))
+    normalizer = _rsl_rl_normalizer(actor, obs_size, where)
+    std_type = "scalar" if std_param is not None else "log"
+    return _finish(teacher, normalizer, info, path, lambda: rsl_rl_reference(
+        actor, obs_size, action_size, hidden_sizes, activation, std_type, where))
 
 
 # ------------------------------------------------------------------------------ Stable-Baselines3
@@ -224,25 +376,61 @@ def _sb3_space(data: dict, key: str, where: str) -> dict:
     return space
 
 
-def import_sb3(path: str | os.PathLike, vecnormalize_path: str | os.PathLike | None = None
-               ) -> tuple[TeacherPolicy, EmpiricalNormalizer | None, TeacherInfo]:
-    """Import the actor of a Stable-Baselines3 PPO / A2C / SAC ``MlpPolicy`` zip (continuous actions)."""
-    path = Path(path)
-    where = str(path)
+def _sb3_bounds(act_space: dict, action_size: int, where: str) -> tuple[list[float], list[float]]:
+    low, high = _parse_array_repr(act_space.get("low")), _parse_array_repr(act_space.get("high"))
+    if low is None or high is None:
+        raise TeacherImportError(f"{where}: cannot read action_space low/high from 'data' "
+                                 f"({act_space.get('low')!r}, {act_space.get('high')!r})")
+    if len(low) == 1 and action_size > 1:
+        low, high = low * action_size, high * action_size
+    if len(low) != action_size or len(high) != action_size:
+        raise TeacherImportError(f"{where}: action_space bounds have {len(low)} entries, the actor outputs "
+                                 f"{action_size}")
+    return low, high
+
+
+def _read_sb3_zip(path: Path, where: str) -> tuple[dict, dict[str, torch.Tensor], str | None]:
     try:
         with zipfile.ZipFile(path) as archive:
             names = set(archive.namelist())
             if "policy.pth" not in names or "data" not in names:
-                raise TeacherImportError(f"{where}: not an SB3 model zip (needs 'data' and 'policy.pth', has "
-                                         f"{sorted(names)})")
-            data = json.loads(archive.read("data"))
+                raise TeacherImportError(f"{where}: not an SB3 model zip (no 'data' and 'policy.pth' entries among "
+                                         f"its {len(names)}; truncated, or another kind of archive)")
+            raw_data = archive.read("data")
             state = _safe_torch_load(io.BytesIO(archive.read("policy.pth")), f"{where}:policy.pth")
-            version = archive.read("_stable_baselines3_version").decode().strip() \
+            version = archive.read("_stable_baselines3_version").decode(errors="replace").strip() \
                 if "_stable_baselines3_version" in names else None
-    except zipfile.BadZipFile as exc:
-        raise TeacherImportError(f"{where}: not a zip file ({exc})") from None
-    except json.JSONDecodeError as exc:
-        raise TeacherImportError(f"{where}: 'data' is not JSON ({exc})") from None
+    except FileNotFoundError:
+        raise TeacherImportError(f"{where}: no such file") from None
+    except IsADirectoryError:
+        raise TeacherImportError(f"{where}: is a directory, expected an SB3 .zip") from None
+    except (zipfile.BadZipFile, zlib.error, EOFError) as exc:
+        raise TeacherImportError(f"{where}: not a zip file, or a truncated/corrupt one ({_first_sentence(exc)})") from None
+    try:
+        data = json.loads(raw_data)
+    except (UnicodeDecodeError, json.JSONDecodeError):
+        raise TeacherImportError(f"{where}: its 'data' entry is not JSON (not an SB3 model zip, or a corrupt "
+                                 f"one)") from None
+    if not isinstance(data, dict):
+        raise TeacherImportError(f"{where}: its 'data' entry is a JSON {type(data).__name__}, expected an object")
+    return data, _tensor_dict(state, f"{where}:policy.pth", "policy.pth"), version
+
+
+def _require(state: dict[str, torch.Tensor], keys: tuple[str, ...], where: str, what: str) -> None:
+    missing = [k for k in keys if k not in state]
+    if missing:
+        raise TeacherImportError(f"{where}: {what} without {', '.join(missing)} in policy.pth")
+
+
+def import_sb3(path: str | os.PathLike, vecnormalize_path: str | os.PathLike | None = None
+               ) -> tuple[TeacherPolicy, EmpiricalNormalizer | None, TeacherInfo]:
+    """Import the actor of a Stable-Baselines3 PPO / A2C / SAC ``MlpPolicy`` zip (continuous actions).
+
+    ``vecnormalize_path``: a ``VecNormalize.save()`` pickle, or the same statistics as ``.json``.
+    """
+    path = Path(path)
+    where = str(path)
+    data, state, version = _read_sb3_zip(path, where)
     policy_kwargs = data.get("policy_kwargs") or {}
     if not isinstance(policy_kwargs, dict):
         raise TeacherImportError(f"{where}: policy_kwargs is not readable JSON")
@@ -252,10 +440,12 @@ def import_sb3(path: str | os.PathLike, vecnormalize_path: str | os.PathLike | N
     if extractor_keys:
         raise TeacherImportError(f"{where}: custom features extractor with parameters ({extractor_keys[0]}...) "
                                  f"is not supported; only MlpPolicy (Flatten extractor)")
+    _refuse_non_finite(state, where, "policy.pth:")
     obs_space = _sb3_space(data, "observation_space", where)
     act_space = _sb3_space(data, "action_space", where)
     if "actor.mu.weight" in state:
         algo = "sac"
+        _require(state, ("actor.mu.bias", "actor.log_std.weight", "actor.log_std.bias"), where, "SAC actor")
         hidden = _linear_stack(state, "actor.latent_pi.", where)
         mean_head = (state["actor.mu.weight"].float(), state["actor.mu.bias"].float())
         log_std_head = (state["actor.log_std.weight"].float(), state["actor.log_std.bias"].float())
@@ -267,21 +457,26 @@ def import_sb3(path: str | os.PathLike, vecnormalize_path: str | os.PathLike | N
             raise TeacherImportError(f"{where}: action_net without log_std: discrete or non-Gaussian action "
                                      f"distributions are not supported")
         algo = "ppo_a2c"
+        _require(state, ("action_net.bias",), where, "PPO/A2C actor")
         hidden = _linear_stack(state, "mlp_extractor.policy_net.", where)
         mean_head = (state["action_net.weight"].float(), state["action_net.bias"].float())
         log_std_head = None
         activation = _sb3_activation(policy_kwargs, "tanh", where)
         std_mode, squash, log_std_range = "parameter", False, SB3_PPO_LOG_STD_RANGE
         postprocess = "clip"
+    elif "actor.mu.0.weight" in state:
+        raise TeacherImportError(f"{where}: a TD3/DDPG deterministic actor: not supported (the teacher must be a "
+                                 f"Gaussian policy: PPO/A2C or SAC MlpPolicy)")
     else:
         raise TeacherImportError(f"{where}: unrecognised SB3 policy (no actor.mu or action_net); supported: "
                                  f"PPO/A2C and SAC MlpPolicy")
-    obs_size = hidden[0][0].shape[1]
-    action_size = mean_head[0].shape[0]
+    obs_size = int(hidden[0][0].shape[1])
+    action_size = int(mean_head[0].shape[0])
     shape = obs_space.get("_shape")
     if shape is not None and int(np.prod(shape)) != obs_size:
         raise TeacherImportError(f"{where}: observation_space shape {shape} does not match the first layer "
                                  f"input {obs_size}")
+    low, high = _sb3_bounds(act_space, action_size, where)
     config = TeacherConfig(obs_size=obs_size, action_size=action_size,
                            hidden_sizes=tuple(w.shape[0] for w, _ in hidden), activation=activation,
                            std_mode=std_mode, log_std_min=log_std_range[0], log_std_max=log_std_range[1],
@@ -293,17 +488,18 @@ def import_sb3(path: str | os.PathLike, vecnormalize_path: str | os.PathLike | N
             teacher.log_std_head.weight.copy_(log_std_head[0])
             teacher.log_std_head.bias.copy_(log_std_head[1])
         else:
-            teacher.log_std.copy_(state["log_std"].float())
+            teacher.log_std.copy_(state["log_std"].float().reshape(-1))
     info = {"source": "stable_baselines3", "algorithm": algo, "checkpoint": path.name, "sb3_version": version,
-            "activation": activation, "action_low": _parse_array_repr(act_space.get("low")),
-            "action_high": _parse_array_repr(act_space.get("high")), "sb3_action_postprocess": postprocess,
+            "activation": activation, "action_low": low, "action_high": high, "sb3_action_postprocess": postprocess,
             "num_timesteps": data.get("num_timesteps")}
-    normalizer = None
+    normalizer, stats = None, None
     if vecnormalize_path is not None:
-        normalizer = load_vecnormalize(vecnormalize_path, obs_size)
+        stats = read_normalizer_stats(vecnormalize_path)
+        if stats is not None:
+            normalizer = _stats_normalizer(stats, Path(vecnormalize_path), obs_size)
         info["vecnormalize"] = Path(vecnormalize_path).name
-    return _finish(teacher, normalizer, info, path)
-
+    return _finish(teacher, normalizer, info, path, lambda: sb3_reference(
+        algo, state, obs_size, low, high, activation, stats, where))
 
 # ------------------------------------------------------------- SB3 VecNormalize (restricted unpickling)
 
@@ -355,15 +551,28 @@ def _reconstruct_inert(cls, base, state):
     raise pickle.UnpicklingError(f"copyreg reconstruction of {cls!r} is not allowed")
 
 
-def load_vecnormalize(path: str | os.PathLike, obs_size: int | None = None) -> EmpiricalNormalizer | None:
-    """Observation statistics of a saved SB3 ``VecNormalize``; None if it did not normalize observations."""
-    path = Path(path)
+def _numeric(value, where: Path, name: str) -> np.ndarray:
+    try:
+        array = np.asarray(value, dtype=np.float64).reshape(-1)
+    except (TypeError, ValueError):
+        raise TeacherImportError(f"{where}: {name} is not a numeric array ({type(value).__name__})") from None
+    if not np.isfinite(array).all():
+        raise TeacherImportError(f"{where}: {name} holds {int((~np.isfinite(array)).sum())} NaN/Inf value(s) of "
+                                 f"{array.size}; refusing statistics that would turn observations into NaN")
+    return array
+
+
+def _vecnormalize_stats(path: Path) -> dict | None:
     try:
         with open(path, "rb") as f:
             root = _RestrictedUnpickler(f).load()
-    except (pickle.UnpicklingError, EOFError, AttributeError, ImportError, TypeError, ValueError) as exc:
-        raise TeacherImportError(f"{path}: refused or unreadable VecNormalize file ({exc})") from None
-    if not isinstance(root, _InertRecord) or type(root).__name__ != "VecNormalize":
+    except OSError as exc:
+        raise TeacherImportError(f"{path}: cannot read ({exc.strerror or exc})") from None
+    except (pickle.UnpicklingError, EOFError, AttributeError, ImportError, TypeError, ValueError, KeyError,
+            IndexError, MemoryError) as exc:
+        raise TeacherImportError(f"{path}: refused or unreadable VecNormalize file "
+                                 f"({_first_sentence(exc) or type(exc).__name__})") from None
+    if not isinstance(root, _InertRecord) or type(root).__name__ != "VecNormalize" or not isinstance(root.state, dict):
         raise TeacherImportError(f"{path}: not a VecNormalize pickle")
     state = root.state
     if not state.get("norm_obs", True):
@@ -371,15 +580,64 @@ def load_vecnormalize(path: str | os.PathLike, obs_size: int | None = None) -> E
     if state.get("norm_obs_keys"):
         raise TeacherImportError(f"{path}: dict-observation VecNormalize (norm_obs_keys) is not supported")
     rms = state.get("obs_rms")
-    if not isinstance(rms, _InertRecord):
+    if not isinstance(rms, _InertRecord) or not isinstance(rms.state, dict):
         raise TeacherImportError(f"{path}: no obs_rms statistics")
-    mean = np.asarray(rms.state["mean"], dtype=np.float64).reshape(-1)
-    var = np.asarray(rms.state["var"], dtype=np.float64).reshape(-1)
-    if obs_size is not None and mean.size != obs_size:
-        raise TeacherImportError(f"{path}: statistics for {mean.size} observations, policy takes {obs_size}")
-    clip_obs = state.get("clip_obs")
-    normalizer = EmpiricalNormalizer(NormalizerConfig(size=int(mean.size), eps=float(state.get("epsilon", 1e-8)),
-                                                      eps_placement="var",
-                                                      clip=float(clip_obs) if clip_obs else None))
-    normalizer.set_statistics(torch.from_numpy(mean), torch.from_numpy(var), float(rms.state.get("count", 0.0)))
+    missing = [k for k in ("mean", "var") if k not in rms.state]
+    if missing:
+        raise TeacherImportError(f"{path}: obs_rms has no {' or '.join(missing)}")
+    return {"mean": rms.state["mean"], "var": rms.state["var"], "count": rms.state.get("count", 0.0),
+            "epsilon": state.get("epsilon", 1e-8), "clip_obs": state.get("clip_obs")}
+
+
+def _json_stats(path: Path) -> dict:
+    try:
+        d = json.loads(path.read_text())
+    except OSError as exc:
+        raise TeacherImportError(f"{path}: cannot read ({exc.strerror or exc})") from None
+    except (UnicodeDecodeError, json.JSONDecodeError):
+        raise TeacherImportError(f"{path}: not JSON (expected {{mean, var, epsilon, clip_obs}})") from None
+    if not isinstance(d, dict) or "mean" not in d or "var" not in d:
+        raise TeacherImportError(f"{path}: expected a JSON object with 'mean' and 'var' (and epsilon, clip_obs)")
+    return {"mean": d["mean"], "var": d["var"], "count": d.get("count", 0.0), "epsilon": d.get("epsilon", 1e-8),
+            "clip_obs": d.get("clip_obs")}
+
+
+def read_normalizer_stats(path: str | os.PathLike) -> dict | None:
+    """SB3 observation statistics {mean, var, count, epsilon, clip_obs} (numbers checked) from a
+    ``VecNormalize.save()`` pickle or its JSON form; None when VecNormalize did not normalize
+    observations."""
+    path = Path(path)
+    raw = _json_stats(path) if path.suffix == ".json" else _vecnormalize_stats(path)
+    if raw is None:
+        return None
+    stats = {"mean": _numeric(raw["mean"], path, "mean"), "var": _numeric(raw["var"], path, "var")}
+    if stats["mean"].size != stats["var"].size:
+        raise TeacherImportError(f"{path}: mean has {stats['mean'].size} entries, var {stats['var'].size}")
+    if (stats["var"] < 0).any():
+        raise TeacherImportError(f"{path}: var has negative entries")
+    for key in ("count", "epsilon", "clip_obs"):
+        value = raw[key]
+        if key == "clip_obs" and value is None:
+            stats[key] = None
+            continue
+        number = _numeric(value, path, key)
+        if number.size != 1 or (key != "count" and not number[0] > 0):
+            raise TeacherImportError(f"{path}: {key} must be a positive number, got {value!r}")
+        stats[key] = float(number[0])
+    return stats
+
+
+def _stats_normalizer(stats: dict, where: Path, obs_size: int | None) -> EmpiricalNormalizer:
+    if obs_size is not None and stats["mean"].size != obs_size:
+        raise TeacherImportError(f"{where}: statistics for {stats['mean'].size} observations, policy takes {obs_size}")
+    clip = stats["clip_obs"]
+    normalizer = EmpiricalNormalizer(NormalizerConfig(size=int(stats["mean"].size), eps=stats["epsilon"],
+                                                      eps_placement="var", clip=clip if clip else None))
+    normalizer.set_statistics(torch.from_numpy(stats["mean"]), torch.from_numpy(stats["var"]), stats["count"])
     return normalizer.freeze()
+
+
+def load_vecnormalize(path: str | os.PathLike, obs_size: int | None = None) -> EmpiricalNormalizer | None:
+    """Observation statistics of a saved SB3 ``VecNormalize``; None if it did not normalize observations."""
+    stats = read_normalizer_stats(path)
+    return None if stats is None else _stats_normalizer(stats, Path(path), obs_size)
