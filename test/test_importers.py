@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import pickle
 import zipfile
 
@@ -346,3 +347,213 @@ def test_sb3_bad_inputs_are_named(tmp_path):
         archive.writestr("data", "{}")
     with pytest.raises(TeacherImportError, match="policy.pth"):
         import_sb3(tmp_path / "empty.zip")
+
+
+# ------------------------------------------------------------------------------ rsl_rl: refused, never guessed
+
+def recurrent_runner(rnn_type: str, rnn_hidden_dim: int):
+    return rsl_rl_runner("scalar", class_name="RNNModel", rnn_type=rnn_type, rnn_hidden_dim=rnn_hidden_dim,
+                         rnn_num_layers=1)
+
+
+@pytest.mark.parametrize("rnn_type, width, kind", [("lstm", 5, "LSTM"), ("gru", 12, "GRU")])
+def test_recurrent_rsl_rl_actor_is_refused_naming_the_recurrence(tmp_path, rnn_type, width, kind):
+    """Real rsl-rl-lib RNNModel actors. Width 5 = the observation size: the MLP part alone would
+    have fit the spec and imported silently wrong before."""
+    runner = recurrent_runner(rnn_type, width)
+    checkpoint = save_run(runner, tmp_path / "run")
+    with pytest.raises(TeacherImportError, match=rf"recurrent actor \({kind}, {width} units x 1 layer") as refused:
+        import_rsl_rl(checkpoint)
+    assert str(checkpoint) in str(refused.value)
+    (tmp_path / "run" / "params" / "agent.yaml").unlink()   # the weights alone say it too
+    with pytest.raises(TeacherImportError, match=rf"recurrent actor \({kind}"):
+        import_rsl_rl(checkpoint, activation="elu")
+
+
+@pytest.mark.parametrize("normalizer_location", ["top_level", "in_model"])   # rsl_rl 2.3.3 / 3.0.1
+def test_recurrent_legacy_actor_critic_is_refused(tmp_path, normalizer_location):
+    """ActorCriticRecurrent layout (memory_a.rnn.*, actor.* after it), assembled with the legacy key
+    names from a real rsl-rl-lib 5.5 LSTM actor."""
+    runner = recurrent_runner("lstm", 5)
+    runner.save(str(tmp_path / "new.pt"))
+    actor = torch.load(tmp_path / "new.pt", weights_only=True)["actor_state_dict"]
+    model = {k.replace("mlp.", "actor."): v for k, v in actor.items() if k.startswith("mlp.")}
+    model.update({k.replace("rnn.rnn.", "memory_a.rnn."): v for k, v in actor.items() if k.startswith("rnn.")})
+    model.update({k.replace("rnn.rnn.", "memory_c.rnn."): v for k, v in actor.items() if k.startswith("rnn.")})
+    model["std"] = actor["distribution.std_param"]
+    norm = {k[len("obs_normalizer."):]: v for k, v in actor.items() if k.startswith("obs_normalizer.")}
+    legacy = {"model_state_dict": model, "optimizer_state_dict": {}, "iter": 2, "infos": None}
+    if normalizer_location == "in_model":
+        model.update({f"actor_obs_normalizer.{k}": v for k, v in norm.items()})
+    else:
+        legacy["obs_norm_state_dict"] = norm
+    torch.save(legacy, tmp_path / "legacy.pt")
+    with pytest.raises(TeacherImportError, match=r"recurrent actor \(LSTM, 5 units.*memory_a"):
+        import_rsl_rl(tmp_path / "legacy.pt", activation="elu")
+
+
+def test_activation_comes_from_agent_yaml_or_is_asked_for(tmp_path):
+    runner = rsl_rl_runner("scalar", activation="tanh")
+    checkpoint = save_run(runner, tmp_path / "run")
+    obs = np.random.default_rng(7).normal(size=(64, 5)) * 3
+    teacher, normalizer, info = import_rsl_rl(checkpoint)
+    assert info.architecture.activation == "tanh"
+    np.testing.assert_allclose(act(teacher, normalizer, obs), rsl_rl_reference(runner, obs)[0], atol=ATOL, rtol=0)
+    with pytest.raises(TeacherImportError, match="--activation elu contradicts .*agent.yaml"):
+        import_rsl_rl(checkpoint, activation="elu")
+    # no agent config beside the checkpoint: refused, never assumed elu
+    bare = tmp_path / "bare" / "model_2.pt"
+    bare.parent.mkdir()
+    bare.write_bytes(checkpoint.read_bytes())
+    with pytest.raises(TeacherImportError, match=r"do not record the actor's activation.*--activation"):
+        import_rsl_rl(bare)
+    # an older Isaac Lab 'policy' section (ActorCritic) is read too; widths must match the weights
+    legacy_yaml = tmp_path / "legacy_agent.yaml"
+    legacy_yaml.write_text("seed: 42\npolicy:\n  class_name: ActorCritic\n  activation: tanh\n"
+                           "  actor_hidden_dims: !!python/tuple\n  - 16\n  - 8\n  init_noise_std: 1.0\n")
+    assert import_rsl_rl(bare, agent_config=legacy_yaml)[2].architecture.activation == "tanh"
+    legacy_yaml.write_text("policy:\n  class_name: ActorCritic\n  activation: tanh\n  actor_hidden_dims: [32, 8]\n")
+    with pytest.raises(TeacherImportError, match=r"hidden dims \[32, 8\].*\[16, 8\]: not this run's config"):
+        import_rsl_rl(bare, agent_config=legacy_yaml)
+    legacy_yaml.write_text("policy:\n  class_name: ActorCriticRecurrent\n  activation: elu\n  rnn_type: lstm\n")
+    with pytest.raises(TeacherImportError, match="describes a recurrent actor"):
+        import_rsl_rl(bare, agent_config=legacy_yaml)
+    legacy_yaml.write_bytes(b"\xff\xfe\x00binary")
+    with pytest.raises(TeacherImportError, match="legacy_agent.yaml: not a text file"):
+        import_rsl_rl(bare, agent_config=legacy_yaml)
+
+
+def test_self_check_refuses_a_conversion_that_drifts_from_rsl_rl(tmp_path, monkeypatch):
+    """The self-check is not a formality: make our normalizer convention wrong and the import stops."""
+    import policy_distill_ros.training.importers as importers
+    checkpoint = save_run(rsl_rl_runner("scalar"), tmp_path / "run")
+    monkeypatch.setattr(importers, "RSL_RL_NORMALIZER_EPS", 1e-8)
+    with pytest.raises(TeacherImportError, match=r"differs from rsl_rl 5\.\d+\.\d+ MLPModel on 300 probe "
+                                                 r"observations \(max action difference [0-9.e-]+"):
+        import_rsl_rl(checkpoint)
+
+
+@pytest.mark.parametrize("tensor", ["mlp.0.weight", "obs_normalizer._mean", "distribution.std_param"])
+def test_non_finite_rsl_rl_tensor_is_refused_by_name(tmp_path, tensor):
+    checkpoint = save_run(rsl_rl_runner("scalar"), tmp_path / "run")
+    ckpt = torch.load(checkpoint, weights_only=True)
+    ckpt["actor_state_dict"][tensor].view(-1)[0] = float("nan")
+    torch.save(ckpt, checkpoint)
+    with pytest.raises(TeacherImportError, match=rf"tensor {re.escape(tensor)} holds 1 NaN/Inf"):
+        import_rsl_rl(checkpoint)
+
+
+def test_cnn_or_unknown_actor_tensors_are_refused(tmp_path):
+    checkpoint = save_run(rsl_rl_runner("scalar"), tmp_path / "run")
+    ckpt = torch.load(checkpoint, weights_only=True)
+    ckpt["actor_state_dict"]["cnn.0.weight"] = torch.zeros(4, 1, 3)
+    torch.save(ckpt, checkpoint)
+    with pytest.raises(TeacherImportError, match=r"tensors an MLP Gaussian actor does not have \(cnn.0.weight\)"):
+        import_rsl_rl(checkpoint)
+
+
+@pytest.mark.parametrize("content, reason", [
+    (b"", "empty file"),
+    (bytes(range(256)) * 4, "not a torch checkpoint"),
+    (b"PK\x03\x04" + bytes(100), "truncated or corrupt"),
+])
+def test_unreadable_rsl_rl_checkpoint_is_one_clear_line(tmp_path, content, reason):
+    (tmp_path / "model.pt").write_bytes(content)
+    with pytest.raises(TeacherImportError) as refused:
+        import_rsl_rl(tmp_path / "model.pt", activation="elu")
+    message = str(refused.value)
+    assert message.startswith(str(tmp_path / "model.pt")) and reason in message
+    assert "weights_only" not in message and "\n" not in message
+
+
+# ------------------------------------------------------------------------------ SB3: refused, one line each
+
+@pytest.fixture(scope="module")
+def ppo_with_vecnormalize(tmp_path_factory):
+    import gymnasium as gym
+    from stable_baselines3 import PPO
+    from stable_baselines3.common.vec_env import DummyVecEnv, VecNormalize
+    out = tmp_path_factory.mktemp("ppo_vn")
+    venv = VecNormalize(DummyVecEnv([lambda: gym.make("Pendulum-v1")]))
+    venv.seed(0)
+    model = PPO("MlpPolicy", venv, n_steps=64, batch_size=32, n_epochs=1, seed=0, device="cpu")
+    model.learn(64)
+    model.save(out / "ppo.zip")
+    venv.save(str(out / "vecnormalize.pkl"))
+    yield out, venv
+    venv.close()
+
+
+def rewrite_zip(src, dst, replace: dict[str, bytes]) -> None:
+    with zipfile.ZipFile(src) as old, zipfile.ZipFile(dst, "w") as new:
+        for name in old.namelist():
+            new.writestr(name, replace.get(name, old.read(name)))
+
+
+def test_non_finite_sb3_weights_are_refused_by_name(ppo_with_vecnormalize, tmp_path):
+    import io
+    src, _ = ppo_with_vecnormalize
+    with zipfile.ZipFile(src / "ppo.zip") as archive:
+        state = torch.load(io.BytesIO(archive.read("policy.pth")), weights_only=True)
+    state["action_net.bias"][0] = float("inf")
+    buffer = io.BytesIO()
+    torch.save(state, buffer)
+    rewrite_zip(src / "ppo.zip", tmp_path / "nan.zip", {"policy.pth": buffer.getvalue()})
+    with pytest.raises(TeacherImportError, match=r"nan.zip: tensor policy.pth:action_net.bias holds 1 NaN/Inf"):
+        import_sb3(tmp_path / "nan.zip")
+
+
+@pytest.mark.parametrize("attribute, value, message", [
+    ("mean", "nan", r"mean holds 1 NaN/Inf"),
+    ("var", "nan", r"var holds 1 NaN/Inf"),
+    ("mean", "dict", r"mean is not a numeric array \(dict\)"),
+    ("mean", "delete", r"obs_rms has no mean"),
+])
+def test_bad_vecnormalize_statistics_are_one_clear_line(ppo_with_vecnormalize, tmp_path, attribute, value, message):
+    import copy
+    src, venv = ppo_with_vecnormalize
+    original, venv.obs_rms = venv.obs_rms, copy.deepcopy(venv.obs_rms)
+    try:
+        if value == "nan":
+            getattr(venv.obs_rms, attribute)[1] = np.nan
+        elif value == "dict":
+            setattr(venv.obs_rms, attribute, {"a": 1.0})
+        else:
+            delattr(venv.obs_rms, attribute)
+        venv.save(str(tmp_path / "vn.pkl"))
+    finally:
+        venv.obs_rms = original
+    with pytest.raises(TeacherImportError, match=message) as refused:
+        import_sb3(src / "ppo.zip", vecnormalize_path=tmp_path / "vn.pkl")
+    assert str(refused.value).startswith(str(tmp_path / "vn.pkl"))
+
+
+def test_vecnormalize_self_check_uses_sb3s_normalization(ppo_with_vecnormalize):
+    src, _ = ppo_with_vecnormalize
+    _, normalizer, info = import_sb3(src / "ppo.zip", vecnormalize_path=src / "vecnormalize.pkl")
+    check = info.info["self_check"]
+    assert normalizer.config.clip == 10.0 and check["reference"].startswith("stable-baselines3 ")
+    assert check["max_action_diff"] <= 1e-5 and check["observations"] == 300
+
+
+@pytest.mark.parametrize("case, reason", [
+    ("data_binary", "its 'data' entry is not JSON"),
+    ("truncated", "truncated"),
+    ("torch_file", "not a zip file"),
+])
+def test_broken_sb3_zip_is_one_clear_line(ppo_with_vecnormalize, tmp_path, case, reason):
+    src, _ = ppo_with_vecnormalize
+    bad = tmp_path / "bad.zip"
+    if case == "data_binary":
+        rewrite_zip(src / "ppo.zip", bad, {"data": bytes(range(256))})
+    elif case == "truncated":
+        content = (src / "ppo.zip").read_bytes()
+        bad.write_bytes(content[:len(content) * 2 // 3])
+    else:
+        torch.save({"a": torch.zeros(2)}, bad)   # a torch checkpoint is a zip too, of other entries
+        reason = "not an SB3 model zip"
+    with pytest.raises(TeacherImportError) as refused:
+        import_sb3(bad)
+    message = str(refused.value)
+    assert message.startswith(str(bad)) and reason in message and "\n" not in message
+    assert len(message) < 240, message   # no listing of an inner archive's entries
