@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import json
 import re
 import pickle
@@ -161,6 +162,28 @@ def save_run(runner, run_dir, iteration: int = 2, agent_yaml: str | None = "from
     return run_dir / f"model_{iteration}.pt"
 
 
+def save_legacy(runner, path, normalizer_location: str) -> None:
+    """The ActorCritic / ActorCriticRecurrent checkpoint layout of rsl_rl 2.3.3 (normalizer in a
+    top-level ``obs_norm_state_dict``) or 3.0.1 (``actor_obs_normalizer.*`` in the model), which
+    rsl-rl-lib 5.5 no longer writes: a real runner's tensors under the legacy key names."""
+    buffer = io.BytesIO()
+    torch.save(runner.alg.save(), buffer)
+    buffer.seek(0)
+    actor = torch.load(buffer, weights_only=True)["actor_state_dict"]
+    model = {k.replace("mlp.", "actor."): v for k, v in actor.items() if k.startswith("mlp.")}
+    for memory in ("memory_a.rnn.", "memory_c.rnn."):
+        model.update({k.replace("rnn.rnn.", memory): v for k, v in actor.items() if k.startswith("rnn.")})
+    model["std"] = actor["distribution.std_param"]
+    model["critic.0.weight"] = torch.zeros(16, 5)
+    norm = {k[len("obs_normalizer."):]: v for k, v in actor.items() if k.startswith("obs_normalizer.")}
+    legacy = {"model_state_dict": model, "optimizer_state_dict": {}, "iter": 2, "infos": None}
+    if normalizer_location == "in_model":
+        model.update({f"actor_obs_normalizer.{k}": v for k, v in norm.items()})
+    else:
+        legacy["obs_norm_state_dict"] = norm
+    torch.save(legacy, path)
+
+
 def rsl_rl_reference(runner, obs: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     from tensordict import TensorDict
     policy = runner.get_inference_policy()
@@ -207,18 +230,7 @@ def test_legacy_actor_critic_layout_is_imported(tmp_path, normalizer_location):
     """The older ActorCritic layout Isaac Lab checkpoints use. rsl-rl-lib 5.5 no longer writes it, so it is
     assembled from a real runner's tensors with the legacy key names."""
     runner = rsl_rl_runner("scalar")
-    runner.save(str(tmp_path / "new.pt"))
-    actor = torch.load(tmp_path / "new.pt", weights_only=True)["actor_state_dict"]
-    model = {k.replace("mlp.", "actor."): v for k, v in actor.items() if k.startswith("mlp.")}
-    model["std"] = actor["distribution.std_param"]
-    model["critic.0.weight"] = torch.zeros(16, 5)
-    norm = {k[len("obs_normalizer."):]: v for k, v in actor.items() if k.startswith("obs_normalizer.")}
-    legacy = {"model_state_dict": model, "optimizer_state_dict": {}, "iter": 2, "infos": None}
-    if normalizer_location == "in_model":
-        model.update({f"actor_obs_normalizer.{k}": v for k, v in norm.items()})
-    else:
-        legacy["obs_norm_state_dict"] = norm
-    torch.save(legacy, tmp_path / "legacy.pt")
+    save_legacy(runner, tmp_path / "legacy.pt", normalizer_location)
     teacher, normalizer, info = import_rsl_rl(tmp_path / "legacy.pt", activation="elu")
     assert info.info["layout"] == "ActorCritic model_state_dict"
     obs = np.random.default_rng(3).normal(size=(32, 5)) * 4
@@ -374,20 +386,7 @@ def test_recurrent_rsl_rl_actor_is_refused_naming_the_recurrence(tmp_path, rnn_t
 def test_recurrent_legacy_actor_critic_is_refused(tmp_path, normalizer_location):
     """ActorCriticRecurrent layout (memory_a.rnn.*, actor.* after it), assembled with the legacy key
     names from a real rsl-rl-lib 5.5 LSTM actor."""
-    runner = recurrent_runner("lstm", 5)
-    runner.save(str(tmp_path / "new.pt"))
-    actor = torch.load(tmp_path / "new.pt", weights_only=True)["actor_state_dict"]
-    model = {k.replace("mlp.", "actor."): v for k, v in actor.items() if k.startswith("mlp.")}
-    model.update({k.replace("rnn.rnn.", "memory_a.rnn."): v for k, v in actor.items() if k.startswith("rnn.")})
-    model.update({k.replace("rnn.rnn.", "memory_c.rnn."): v for k, v in actor.items() if k.startswith("rnn.")})
-    model["std"] = actor["distribution.std_param"]
-    norm = {k[len("obs_normalizer."):]: v for k, v in actor.items() if k.startswith("obs_normalizer.")}
-    legacy = {"model_state_dict": model, "optimizer_state_dict": {}, "iter": 2, "infos": None}
-    if normalizer_location == "in_model":
-        model.update({f"actor_obs_normalizer.{k}": v for k, v in norm.items()})
-    else:
-        legacy["obs_norm_state_dict"] = norm
-    torch.save(legacy, tmp_path / "legacy.pt")
+    save_legacy(recurrent_runner("lstm", 5), tmp_path / "legacy.pt", normalizer_location)
     with pytest.raises(TeacherImportError, match=r"recurrent actor \(LSTM, 5 units.*memory_a"):
         import_rsl_rl(tmp_path / "legacy.pt", activation="elu")
 
