@@ -16,6 +16,7 @@ from typing import Callable
 import numpy as np
 import torch
 
+from .import_errors import TeacherImportError
 from .networks import ACTIVATIONS, TeacherPolicy
 from .normalizer import EmpiricalNormalizer
 
@@ -24,10 +25,6 @@ SELF_CHECK_OBSERVATIONS = 300
 
 # a reference maps raw observations [N, obs] to (deterministic action, std), both [N, act]
 Reference = Callable[[np.ndarray], tuple[np.ndarray, np.ndarray]]
-
-
-class SelfCheckError(ValueError):
-    """The imported teacher and the source library disagree (or the library refused the tensors)."""
 
 
 def probe_observations(obs_size: int, mean: np.ndarray | None, std: np.ndarray | None,
@@ -54,16 +51,16 @@ def ours(teacher: TeacherPolicy, normalizer: EmpiricalNormalizer | None, obs: np
 
 def compare(where: str, reference_name: str, reference: Reference, teacher: TeacherPolicy,
             normalizer: EmpiricalNormalizer | None, obs: np.ndarray) -> dict:
-    """Raise :class:`SelfCheckError` unless actions and stds agree within SELF_CHECK_ATOL."""
+    """Raise :class:`TeacherImportError` unless actions and stds agree within SELF_CHECK_ATOL."""
     ref_action, ref_std = reference(obs)
     our_action, our_std = ours(teacher, normalizer, obs)
     if not np.isfinite(ref_action).all():
-        raise SelfCheckError(f"{where}: {reference_name} itself outputs non-finite actions on the probe "
+        raise TeacherImportError(f"{where}: {reference_name} itself outputs non-finite actions on the probe "
                              f"observations; refusing the checkpoint")
     action_diff = float(np.max(np.abs(our_action - ref_action)))
     std_diff = float(np.max(np.abs(our_std - ref_std) / np.maximum(1.0, np.abs(ref_std))))
     if not action_diff <= SELF_CHECK_ATOL or not std_diff <= SELF_CHECK_ATOL:
-        raise SelfCheckError(
+        raise TeacherImportError(
             f"{where}: the imported teacher differs from {reference_name} on {len(obs)} probe observations "
             f"(max action difference {action_diff:.3g}, max std difference {std_diff:.3g}, "
             f"allowed {SELF_CHECK_ATOL:g}); refusing")
@@ -91,7 +88,7 @@ def rsl_rl_reference(actor_state: dict[str, torch.Tensor], obs_size: int, action
     try:
         model.load_state_dict(actor_state, strict=True)
     except RuntimeError as exc:
-        raise SelfCheckError(f"{where}: rsl_rl's MLPModel does not accept the actor tensors "
+        raise TeacherImportError(f"{where}: rsl_rl's MLPModel does not accept the actor tensors "
                              f"({' '.join(str(exc).split())[:300]})") from None
     model.eval()
 
@@ -142,7 +139,7 @@ def sb3_reference(algorithm: str, state: dict[str, torch.Tensor], obs_size: int,
     try:
         policy.load_state_dict(state, strict=True)
     except RuntimeError as exc:
-        raise SelfCheckError(f"{where}: SB3's {type(policy).__name__} does not accept policy.pth "
+        raise TeacherImportError(f"{where}: SB3's {type(policy).__name__} does not accept policy.pth "
                              f"({' '.join(str(exc).split())[:300]})") from None
     policy.set_training_mode(False)
     rms = None
