@@ -250,3 +250,13 @@ def test_bad_inputs_through_the_command_are_one_line(sb3_model, tmp_path):
                        str(tmp_path / "norm.json"), "--spec", spec, "--out", str(tmp_path / "t")],
                       "norm.json: mean holds 1 NaN/Inf")
     assert not (tmp_path / "t").exists()
+    (tmp_path / "broken.yaml").write_text("observation: [1, 2\n")
+    _one_line_refusal(["import-teacher", "--sb3", str(src / "ppo.zip"), "--spec",
+                       str(tmp_path / "broken.yaml"), "--out", str(tmp_path / "t")],
+                      "broken.yaml", "not valid YAML", "(line 2")
+    _one_line_refusal(["import-teacher", "--sb3", str(src / "ppo.zip"), "--obs-norm-json", spec,
+                       "--spec", spec, "--out", str(tmp_path / "t")], "spec.yaml: not JSON")
+    _one_line_refusal(["import-teacher", "--rsl-rl", str(src / "ppo.zip"), "--activation", "elu",
+                       "--spec", spec, "--out", str(tmp_path / "t")],
+                      "ppo.zip: a zip archive but not a torch checkpoint (an SB3 model: use --sb3)")
+    assert not (tmp_path / "t").exists()

@@ -60,7 +60,9 @@ def import_checkpoint(args: argparse.Namespace):
     if args.activation or args.agent_config:
         raise ValueError("--activation / --agent-config are for --rsl-rl; an SB3 zip records "
                          "its own activation and layer sizes")
-    return importers.import_sb3(args.sb3, args.vecnormalize or args.obs_norm_json)
+    if args.obs_norm_json:
+        return importers.import_sb3(args.sb3, args.obs_norm_json, normalizer_format="json")
+    return importers.import_sb3(args.sb3, args.vecnormalize)
 
 
 def _fmt(values) -> str:
@@ -95,13 +97,24 @@ def check_action_bounds(info: dict, spec, spec_path: str) -> None:
 
 
 def _load_spec(path: str):
+    """The policy spec, every failure on one line naming the file (YAML errors span several)."""
+    import re
+
     from policy_distill_ros.core.spec import load_policy_spec
     if Path(path).is_file():
         try:
             Path(path).read_text()
         except UnicodeDecodeError:
             raise ValueError(f"{path}: not a text file (expected a policy spec YAML)") from None
-    return load_policy_spec(path)
+    try:
+        return load_policy_spec(path)
+    except ValueError as exc:
+        lines = str(exc).splitlines()
+        if len(lines) <= 1:
+            raise
+        marks = re.findall(r"line (\d+), column (\d+)", str(exc))
+        where = f" (line {marks[-1][0]}, column {marks[-1][1]})" if marks else ""
+        raise ValueError(f"{lines[0].rstrip(':')}{where}") from None
 
 
 def run(args: argparse.Namespace) -> int:

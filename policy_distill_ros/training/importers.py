@@ -92,6 +92,11 @@ def _safe_torch_load(source, where: str) -> dict:
         raise TeacherImportError(f"{where}: not a torch checkpoint (no torch zip archive, and not a "
                                  f"tensor-only pickle)") from None
     except (RuntimeError, EOFError, ValueError, zipfile.BadZipFile) as exc:
+        if isinstance(source, (str, os.PathLike)) and zipfile.is_zipfile(source):
+            with zipfile.ZipFile(source) as archive:
+                sb3 = {"data", "policy.pth"} <= set(archive.namelist())
+            raise TeacherImportError(f"{where}: a zip archive but not a torch checkpoint"
+                                     f"{' (an SB3 model: use --sb3)' if sb3 else ''}") from None
         reason = first_sentence(exc) or type(exc).__name__
         raise TeacherImportError(f"{where}: not a readable torch checkpoint, truncated or corrupt "
                                  f"({reason})") from None
@@ -409,11 +414,13 @@ def _require(state: dict[str, torch.Tensor], keys: tuple[str, ...], where: str, 
         raise TeacherImportError(f"{where}: {what} without {', '.join(missing)} in policy.pth")
 
 
-def import_sb3(path: str | os.PathLike, vecnormalize_path: str | os.PathLike | None = None
+def import_sb3(path: str | os.PathLike, vecnormalize_path: str | os.PathLike | None = None,
+               normalizer_format: str | None = None
                ) -> tuple[TeacherPolicy, EmpiricalNormalizer | None, TeacherInfo]:
     """Import the actor of a Stable-Baselines3 PPO / A2C / SAC ``MlpPolicy`` zip (continuous actions).
 
-    ``vecnormalize_path``: a ``VecNormalize.save()`` pickle, or the same statistics as ``.json``.
+    ``vecnormalize_path``: a ``VecNormalize.save()`` pickle, or the same statistics as JSON
+    (``normalizer_format``: "pickle" or "json"; by default ``.json`` files are JSON).
     """
     path = Path(path)
     where = str(path)
@@ -481,7 +488,7 @@ def import_sb3(path: str | os.PathLike, vecnormalize_path: str | os.PathLike | N
             "num_timesteps": data.get("num_timesteps")}
     normalizer, stats = None, None
     if vecnormalize_path is not None:
-        stats = read_normalizer_stats(vecnormalize_path)
+        stats = read_normalizer_stats(vecnormalize_path, normalizer_format)
         if stats is not None:
             normalizer = stats_normalizer(stats, Path(vecnormalize_path), obs_size)
         info["vecnormalize"] = Path(vecnormalize_path).name

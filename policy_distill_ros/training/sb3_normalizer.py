@@ -120,12 +120,15 @@ def _json_stats(path: Path) -> dict:
             "clip_obs": d.get("clip_obs")}
 
 
-def read_normalizer_stats(path: str | os.PathLike) -> dict | None:
+def read_normalizer_stats(path: str | os.PathLike, file_format: str | None = None) -> dict | None:
     """SB3 observation statistics {mean, var, count, epsilon, clip_obs} (numbers checked) from a
-    ``VecNormalize.save()`` pickle or its JSON form; None when VecNormalize did not normalize
-    observations."""
+    ``VecNormalize.save()`` pickle or its JSON form (``file_format`` "pickle" / "json"; default:
+    by suffix); None when VecNormalize did not normalize observations."""
     path = Path(path)
-    raw = _json_stats(path) if path.suffix == ".json" else _vecnormalize_stats(path)
+    if file_format not in (None, "json", "pickle"):
+        raise ValueError(f"read_normalizer_stats: file_format must be 'json' or 'pickle', got {file_format!r}")
+    as_json = file_format == "json" or (file_format is None and path.suffix == ".json")
+    raw = _json_stats(path) if as_json else _vecnormalize_stats(path)
     if raw is None:
         return None
     stats = {"mean": _numeric(raw["mean"], path, "mean"), "var": _numeric(raw["var"], path, "var")}
