@@ -556,3 +556,13 @@ def test_broken_sb3_zip_is_one_clear_line(ppo_with_vecnormalize, tmp_path, case,
     message = str(refused.value)
     assert message.startswith(str(bad)) and reason in message and "\n" not in message
     assert len(message) < 240, message   # no listing of an inner archive's entries
+
+
+def test_sb3_td3_deterministic_actor_is_refused(tmp_path):
+    from stable_baselines3 import TD3
+    model = TD3("MlpPolicy", "Pendulum-v1", learning_starts=8, batch_size=8, seed=0, device="cpu",
+                policy_kwargs={"net_arch": [8]})
+    model.learn(16)
+    model.save(tmp_path / "td3.zip")
+    with pytest.raises(TeacherImportError, match=r"td3.zip: a TD3/DDPG deterministic actor: not supported"):
+        import_sb3(tmp_path / "td3.zip")
