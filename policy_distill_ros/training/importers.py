@@ -250,7 +250,8 @@ def _rsl_rl_activation(path: Path, activation: str | None, agent_config: str | o
         if activation is None:
             raise TeacherImportError(
                 f"{where}: rsl_rl checkpoints do not record the actor's activation and there is no "
-                f"{AGENT_CONFIG_RELPATH} beside it; give --activation (rsl_rl's default is elu) or --agent-config")
+                f"{AGENT_CONFIG_RELPATH} beside it; import it with `policy-distill import-teacher --activation NAME` "
+                f"(rsl_rl's default is elu) or --agent-config")
         return activation, "--activation"
     try:
         config = read_actor_config(config_path)
