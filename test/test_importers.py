@@ -252,7 +252,7 @@ def test_checkpoint_with_arbitrary_objects_is_refused(tmp_path):
     torch.save({"something": torch.zeros(1)}, tmp_path / "other.pt")
     with pytest.raises(TeacherImportError, match="actor_state_dict"):
         import_rsl_rl(tmp_path / "other.pt")
-    with pytest.raises(TeacherImportError, match="unknown activation"):
+    with pytest.raises(TeacherImportError, match="unknown rsl_rl activation .sin.; known: elu, selu"):
         import_rsl_rl(tmp_path / "other.pt", activation="sin")
 
 

@@ -152,10 +152,17 @@ def _fill_trunk(teacher: TeacherPolicy, hidden: list[tuple[torch.Tensor, torch.T
         teacher.mean_head.bias.copy_(mean_head[1])
 
 
+# rsl_rl's activation names (rsl_rl.utils.resolve_nn_activation, lower-cased there too)
+RSL_RL_ACTIVATIONS = ("elu", "selu", "relu", "crelu", "lrelu", "tanh", "sigmoid", "softplus", "gelu", "swish",
+                      "mish", "identity")
+
+
 def _check_activation(activation: str, where: str) -> str:
-    if activation not in ACTIVATIONS:
-        raise TeacherImportError(f"{where}: unknown activation {activation!r}; known: {sorted(ACTIVATIONS)}")
-    return activation
+    name = str(activation).lower()
+    if name not in RSL_RL_ACTIVATIONS or name not in ACTIVATIONS:
+        raise TeacherImportError(f"{where}: unknown rsl_rl activation {activation!r}; known: "
+                                 f"{', '.join(RSL_RL_ACTIVATIONS)}")
+    return name
 
 
 def _finish(teacher: TeacherPolicy, normalizer: EmpiricalNormalizer | None, info: dict, path: Path,
@@ -168,7 +175,13 @@ def _finish(teacher: TeacherPolicy, normalizer: EmpiricalNormalizer | None, info
         normalizer.freeze().eval()
         _refuse_non_finite(dict(normalizer.named_buffers()), str(path), "normalizer.")
     _refuse_non_finite(dict(teacher.named_parameters()), str(path), "policy.")
-    reference = make_reference()
+    try:
+        reference = make_reference()
+    except (ValueError, TypeError, KeyError, RuntimeError) as exc:   # the library refused to build it
+        if isinstance(exc, TeacherImportError):
+            raise
+        raise TeacherImportError(f"{path}: the source library cannot rebuild this policy for the self-check "
+                                 f"({first_sentence(exc)})") from None
     info["self_check"] = compare(str(path), reference.name, reference, teacher, normalizer,
                                  _probe_for(normalizer, teacher.config.obs_size))
     return teacher, normalizer, TeacherInfo(sha256=teacher_hash(teacher, normalizer), architecture=teacher.config,
@@ -267,11 +280,11 @@ def _rsl_rl_activation(path: Path, activation: str | None, agent_config: str | o
         if activation is None:
             raise TeacherImportError(f"{config_path}: no actor activation; give --activation")
         return activation, "--activation"
-    _check_activation(config.activation, str(config_path))
-    if activation is not None and activation != config.activation:
+    from_config = _check_activation(config.activation, str(config_path))
+    if activation is not None and activation != from_config:
         raise TeacherImportError(f"{where}: --activation {activation} contradicts {config_path} "
                                  f"(activation: {config.activation})")
-    return config.activation, str(config_path)
+    return from_config, str(config_path)
 
 
 def _rsl_rl_normalizer(actor: dict[str, torch.Tensor], size: int, where: str) -> EmpiricalNormalizer | None:
@@ -301,7 +314,7 @@ def import_rsl_rl(path: str | os.PathLike, activation: str | None = None,
     path = Path(path)
     where = str(path)
     if activation is not None:
-        _check_activation(activation, where)
+        activation = _check_activation(activation, where)
     ckpt = _safe_torch_load(path, where)
     layout, actor = _rsl_rl_actor(ckpt, where)
     _refuse_non_finite(actor, where)
