@@ -566,3 +566,17 @@ def test_sb3_td3_deterministic_actor_is_refused(tmp_path):
     model.save(tmp_path / "td3.zip")
     with pytest.raises(TeacherImportError, match=r"td3.zip: a TD3/DDPG deterministic actor: not supported"):
         import_sb3(tmp_path / "td3.zip")
+
+
+def test_non_finite_legacy_tensors_are_refused_by_name(tmp_path):
+    save_legacy(rsl_rl_runner("scalar"), tmp_path / "legacy.pt", "top_level")
+    ckpt = torch.load(tmp_path / "legacy.pt", weights_only=True)
+    ckpt["obs_norm_state_dict"]["_std"].view(-1)[2] = float("inf")
+    torch.save(ckpt, tmp_path / "legacy.pt")
+    with pytest.raises(TeacherImportError, match=r"legacy.pt: tensor obs_norm_state_dict._std holds 1 NaN/Inf"):
+        import_rsl_rl(tmp_path / "legacy.pt", activation="elu")
+    ckpt["obs_norm_state_dict"]["_std"].view(-1)[2] = 1.0
+    ckpt["model_state_dict"]["critic.0.weight"][0, 0] = float("nan")
+    torch.save(ckpt, tmp_path / "legacy.pt")
+    with pytest.raises(TeacherImportError, match=r"tensor critic.0.weight holds 1 NaN/Inf"):
+        import_rsl_rl(tmp_path / "legacy.pt", activation="elu")

@@ -242,6 +242,7 @@ def _rsl_rl_actor(ckpt: dict, where: str) -> tuple[str, dict[str, torch.Tensor]]
     state = _tensor_dict(ckpt[key], where, key)
     _refuse_recurrent(state, memory, where)
     _refuse_unknown(state, prefixes, exact, where, key)
+    _refuse_non_finite(state, where)   # critic included: a checkpoint with NaN anywhere is broken
     if key == "actor_state_dict":
         return layout, dict(state)
     actor = {"mlp." + k[len("actor."):]: v for k, v in state.items() if k.startswith("actor.")}
@@ -251,6 +252,7 @@ def _rsl_rl_actor(ckpt: dict, where: str) -> tuple[str, dict[str, torch.Tensor]]
     norm = {k[len("actor_obs_normalizer."):]: v for k, v in state.items() if k.startswith("actor_obs_normalizer.")}
     if not norm and ckpt.get("obs_norm_state_dict") is not None:
         norm = _tensor_dict(ckpt["obs_norm_state_dict"], where, "obs_norm_state_dict")
+        _refuse_non_finite(norm, where, "obs_norm_state_dict.")
     actor.update({"obs_normalizer." + k: v for k, v in norm.items()})
     return layout, actor
 
@@ -317,7 +319,6 @@ def import_rsl_rl(path: str | os.PathLike, activation: str | None = None,
         activation = _check_activation(activation, where)
     ckpt = _safe_torch_load(path, where)
     layout, actor = _rsl_rl_actor(ckpt, where)
-    _refuse_non_finite(actor, where)
     std_param, log_std_param = actor.get("distribution.std_param"), actor.get("distribution.log_std_param")
     if std_param is None and log_std_param is None:
         raise TeacherImportError(f"{where}: no state-independent std parameter: only Gaussian actors with a "
