@@ -432,11 +432,13 @@ def test_self_check_refuses_a_conversion_that_drifts_from_rsl_rl(tmp_path, monke
         import_rsl_rl(checkpoint)
 
 
-@pytest.mark.parametrize("tensor", ["mlp.0.weight", "obs_normalizer._mean", "distribution.std_param"])
+@pytest.mark.parametrize("tensor", ["mlp.0.weight", "obs_normalizer._mean", "distribution.std_param",
+                                    "critic_state_dict.mlp.0.bias"])
 def test_non_finite_rsl_rl_tensor_is_refused_by_name(tmp_path, tensor):
     checkpoint = save_run(rsl_rl_runner("scalar"), tmp_path / "run")
     ckpt = torch.load(checkpoint, weights_only=True)
-    ckpt["actor_state_dict"][tensor].view(-1)[0] = float("nan")
+    part, name = tensor.split(".", 1) if tensor.startswith("critic_state_dict.") else ("actor_state_dict", tensor)
+    ckpt[part][name].view(-1)[0] = float("nan")
     torch.save(ckpt, checkpoint)
     with pytest.raises(TeacherImportError, match=rf"tensor {re.escape(tensor)} holds 1 NaN/Inf"):
         import_rsl_rl(checkpoint)

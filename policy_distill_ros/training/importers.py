@@ -244,6 +244,9 @@ def _rsl_rl_actor(ckpt: dict, where: str) -> tuple[str, dict[str, torch.Tensor]]
     _refuse_unknown(state, prefixes, exact, where, key)
     _refuse_non_finite(state, where)   # critic included: a checkpoint with NaN anywhere is broken
     if key == "actor_state_dict":
+        if isinstance(ckpt.get("critic_state_dict"), dict):
+            _refuse_non_finite(_tensor_dict(ckpt["critic_state_dict"], where, "critic_state_dict"), where,
+                               "critic_state_dict.")
         return layout, dict(state)
     actor = {"mlp." + k[len("actor."):]: v for k, v in state.items() if k.startswith("actor.")}
     for old, new in (("std", "distribution.std_param"), ("log_std", "distribution.log_std_param")):
