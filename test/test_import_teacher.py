@@ -130,7 +130,7 @@ def test_rsl_rl_checkpoint_through_the_command(tmp_path, capsys):
     printed = capsys.readouterr().out
     assert "(tanh)" in printed and "self-check: max action difference" in printed
     teacher = TeacherRunner(tmp_path / "t")
-    assert teacher.info.info["activation_from"].endswith("run/params/agent.yaml")
+    assert teacher.info.info["activation_from"] == "params/agent.yaml"
     obs = np.random.default_rng(2).normal(size=(32, 5)) * 4 + 2
     expected, _ = rsl_rl_reference(runner, obs)
     np.testing.assert_allclose(np.stack([teacher(o) for o in obs]), expected, atol=1e-5, rtol=0)

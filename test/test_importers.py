@@ -207,7 +207,7 @@ def test_rsl_rl_checkpoint_import_reproduces_actions(tmp_path, std_type):
         std = teacher(normalizer(torch.as_tensor(obs, dtype=torch.float32))).log_std.exp().numpy()
     np.testing.assert_allclose(std, ref_std, rtol=1e-5)
     assert info.info["source"] == "rsl_rl" and info.architecture.hidden_sizes == (16, 8)
-    assert info.info["activation_from"].endswith("params/agent.yaml")
+    assert info.info["activation_from"] == "params/agent.yaml"
     assert info.info["self_check"]["max_action_diff"] <= 1e-5 and info.info["self_check"]["observations"] >= 200
     # the imported teacher survives our own format
     save_teacher(teacher, normalizer, tmp_path / "own", info.info)
@@ -417,6 +417,12 @@ def test_activation_comes_from_agent_yaml_or_is_asked_for(tmp_path):
     legacy_yaml.write_text("policy:\n  class_name: ActorCriticRecurrent\n  activation: elu\n  rnn_type: lstm\n")
     with pytest.raises(TeacherImportError, match="describes a recurrent actor"):
         import_rsl_rl(bare, agent_config=legacy_yaml)
+    # Python tags are read as plain data, never constructed or called
+    marker = tmp_path / "ran"
+    legacy_yaml.write_text(f"policy:\n  class_name: !!python/object/apply:os.system ['touch {marker}']\n"
+                           f"  activation: tanh\n  actor_hidden_dims: [16, 8]\n")
+    assert import_rsl_rl(bare, agent_config=legacy_yaml)[2].info["activation_from"] == "legacy_agent.yaml"
+    assert not marker.exists()
     legacy_yaml.write_bytes(b"\xff\xfe\x00binary")
     with pytest.raises(TeacherImportError, match="legacy_agent.yaml: not a text file"):
         import_rsl_rl(bare, agent_config=legacy_yaml)

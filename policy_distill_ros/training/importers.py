@@ -289,7 +289,8 @@ def _rsl_rl_activation(path: Path, activation: str | None, agent_config: str | o
     if activation is not None and activation != from_config:
         raise TeacherImportError(f"{where}: --activation {activation} contradicts {config_path} "
                                  f"(activation: {config.activation})")
-    return from_config, str(config_path)
+    # provenance for teacher.json without the user's directories
+    return from_config, str(AGENT_CONFIG_RELPATH) if agent_config is None else config_path.name
 
 
 def _rsl_rl_normalizer(actor: dict[str, torch.Tensor], size: int, where: str) -> EmpiricalNormalizer | None:
