@@ -22,6 +22,8 @@ COMMANDS = {
     "dagger": "dagger",
     "eval": "evaluate",
     "bench": "bench",
+    "quantize": "quantize",
+    "robustness": "robustness",
 }
 
 # One line each for `--help`, kept here so listing commands imports nothing heavy.
@@ -34,6 +36,8 @@ SUMMARIES = {
     "dagger": "DAgger rounds: the student drives, the teacher labels, data aggregates",
     "eval": "closed-loop teacher vs student on held-out randomized episodes",
     "bench": "run the benchmarks in bench/ and print their figures",
+    "quantize": "int8 / fp16 variants of a student: parity-bounded, return, latency, size",
+    "robustness": "teacher vs student outside the training ranges: returns, falls, plot",
 }
 
 
