@@ -24,6 +24,7 @@ COMMANDS = {
     "bench": "bench",
     "quantize": "quantize",
     "robustness": "robustness",
+    "sweep": "sweep",
 }
 
 # One line each for `--help`, kept here so listing commands imports nothing heavy.
@@ -38,6 +39,7 @@ SUMMARIES = {
     "bench": "run the benchmarks in bench/ and print their figures",
     "quantize": "int8 / fp16 variants of a student: parity-bounded, return, latency, size",
     "robustness": "teacher vs student outside the training ranges: returns, falls, plot",
+    "sweep": "ladder of student sizes/kinds from the same data: return vs params, latency, memory",
 }
 
 
