@@ -163,6 +163,8 @@ def plot_robustness(rows: Sequence[dict], path: str | Path, title: str = "") -> 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    from .report import _save_figure
+
     names = [r["scenario"] for r in rows]
     x = np.arange(len(names))
     fig, ax = plt.subplots(figsize=(max(8.0, 0.9 * len(names)), 4.6))
@@ -185,9 +187,6 @@ def plot_robustness(rows: Sequence[dict], path: str | Path, title: str = "") -> 
                           f"(shaded: student degrades first)", fontsize=10)
     ax.axhline(0, color="black", lw=0.6)
     ax.legend(loc="upper right")
-    fig.tight_layout()
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    return _save_figure(fig, path)

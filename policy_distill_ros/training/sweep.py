@@ -178,6 +178,8 @@ def plot_pareto(rows: Sequence[dict], path: str | Path, title: str = "") -> Path
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    from .report import _save_figure
+
     axes_spec = (("params", "parameters", True), ("p99_us", "ONNX Runtime p99 latency (us, 1 thread)", False),
                  ("session_mib", "session memory (MiB, RSS added by the model)", False))
     fig, axes = plt.subplots(1, 3, figsize=(15, 4.6), sharey=True)
@@ -204,12 +206,9 @@ def plot_pareto(rows: Sequence[dict], path: str | Path, title: str = "") -> Path
     axes[0].plot([], [], "D", color="grey", label="progressive")
     axes[0].legend(fontsize=8, loc="lower right")
     fig.suptitle(title or "student size trade-off", fontsize=10)
-    fig.tight_layout()
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    return _save_figure(fig, path)
 
 
 def rows_with_front(rows: list[dict], keys: Sequence[str] = ("params", "p99_us", "session_mib")
