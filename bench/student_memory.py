@@ -30,23 +30,10 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(REPO / "bench"))
 
+from policy_distill_ros.core.memory import process_memory_mib  # noqa: E402
 from student_latency import HIDDEN, LEGS, bench_env, make_model, start, stop  # noqa: E402
 
 STARTUP_TIMEOUT_S = 60.0
-
-
-def status_kib(pid: int) -> dict[str, int]:
-    """VmRSS / VmHWM (KiB) of a process; {} once it is gone."""
-    out = {}
-    try:
-        with open(f"/proc/{pid}/status") as f:
-            for line in f:
-                key, _, value = line.partition(":")
-                if key in ("VmRSS", "VmHWM"):
-                    out[key] = int(value.split()[0])
-    except OSError:
-        return {}
-    return out
 
 
 def run_case(name: str, node_args: list, env: dict, duration_s: float, workdir: str,
@@ -61,13 +48,13 @@ def run_case(name: str, node_args: list, env: dict, duration_s: float, workdir: 
         time.sleep(0.1)
     acting = os.path.exists(first)
     time.sleep(2.0)   # warm: first inferences, DDS discovery settled
-    loaded = status_kib(node.pid)
+    loaded = process_memory_mib(node.pid)
     samples = [loaded]
     end = time.monotonic() + duration_s
     while acting and time.monotonic() < end and node.poll() is None:
         time.sleep(1.0)
-        samples.append(status_kib(node.pid))
-    final = status_kib(node.pid)
+        samples.append(process_memory_mib(node.pid))
+    final = process_memory_mib(node.pid)
     stop(node)
     stop(probe)
     import numpy as np
@@ -78,11 +65,11 @@ def run_case(name: str, node_args: list, env: dict, duration_s: float, workdir: 
     window = rows[rows[:, 0] >= rows[-1, 0] - duration_s * 1e9] if len(rows) else rows
     if not acting or not final:
         return {"case": name, "error": f"node did not act (log: {workdir}/{name}_node.log)"}
-    rss = [s["VmRSS"] for s in samples if s]
-    return {"case": name, "rss_loaded_mib": loaded["VmRSS"] / 1024,
-            "rss_end_mib": final["VmRSS"] / 1024, "rss_max_sampled_mib": max(rss) / 1024,
-            "peak_hwm_mib": final["VmHWM"] / 1024,
-            "growth_mib": (final["VmRSS"] - loaded["VmRSS"]) / 1024,
+    rss = [s["rss_mib"] for s in samples if s]
+    return {"case": name, "rss_loaded_mib": loaded["rss_mib"],
+            "rss_end_mib": final["rss_mib"], "rss_max_sampled_mib": max(rss),
+            "peak_hwm_mib": final["peak_mib"],
+            "growth_mib": final["rss_mib"] - loaded["rss_mib"],
             "actions": int(len(rows)),
             "action_rate_hz": float(len(window) / duration_s) if len(window) else 0.0,
             "seconds": duration_s}
@@ -90,10 +77,9 @@ def run_case(name: str, node_args: list, env: dict, duration_s: float, workdir: 
 
 ARENA_SCRIPT = r"""
 import json, sys, numpy as np
+from policy_distill_ros.core.memory import process_memory_mib
 def rss():
-    for line in open('/proc/self/status'):
-        if line.startswith('VmRSS'):
-            return int(line.split()[1]) / 1024
+    return process_memory_mib()['rss_mib']
 base = rss()
 import onnxruntime as ort
 from policy_distill_ros.core.policy_file import make_session_options

@@ -93,13 +93,13 @@ def run(args: argparse.Namespace) -> int:
     from policy_distill_ros.core.spec import load_policy_spec
     from policy_distill_ros.training.evaluation import (evaluate_policy, format_table,
                                                         held_out_seeds, validation_seeds)
-    from policy_distill_ros.training.inference_bench import (interleaved_latency, machine_load,
+    from policy_distill_ros.training.inference_bench import (inference_memory,
+                                                             interleaved_latency, machine_load,
                                                              student_observations)
     from policy_distill_ros.training.networks import count_parameters
     from policy_distill_ros.training.rollout import OnnxActor, teacher_actor
-    from policy_distill_ros.training.sweep import (SWEEP_COLUMNS, inference_memory,
-                                                   parse_ladder, plot_pareto, rows_with_front,
-                                                   train_rung)
+    from policy_distill_ros.training.sweep import (SWEEP_COLUMNS, parse_ladder, plot_pareto,
+                                                   rows_with_front, train_rung)
     from policy_distill_ros.training.trainer import TrainingError, export_student
 
     from .evaluate import load_teacher_and_spec, sim_config_from_args

@@ -3,20 +3,25 @@
 `interleaved_latency` times `OnnxPolicy.__call__` (the node's inference path, one intra-op
 thread) for every file on the same observation rows, round-robin per row, so load changes on a
 shared machine hit every file alike and the ratios stay meaningful even when the microseconds
-do not. `student_observations` rolls a policy file out on the embedded simulator and returns
+do not. `inference_memory` is the resident memory of a fresh process running one file (what
+the model and ONNX Runtime add to the student node). `student_observations` rolls a policy file out on the embedded simulator and returns
 the observations it saw (calibration and parity inputs, from seeds the caller chooses).
 """
 from __future__ import annotations
 
+import json
 import os
+import subprocess
+import sys
 import time
+from pathlib import Path
 from typing import Mapping, Sequence
 
 import numpy as np
 
 from policy_distill_ros.core.policy_file import OnnxPolicy
 
-__all__ = ["interleaved_latency", "student_observations", "machine_load"]
+__all__ = ["interleaved_latency", "student_observations", "machine_load", "inference_memory"]
 
 
 def interleaved_latency(paths: Mapping[str, str | os.PathLike], obs: np.ndarray,
@@ -71,3 +76,31 @@ def machine_load() -> str:
     except OSError:
         return "load unknown"
     return f"load {one:.1f} / {os.cpu_count()} cores"
+
+
+_MEMORY_SCRIPT = r"""
+import json, sys
+import numpy as np
+import onnxruntime
+from policy_distill_ros.core.memory import process_memory_mib
+from policy_distill_ros.core.policy_file import OnnxPolicy
+before = process_memory_mib()['rss_mib']
+policy = OnnxPolicy(sys.argv[1])
+obs = np.zeros(policy.obs_size, np.float32)
+for _ in range(1000):
+    policy(obs)
+after = process_memory_mib()
+print(json.dumps(dict(after, session_mib=after['rss_mib'] - before)))
+"""
+
+
+def inference_memory(path: str | Path, repeats: int = 3) -> dict[str, float]:
+    """Median over fresh processes of: RSS and peak (MiB) of a process that imported numpy and
+    onnxruntime, loaded the file through OnnxPolicy and ran it 1000 times; `session_mib` is
+    what the model's session added (ONNX Runtime arena and weights included)."""
+    rows = []
+    for _ in range(max(1, repeats)):
+        res = subprocess.run([sys.executable, "-c", _MEMORY_SCRIPT, str(path)],
+                             capture_output=True, text=True, check=True)
+        rows.append(json.loads(res.stdout.strip().splitlines()[-1]))
+    return {k: float(np.median([r[k] for r in rows])) for k in rows[0]}

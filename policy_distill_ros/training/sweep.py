@@ -11,9 +11,6 @@ resident set of a fresh process that loads the file and runs it (`inference_memo
 """
 from __future__ import annotations
 
-import json
-import subprocess
-import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,7 +18,7 @@ from typing import Sequence
 
 import numpy as np
 
-__all__ = ["Rung", "DEFAULT_LADDER", "parse_ladder", "train_rung", "inference_memory",
+__all__ = ["Rung", "DEFAULT_LADDER", "parse_ladder", "train_rung",
            "pareto_front", "rows_with_front", "plot_pareto", "SWEEP_COLUMNS"]
 
 
@@ -111,41 +108,6 @@ def train_rung(rung: Rung, teacher, teacher_normalizer, dataset, student_spec, s
         result = run_progressive(teacher, teacher_normalizer, dataset, student_spec,
                                  sim_config, chain, config, progress=progress).final
     return result, time.perf_counter() - started
-
-
-_MEMORY_SCRIPT = r"""
-import json, sys
-def status():
-    out = {}
-    for line in open('/proc/self/status'):
-        key, _, value = line.partition(':')
-        if key in ('VmRSS', 'VmHWM'):
-            out[key] = int(value.split()[0]) / 1024
-    return out
-import numpy as np
-import onnxruntime
-from policy_distill_ros.core.policy_file import OnnxPolicy
-before = status()['VmRSS']
-policy = OnnxPolicy(sys.argv[1])
-obs = np.zeros(policy.obs_size, np.float32)
-for _ in range(1000):
-    policy(obs)
-after = status()
-print(json.dumps({'rss_mib': after['VmRSS'], 'peak_mib': after['VmHWM'],
-                  'session_mib': after['VmRSS'] - before}))
-"""
-
-
-def inference_memory(path: str | Path, repeats: int = 3) -> dict[str, float]:
-    """Median over fresh processes of: RSS and peak (MiB) of a process that imported numpy and
-    onnxruntime, loaded the file through OnnxPolicy and ran it 1000 times; `session_mib` is
-    what the model's session added (ONNX Runtime arena and weights included)."""
-    rows = []
-    for _ in range(max(1, repeats)):
-        res = subprocess.run([sys.executable, "-c", _MEMORY_SCRIPT, str(path)],
-                             capture_output=True, text=True, check=True)
-        rows.append(json.loads(res.stdout.strip().splitlines()[-1]))
-    return {k: float(np.median([r[k] for r in rows])) for k in rows[0]}
 
 
 def pareto_front(rows: Sequence[dict], cost: str, gain: str = "return_pct") -> list[int]:
