@@ -137,11 +137,13 @@ def test_degradation_flags_only_a_student_that_degrades_first():
     def around(mean):
         return (mean + rng.normal(0, 10, 10)).tolist()
     results = [_result("nominal", "teacher", around(1000)), _result("nominal", "student", around(1000)),
-               _result("ice", "teacher", around(900)), _result("ice", "student", around(450)),
+               _result("ice", "teacher", around(900)),
+               _result("ice", "student", around(450), [True] * 8 + [False] * 2),
                _result("bias", "teacher", around(600)), _result("bias", "student", around(620))]
     rows = {r["scenario"]: r for r in degradation(results)}
     assert rows["ice"]["student_degrades_first"] and rows["ice"]["kept_diff"] < -0.4
     assert not rows["bias"]["student_degrades_first"]
+    assert rows["ice"]["student_falls_more"] and not rows["bias"]["student_falls_more"]
     assert not rows["nominal"]["student_degrades_first"]
     table = robustness_table(list(rows.values()))
     assert "YES" in table.splitlines()[3] and "reference" in table

@@ -138,10 +138,17 @@ def run(args: argparse.Namespace) -> int:
 
 def _summary(rows: list[dict], flagged: list[dict]) -> str:
     if not flagged:
-        return ("The student never degrades before the teacher beyond the margin: in every "
+        text = ("The student never degrades before the teacher beyond the margin: in every "
                 "scenario it keeps at least as much of its nominal return (within the margin "
                 "or the interval).")
-    parts = [f"{r['scenario']} (student keeps {r['student_kept']:.0%} of its nominal return, "
-             f"the teacher {r['teacher_kept']:.0%}; falls {r['student_falls']} vs "
-             f"{r['teacher_falls']})" for r in flagged]
-    return "The student degrades before the teacher in: " + "; ".join(parts) + "."
+    else:
+        parts = [f"{r['scenario']} (student keeps {r['student_kept']:.0%} of its nominal "
+                 f"return, the teacher {r['teacher_kept']:.0%}; falls {r['student_falls']} vs "
+                 f"{r['teacher_falls']})" for r in flagged]
+        text = "The student degrades before the teacher in: " + "; ".join(parts) + "."
+    falls = [r for r in rows if r["student_falls_more"]]
+    if falls:
+        text += " It falls significantly more often than the teacher in: " + "; ".join(
+            f"{r['scenario']} ({r['student_falls']} vs {r['teacher_falls']} of "
+            f"{r['episodes']})" for r in falls) + "."
+    return text

@@ -9,7 +9,9 @@ every scenario); both read the same faulty `joint_states` / `imu`.
 Degradation of a policy in a scenario = its mean return there / its mean return in `nominal`.
 The student "degrades before the teacher" where its retained fraction is lower than the
 teacher's by more than `margin` (default 0.10) and the difference of the two retained fractions
-is outside its 95 % bootstrap interval (episodes resampled per policy).
+is outside its 95 % bootstrap interval (episodes resampled per policy). Falls are judged apart:
+the student "falls more" where its fall rate exceeds the teacher's beyond the normal 95 %
+interval of the difference of two proportions.
 """
 from __future__ import annotations
 
@@ -123,6 +125,9 @@ def degradation(results: Sequence[ScenarioResult], teacher: str = "teacher",
         low, high = _bootstrap_ratio_diff(np.asarray(s.returns), np.asarray(s0.returns),
                                           np.asarray(t.returns), np.asarray(t0.returns), rng)
         worse = name != "nominal" and (s_kept < t_kept - margin) and high < 0
+        n = len(s.falls)
+        ps, pt = float(np.mean(s.falls)), float(np.mean(t.falls))
+        falls_more = ps - pt - 1.96 * math.sqrt((ps * (1 - ps) + pt * (1 - pt)) / n) > 0
         rows.append({"scenario": name, "teacher_return": t.mean_return,
                      "teacher_ci95": t.ci95(), "teacher_falls": int(sum(t.falls)),
                      "student_return": s.mean_return, "student_ci95": s.ci95(),
@@ -131,7 +136,8 @@ def degradation(results: Sequence[ScenarioResult], teacher: str = "teacher",
                      "kept_diff": s_kept - t_kept, "kept_diff_ci95": [low, high],
                      "student_vs_teacher": s.mean_return / t.mean_return
                      if t.mean_return else float("nan"),
-                     "student_degrades_first": bool(worse)})
+                     "student_degrades_first": bool(worse),
+                     "student_falls_more": bool(falls_more)})
     return rows
 
 
@@ -172,16 +178,16 @@ def plot_robustness(rows: Sequence[dict], path: str | Path, title: str = "") -> 
         means = [r[f"{who}_return"] for r in rows]
         bars = ax.bar(x + offset, means, 0.4, yerr=[r[f"{who}_ci95"] for r in rows],
                       capsize=3, color=color, label=who)
-        for bar, r in zip(bars, rows):
-            ax.annotate(f"{r[f'{who}_falls']}", (bar.get_x() + bar.get_width() / 2,
-                                                 max(bar.get_height(), 0)),
-                        ha="center", va="bottom", fontsize=7, xytext=(0, 6),
+        for bar, r in zip(bars, rows):   # falls, above the interval's cap
+            top = max(bar.get_height(), 0) + r[f"{who}_ci95"]
+            ax.annotate(f"{r[f'{who}_falls']}", (bar.get_x() + bar.get_width() / 2, top),
+                        ha="center", va="bottom", fontsize=7, xytext=(0, 2),
                         textcoords="offset points")
     for i, r in enumerate(rows):
         if r["student_degrades_first"]:
             ax.axvspan(i - 0.5, i + 0.5, color="#c44e52", alpha=0.12, lw=0)
     ax.set_xticks(x, names, rotation=30, ha="right")
-    ax.set_ylabel("mean return (95 % interval); falls above the bars")
+    ax.set_ylabel("mean return (95 % interval); falls on top")
     episodes = rows[0]["episodes"] if rows else 0
     ax.set_title(title or f"teacher vs student per scenario, {episodes} held-out episodes each "
                           f"(shaded: student degrades first)", fontsize=10)
