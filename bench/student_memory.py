@@ -145,7 +145,7 @@ def main() -> int:
         for variant in ("int8_dynamic", "fp16"):
             path, _ = quantize_policy(model, variant, None, rows, float_first_layer=False)
             args.model.append(str(path))
-    for i, extra in enumerate(args.model):
+    for extra in args.model:
         name = f"student:{Path(extra).name}"
         cases[name] = student + ["-p", f"model_path:={Path(extra).resolve()}"]
         wanted.append(name)
@@ -169,8 +169,9 @@ def main() -> int:
               f"{r['peak_hwm_mib']:>8.1f}{r['growth_mib']:>8.1f}{r['action_rate_hz']:>10.0f}")
     ok = {r["case"]: r for r in results if "error" not in r}
     if "student" in ok and "baseline" in ok:
-        print(f"baseline / student: RSS {ok['baseline']['rss_end_mib'] / ok['student']['rss_end_mib']:.2f}x,"
-              f" peak {ok['baseline']['peak_hwm_mib'] / ok['student']['peak_hwm_mib']:.2f}x")
+        base, student = ok["baseline"], ok["student"]
+        print(f"baseline / student: RSS {base['rss_end_mib'] / student['rss_end_mib']:.2f}x, "
+              f"peak {base['peak_hwm_mib'] / student['peak_hwm_mib']:.2f}x")
     report = {"cases": results, "duration_s": args.duration_s, "rate_hz": args.rate_hz}
     if args.arena:
         report["arena"] = {}

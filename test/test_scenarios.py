@@ -136,7 +136,8 @@ def test_degradation_flags_only_a_student_that_degrades_first():
     rng = np.random.default_rng(0)
     def around(mean):
         return (mean + rng.normal(0, 10, 10)).tolist()
-    results = [_result("nominal", "teacher", around(1000)), _result("nominal", "student", around(1000)),
+    results = [_result("nominal", "teacher", around(1000)),
+               _result("nominal", "student", around(1000)),
                _result("ice", "teacher", around(900)),
                _result("ice", "student", around(450), [True] * 8 + [False] * 2),
                _result("bias", "teacher", around(600)), _result("bias", "student", around(620))]

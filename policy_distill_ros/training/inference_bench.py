@@ -4,8 +4,9 @@
 thread) for every file on the same observation rows, round-robin per row, so load changes on a
 shared machine hit every file alike and the ratios stay meaningful even when the microseconds
 do not. `inference_memory` is the resident memory of a fresh process running one file (what
-the model and ONNX Runtime add to the student node). `student_observations` rolls a policy file out on the embedded simulator and returns
-the observations it saw (calibration and parity inputs, from seeds the caller chooses).
+the model and ONNX Runtime add to the student node). `student_observations` rolls a policy
+file out on the embedded simulator and returns the observations it saw (calibration and
+parity inputs, from seeds the caller chooses).
 """
 from __future__ import annotations
 

@@ -18,14 +18,14 @@ recurrent student's `h_in`/`h_out`, stay float32, so the student node loads them
   float16`), casts at the float32 inputs and outputs. On a CPU without fp16 arithmetic ONNX
   Runtime computes such nodes in float32 behind casts: the file halves, the speed does not.
 
-Safety: the variant's commands (raw actions through the action spec: scale, offset,
-clip to the limits, exactly what the robot receives) are compared with the fp32 student's on
-held-out observations (rolled through both as one sequence, so a recurrent state's drift
-counts); a max or mean abs error above the variant's bounds (`DEFAULT_PARITY_ATOL`,
-`DEFAULT_PARITY_MEAN_ATOL`) raises `QuantizationParityError` and nothing is written. A passing file carries the fp32 file's
-metadata unchanged plus `provenance.quantization` (variant, bound, measured errors, source
-hash, calibration size), is written atomically and re-loaded through `core.policy_file.
-OnnxPolicy` (the node's loader) against the fp32 file's spec before it replaces `dst`.
+Safety: the variant's commands (raw actions through the action spec: scale, offset, clip to the
+limits, exactly what the robot receives) are compared with the fp32 student's on held-out
+observations (rolled through both as one sequence, so a recurrent state's drift counts); a max
+or mean abs error above the variant's bounds (`DEFAULT_PARITY_ATOL`, `DEFAULT_PARITY_MEAN_ATOL`)
+raises `QuantizationParityError` and nothing is written. A passing file carries the fp32
+file's metadata unchanged plus `provenance.quantization` (variant, bounds, measured errors,
+source hash, calibration size), is re-loaded through `core.policy_file.OnnxPolicy` (the node's
+loader) against the fp32 file's spec, and is renamed onto `dst` (same directory: atomic).
 """
 from __future__ import annotations
 
@@ -45,8 +45,8 @@ import numpy as np
 from policy_distill_ros.core.policy_file import (OBS_INPUT, OnnxPolicy, read_metadata,
                                                  save_policy)
 
-__all__ = ["VARIANTS", "DEFAULT_PARITY_ATOL", "DEFAULT_PARITY_MEAN_ATOL", "QuantParity", "QuantizationParityError",
-           "quantize_policy", "variant_path", "rollout_parity"]
+__all__ = ["VARIANTS", "DEFAULT_PARITY_ATOL", "DEFAULT_PARITY_MEAN_ATOL", "QuantParity",
+           "QuantizationParityError", "quantize_policy", "variant_path", "rollout_parity"]
 
 VARIANTS = ("int8", "int8_dynamic", "fp16")
 # Bounds on the command error vs the fp32 student (max abs, mean abs), in command units (the
@@ -261,7 +261,8 @@ def quantize_policy(src: str | os.PathLike, variant: str, calibration_obs: np.nd
     `calibration_obs` [N, obs] (int8 only): the observations that set the activation ranges.
     `parity_obs` [M, obs]: held-out observations (never the calibration rows) on which the
     variant's commands must stay within `parity_atol` (max abs) and `parity_mean_atol` (mean
-    abs) of `src`'s (defaults: `DEFAULT_PARITY_ATOL`, `DEFAULT_PARITY_MEAN_ATOL`). Returns (path, parity); raises
+    abs) of `src`'s (defaults: `DEFAULT_PARITY_ATOL`, `DEFAULT_PARITY_MEAN_ATOL`). Returns
+    (path, parity); raises
     QuantizationParityError (nothing written) when the bound is exceeded.
     `float_first_layer` (int8 only): keep the normalizer and the first layer in float32.
     """

@@ -61,7 +61,8 @@ class ScenarioResult:
                 "returns": self.returns, "falls": [bool(f) for f in self.falls],
                 "forward_m": self.forward_m, "lengths": self.lengths,
                 "mean_return": self.mean_return, "ci95": self.ci95(),
-                "fall_count": int(sum(self.falls)), "mean_forward_m": float(np.mean(self.forward_m)),
+                "fall_count": int(sum(self.falls)),
+                "mean_forward_m": float(np.mean(self.forward_m)),
                 "wall_s": self.wall_s}
 
 

@@ -142,7 +142,8 @@ def plot_pareto(rows: Sequence[dict], path: str | Path, title: str = "") -> Path
 
     from .report import _save_figure
 
-    axes_spec = (("params", "parameters", True), ("p99_us", "ONNX Runtime p99 latency (us, 1 thread)", False),
+    axes_spec = (("params", "parameters", True),
+                 ("p99_us", "ONNX Runtime p99 latency (us, 1 thread)", False),
                  ("session_mib", "session memory (MiB, RSS added by the model)", False))
     fig, axes = plt.subplots(1, 3, figsize=(15, 4.6), sharey=True)
     kinds = sorted({r["kind"] for r in rows})
