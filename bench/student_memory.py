@@ -36,8 +36,7 @@ from student_latency import HIDDEN, LEGS, bench_env, make_model, start, stop  # 
 STARTUP_TIMEOUT_S = 60.0
 
 
-def run_case(name: str, node_args: list, env: dict, duration_s: float, workdir: str,
-             rate_hz: float) -> dict:
+def run_case(name: str, node_args: list, env: dict, duration_s: float, workdir: str) -> dict:
     out = os.path.join(workdir, f"{name}.npy")
     probe = start([sys.executable, str(REPO / "bench/student_latency.py"), "--role", "probe",
                    "--out", out], env, os.path.join(workdir, f"{name}_probe.log"))
@@ -155,8 +154,7 @@ def main() -> int:
     try:
         for name in wanted:
             print(f"{name}: {args.duration_s:.0f} s at {args.rate_hz:.0f} Hz ...", flush=True)
-            results.append(run_case(name, cases[name], env, args.duration_s, workdir,
-                                    args.rate_hz))
+            results.append(run_case(name, cases[name], env, args.duration_s, workdir))
     finally:
         stop(sensors)
     print(f"\n{'case':<34}{'RSS loaded':>11}{'RSS end':>9}{'peak':>8}{'growth':>8}"
