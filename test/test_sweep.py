@@ -37,6 +37,7 @@ def test_sweep_command_at_tiny_size(tmp_path, capsys):
                      "history_mlp:8x8,progressive:8x8/32x32,tcn:8x8/16,gru:8/16",
                      "--demo-episodes", "3", "--max-episode-steps", "30", "--eval-episodes", "2",
                      "--epochs", "2", "--memory-repeats", "1", "--latency-rows", "50",
+                     "--latency-repeats", "1",
                      "--out", str(out), "--no-progress"])
     assert code == 0
     report = json.loads((out / "sweep.json").read_text())
@@ -45,10 +46,17 @@ def test_sweep_command_at_tiny_size(tmp_path, capsys):
                                          "tcn:8x8/16", "gru:8/16"]
     assert rows[0]["params"] == rows[1]["params"] and rows[1]["progressive"]
     for r in rows:
-        assert (out / "students" / r["path"].rsplit("/", 1)[1]).is_file()
+        assert (out / "students" / r["file"]).is_file()
         assert len(r["returns"]) == 2 and r["p99_us"] >= r["p50_us"] > 0
         assert r["rss_mib"] > r["session_mib"] > 0 and r["onnx_bytes"] > 0
     assert any(r["pareto"] for r in rows)
     assert (out / "sweep.png").read_bytes()[:4] == b"\x89PNG"
     assert "Pareto" in (out / "sweep.md").read_text()
     assert "gru:8/16" in capsys.readouterr().out
+    # re-timing the same students elsewhere needs only the sweep directory
+    assert cli_main(["sweep", "--measure-only", str(out), "--latency-repeats", "1",
+                     "--memory-repeats", "1", "--no-progress"]) == 0
+    again = json.loads((out / "sweep.json").read_text())
+    assert [r["returns"] for r in again["rows"]] == [r["returns"] for r in rows]
+    assert "--measure-only" in again["command"] and again["rows"][0]["calls"] == 50
+    assert cli_main(["sweep", "--measure-only", str(tmp_path / "nothing")]) == 1

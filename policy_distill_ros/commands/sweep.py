@@ -12,6 +12,8 @@ does (training seeds only; the student targets are always the teacher's actions)
 `--data` bags / .npz. Ladder: `training.sweep.DEFAULT_LADDER` (history MLPs 8x8 .. 256x256, a
 progressive 8x8 through 128x128, a TCN, a GRU) or `--ladder` names / `kind:sizes`.
 Writes `<out>/sweep.json`, `sweep.md`, `sweep.png` and `<out>/students/*.onnx`.
+`--measure-only DIR` re-times and re-measures an earlier sweep's students (on the robot's own
+computer, say) and rewrites its table and plot; it needs neither the simulator nor torch.
 """
 from __future__ import annotations
 
@@ -47,7 +49,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--batch-size", type=int, default=256)
     parser.add_argument("--lr", type=float, default=3e-3)
     parser.add_argument("--kl-weight", type=float, default=0.05)
-    parser.add_argument("--latency-rows", type=int, default=2000)
+    parser.add_argument("--latency-rows", type=int, default=2000,
+                        help="validation-seed observations timed per file, interleaved")
+    parser.add_argument("--latency-repeats", type=int, default=3,
+                        help="passes over those rows (more passes: a steadier p99)")
+    parser.add_argument("--measure-only", default=None, metavar="DIR",
+                        help="only re-time / re-measure the students of an earlier sweep in "
+                             "DIR (e.g. copied to the robot's computer; no simulator needed)")
     parser.add_argument("--memory-repeats", type=int, default=3)
     parser.add_argument("--out", default="runs/sweep")
     add_sim_arguments(parser)
@@ -86,20 +94,19 @@ def _dataset(args, teacher, tnorm, student_spec, teacher_spec, sim_config):
 
 
 def run(args: argparse.Namespace) -> int:
+    if args.measure_only:
+        return _measure_only(args)
     import numpy as np
     import torch
 
     from policy_distill_ros.core.policy_file import PolicyFileError
     from policy_distill_ros.core.spec import load_policy_spec
-    from policy_distill_ros.training.evaluation import (evaluate_policy, format_table,
-                                                        held_out_seeds, validation_seeds)
-    from policy_distill_ros.training.inference_bench import (inference_memory,
-                                                             interleaved_latency, machine_load,
-                                                             student_observations)
+    from policy_distill_ros.training.evaluation import (evaluate_policy, held_out_seeds,
+                                                        validation_seeds)
+    from policy_distill_ros.training.inference_bench import student_observations
     from policy_distill_ros.training.networks import count_parameters
     from policy_distill_ros.training.rollout import OnnxActor, teacher_actor
-    from policy_distill_ros.training.sweep import (SWEEP_COLUMNS, parse_ladder, plot_pareto,
-                                                   rows_with_front, train_rung)
+    from policy_distill_ros.training.sweep import parse_ladder, train_rung
     from policy_distill_ros.training.trainer import TrainingError, export_student
 
     from .evaluate import load_teacher_and_spec, sim_config_from_args
@@ -148,7 +155,7 @@ def run(args: argparse.Namespace) -> int:
         ci = 1.96 * float(np.std(ev["returns"], ddof=1)) / n ** 0.5 if n > 1 else 0.0
         rows.append({"name": rung.name, "kind": rung.student["kind"],
                      "progressive": rung.medium is not None, "rung": rung.to_dict(),
-                     "params": count_parameters(result.student), "path": str(path),
+                     "params": count_parameters(result.student), "file": path.name,
                      "onnx_bytes": path.stat().st_size, "mean_return": ev["mean_return"],
                      "std_return": ev["std_return"], "ci95": ci, "returns": ev["returns"],
                      "return_pct": 100 * ev["mean_return"] / teacher_eval.mean_return,
@@ -161,37 +168,83 @@ def run(args: argparse.Namespace) -> int:
     if not rows:
         LOG.error("no rung was trained")
         return 1
-    load = machine_load()
     obs = student_observations(next(iter(files.values())), sim_config, validation_seeds(2),
                                args.sim_seed)[:args.latency_rows]
-    latency = interleaved_latency({k: str(v) for k, v in files.items()}, obs)
-    for row in rows:
-        row.update(latency[row["name"]])
-        row.update(inference_memory(row["path"], args.memory_repeats))
-    rows_with_front(rows)
-    wall_s = time.perf_counter() - started
-    table = format_table(rows, SWEEP_COLUMNS)
+    np.save(out / LATENCY_OBS, obs)
     command = "policy-distill sweep " + " ".join(shlex.quote(a) for a in sys.argv[2:]) \
         if len(sys.argv) > 1 and sys.argv[1] == "sweep" else "policy-distill sweep"
-    facts = (f"{len(dataset):,} samples ({data_note}); {args.epochs} epochs, BC + KL "
-             f"{args.kl_weight}; {len(seeds)} held-out episodes per student (seeds "
-             f"{seeds[0]}..{seeds[-1]}), teacher {teacher_eval.mean_return:.1f} "
-             f"({t_params:,} params) on the same seeds; latency: OnnxPolicy, 1 intra-op "
-             f"thread, {len(obs)} calls per file interleaved, {load}; memory: median of "
-             f"{args.memory_repeats} fresh processes (numpy + onnxruntime + the file, 1000 "
-             f"runs); {wall_s / 60:.1f} min on {os.cpu_count()} cores")
+    report = {"rows": rows, "seeds": seeds, "command": command,
+              "teacher": {"mean_return": teacher_eval.mean_return,
+                          "returns": teacher_eval.returns.tolist(), "params": t_params,
+                          "sha256": info.sha256},
+              "training": (f"{len(dataset):,} samples ({data_note}); {args.epochs} epochs, "
+                           f"BC + KL {args.kl_weight}; {len(seeds)} held-out episodes per "
+                           f"student (seeds {seeds[0]}..{seeds[-1]}), teacher "
+                           f"{teacher_eval.mean_return:.1f} ({t_params:,} params) on the same "
+                           f"seeds"),
+              "train_wall_s": time.perf_counter() - started}
+    return _measure_and_write(report, out, args)
+
+
+LATENCY_OBS = "latency_obs.npy"
+
+
+def _measure_and_write(report: dict, out: Path, args: argparse.Namespace) -> int:
+    """Latency (interleaved, one thread) and memory of every student file of `report`, the
+    Pareto fronts, then sweep.json / sweep.md / sweep.png."""
+    import numpy as np
+
+    from policy_distill_ros.training.evaluation import format_table
+    from policy_distill_ros.training.inference_bench import (inference_memory,
+                                                             interleaved_latency, machine_load)
+    from policy_distill_ros.training.sweep import SWEEP_COLUMNS, plot_pareto, rows_with_front
+    rows = report["rows"]
+    files = {r["name"]: out / "students" / r["file"] for r in rows}
+    obs = np.load(out / LATENCY_OBS)
+    started = time.perf_counter()
+    load = machine_load()
+    latency = interleaved_latency({k: str(v) for k, v in files.items()}, obs,
+                                  repeats=args.latency_repeats)
+    for row in rows:
+        row.update(latency[row["name"]])
+        row.update(inference_memory(files[row["name"]], args.memory_repeats))
+    rows_with_front(rows)
+    calls = latency[rows[0]["name"]]["calls"]
+    report["measured"] = (f"latency: OnnxPolicy, 1 intra-op thread, {calls} calls per file "
+                          f"interleaved, {load} at the start; memory: median of "
+                          f"{args.memory_repeats} fresh processes (numpy + onnxruntime + the "
+                          f"file, 1000 runs); {os.cpu_count()} cores")
+    report["wall_s"] = report.get("train_wall_s", 0.0) + time.perf_counter() - started
+    facts = f"{report['training']}; {report['measured']}; {report['wall_s'] / 60:.1f} min"
+    table = format_table(rows, SWEEP_COLUMNS)
+    episodes = len(report["seeds"])
     plot_pareto(rows, out / "sweep.png",
-                f"student trade-off: {len(seeds)} held-out episodes each, teacher = 100 %")
-    (out / "sweep.json").write_text(json.dumps(
-        {"rows": rows, "teacher": {"mean_return": teacher_eval.mean_return,
-                                   "returns": teacher_eval.returns.tolist(), "params": t_params,
-                                   "sha256": info.sha256},
-         "seeds": seeds, "facts": facts, "command": command, "wall_s": wall_s}, indent=2) + "\n")
+                f"student trade-off: {episodes} held-out episodes each, teacher = 100 %")
+    (out / "sweep.json").write_text(json.dumps(report, indent=2) + "\n")
     (out / "sweep.md").write_text(
-        f"# Student size trade-off\n\n`{command}`\n\n{facts}.\n\n```\n{table}\n```\n\n"
-        "Pareto: P = on the front of return vs parameters, L = vs p99 latency, M = vs "
+        f"# Student size trade-off\n\n`{report['command']}`\n\n{facts}.\n\n```\n{table}\n"
+        "```\n\nPareto: P = on the front of return vs parameters, L = vs p99 latency, M = vs "
         "session memory.\n\n![sweep](sweep.png)\n")
     print(table)
     print(f"\nPareto: P params, L p99 latency, M session memory. {facts}")
     print(f"report: {out / 'sweep.md'}, plot: {out / 'sweep.png'}")
     return 0
+
+
+def _measure_only(args: argparse.Namespace) -> int:
+    """Re-time and re-measure the students of an earlier sweep (e.g. copied to the robot's
+    computer): no simulator, no torch needed."""
+    out = Path(args.measure_only)
+    try:
+        report = json.loads((out / "sweep.json").read_text())
+        missing = [r["file"] for r in report["rows"]
+                   if not (out / "students" / r["file"]).is_file()]
+        if missing or not (out / LATENCY_OBS).is_file():
+            raise ValueError(f"{out}: missing {missing or [LATENCY_OBS]}")
+    except (OSError, ValueError, KeyError) as exc:
+        LOG.error("--measure-only: %s", exc)
+        return 1
+    report.pop("train_wall_s", None)
+    report["command"] += f"; re-measured: policy-distill sweep --measure-only {out} " \
+        f"--latency-repeats {args.latency_repeats}"
+    return _measure_and_write(report, out, args)
