@@ -161,3 +161,42 @@ def test_student_node_runs_the_int8_student(tmp_path):
     finally:
         peer.close()
         rclpy.try_shutdown()
+
+
+@pytest.mark.timeout(300)
+def test_quantize_command_calibrates_on_recorded_data_and_reports(tmp_path, capsys):
+    import json
+
+    from policy_distill_ros.cli import main as cli_main
+    from policy_distill_ros.training.dataset import DistillDataset
+    from policy_distill_ros.training.inference_bench import student_observations
+    from distill_fixtures import sim_config
+    student_spec, teacher_spec = specs()
+    model = tmp_path / "student.onnx"
+    make_student(model, student_spec)
+    obs = student_observations(model, sim_config(20), [0, 1, 2, 3])   # as a bag would hold
+    data = DistillDataset(obs, np.zeros((len(obs), teacher_spec.observation.size), np.float32),
+                          np.zeros((len(obs), 8), np.float32), np.zeros(len(obs), np.int64),
+                          {0: 0.0}, ("test",)).save(tmp_path / "recorded.npz")
+    out = tmp_path / "report.json"
+    code = cli_main(["quantize", "--model", str(model), "--calibration", str(data),
+                     "--variants", "int8,fp16", "--parity-episodes", "1",
+                     "--max-episode-steps", "20", "--eval-episodes", "2", "--latency-rows", "20",
+                     "--out-dir", str(tmp_path / "q"), "--json", str(out), "--no-progress"])
+    assert code == 0
+    text = capsys.readouterr().out
+    assert "int8" in text and "fp16" in text and "p99/fp32" in text
+    report = json.loads(out.read_text())
+    assert report["calibration"] == f"{len(obs)} recorded observations"
+    assert set(report["variants"]) == {"fp32", "int8", "fp16"}
+    for name, row in report["variants"].items():
+        assert len(row["returns"]) == 2 and row["p99_us"] > 0, name
+    assert (tmp_path / "q" / "student_int8.onnx").is_file()
+    assert read_metadata(tmp_path / "q" / "student_int8.onnx").provenance["quantization"][
+        "calibration_samples"] == len(obs)
+    # a bound no variant can meet: refused, named, exit 1, the rest still reported
+    assert cli_main(["quantize", "--model", str(model), "--variants", "fp16",
+                     "--parity-atol", "fp16=1e-9", "--parity-episodes", "1",
+                     "--max-episode-steps", "20", "--eval-episodes", "0",
+                     "--out-dir", str(tmp_path / "q2"), "--no-progress"]) == 1
+    assert not (tmp_path / "q2" / "student_fp16.onnx").exists()

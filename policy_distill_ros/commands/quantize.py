@@ -50,6 +50,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="validation-seed rollouts whose observations bound the parity")
     parser.add_argument("--parity-atol", action="append", default=[], metavar="VARIANT=X",
                         help="override a variant's max abs command error bound vs fp32")
+    parser.add_argument("--parity-mean-atol", action="append", default=[], metavar="VARIANT=X",
+                        help="override a variant's mean abs command error bound vs fp32")
     parser.add_argument("--all-layers-int8", action="store_true",
                         help="int8 variants: quantize the first layer too (default: float32)")
     parser.add_argument("--eval-episodes", type=int, default=20,
@@ -68,7 +70,7 @@ def _bounds(items: list[str]) -> dict[str, float]:
         try:
             out[name.strip()] = float(value)
         except ValueError:
-            raise ValueError(f"--parity-atol {item!r}: expected VARIANT=NUMBER") from None
+            raise ValueError(f"parity bound {item!r}: expected VARIANT=NUMBER") from None
     return out
 
 
@@ -105,6 +107,11 @@ def run(args: argparse.Namespace) -> int:
     model = Path(args.model)
     try:
         bounds = _bounds(args.parity_atol)
+        mean_bounds = _bounds(args.parity_mean_atol)
+        stray = sorted((set(bounds) | set(mean_bounds)) - set(variants))
+        if stray:
+            raise ValueError(f"parity bound for {stray}, which is not among --variants "
+                             f"{variants}")
         spec = read_metadata(model).policy_spec
         sim_config = sim_config_from_args(args.sim_config, args.max_episode_steps)
         calibration, calibration_note = (None, "none")
@@ -127,7 +134,7 @@ def run(args: argparse.Namespace) -> int:
             else variant_path(model, variant)
         try:
             path, parity = quantize_policy(model, variant, calibration, parity_obs, dst,
-                                           bounds.get(variant),
+                                           bounds.get(variant), mean_bounds.get(variant),
                                            float_first_layer=not args.all_layers_int8)
         except QuantizationParityError as exc:
             LOG.error("%s", exc)
