@@ -15,8 +15,9 @@ recurrent student's `h_in`/`h_out`, stay float32, so the student node loads them
   (`float_first_layer`; measured on the demo student: all-int8 moved commands by up to 0.38
   (static, beyond its bound) / 0.20 (dynamic), first layer in float 0.25 / 0.09).
 - ``fp16``: every float weight and activation in half precision (`onnxruntime.transformers.
-  float16`), casts at the float32 inputs and outputs. On a CPU without fp16 arithmetic ONNX
-  Runtime computes such nodes in float32 behind casts: the file halves, the speed does not.
+  float16`), casts at the float32 inputs and outputs. ONNX Runtime's x86 CPU provider upcasts
+  such a graph to float32 when it loads it (ORT 1.32: no fp16 node is left in its optimized
+  graph), so the file halves, the speed does not, and the error is the weights' rounding.
 
 Safety: the variant's commands (raw actions through the action spec: scale, offset, clip to the
 limits, exactly what the robot receives) are compared with the fp32 student's on held-out
