@@ -20,7 +20,7 @@ import dataclasses
 import math
 from collections import deque
 from dataclasses import dataclass, field
-from typing import Any, Mapping
+from typing import Any, Sequence
 
 import numpy as np
 
@@ -29,7 +29,7 @@ from .config import SimConfig
 from .frame import IMU, JOINT_STATES, SensorFrame, TopicSample
 
 __all__ = ["SensorFaults", "Scenario", "FaultySensorSim", "default_scenarios",
-           "TRAINING_RANGES"]
+           "scenario_by_name"]
 
 
 @dataclass(frozen=True)
@@ -131,20 +131,21 @@ class FaultySensorSim(AntSim):
         return topics
 
 
-# The demo's training randomization (config/sim.yaml); scenarios step outside it.
-TRAINING_RANGES = {"friction_range": (0.6, 1.2), "payload_kg_range": (0.0, 0.3),
-                   "motor_strength_range": (0.8, 1.2)}
-
-
 def default_scenarios(base: SimConfig) -> list[Scenario]:
-    """The standard set: `base` (the training ranges) first, then one change per scenario."""
+    """The standard set: `base` (the training ranges) first, then one change per scenario. The
+    changed values are fixed, chosen beyond the demo's ranges (config/sim.yaml: friction
+    0.6-1.2, payload 0-0.3 kg, motor strength 0.8-1.2); with a wider `base`, check they still
+    lie outside it."""
     def with_(**changes: Any) -> SimConfig:
         return dataclasses.replace(base, **changes)
 
     noise = {"joint_position_std": 0.05, "joint_velocity_std": 0.5,
              "angular_velocity_std": 0.2, "linear_acceleration_std": 1.0}
-    out = [Scenario("nominal", "training ranges (friction 0.6-1.2, payload 0-0.3 kg, motor "
-                               "0.8-1.2)", base)]
+    def span(r: tuple) -> str:
+        return f"{r[0]:g}-{r[1]:g}"
+    out = [Scenario("nominal", f"training ranges (friction {span(base.friction_range)}, payload "
+                               f"{span(base.payload_kg_range)} kg, motor "
+                               f"{span(base.motor_strength_range)})", base)]
     out += [
         Scenario("friction_low", "friction 0.3-0.4 (ice-like; trained >= 0.6)",
                  with_(friction_range=(0.3, 0.4))),
@@ -173,8 +174,7 @@ def default_scenarios(base: SimConfig) -> list[Scenario]:
     return out
 
 
-def scenario_by_name(scenarios: list[Scenario], names: Mapping[str, Any] | list[str]) \
-        -> list[Scenario]:
+def scenario_by_name(scenarios: Sequence[Scenario], names: Sequence[str]) -> list[Scenario]:
     """The scenarios named (in the order given); an unknown name is an error listing them."""
     index = {s.name: s for s in scenarios}
     unknown = [n for n in names if n not in index]

@@ -16,8 +16,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
 
-import numpy as np
-
 __all__ = ["Rung", "DEFAULT_LADDER", "parse_ladder", "train_rung",
            "pareto_front", "rows_with_front", "plot_pareto", "SWEEP_COLUMNS"]
 
