@@ -321,6 +321,14 @@ def run_case(name: str, node_args: list, env: dict, duration_s: float, workdir: 
     return rows, cpu_s / duration_s
 
 
+def bench_env() -> dict:
+    """Environment of the benchmark's child processes: this checkout first on the path, a DDS
+    domain of its own, localhost discovery only."""
+    return dict(os.environ, PYTHONPATH=str(REPO) + os.pathsep + os.environ.get("PYTHONPATH", ""),
+                ROS_DOMAIN_ID=os.environ.get("ROS_DOMAIN_ID", str(101 + os.getpid() % 100)),
+                ROS_AUTOMATIC_DISCOVERY_RANGE="LOCALHOST")
+
+
 def cpu_time_s(pid: int) -> float:
     """User + system CPU seconds of a process, all its threads (Linux /proc)."""
     try:
@@ -359,9 +367,7 @@ def main() -> None:
         return run_echo()
 
     workdir = tempfile.mkdtemp(prefix="student_latency_")
-    env = dict(os.environ, PYTHONPATH=str(REPO) + os.pathsep + os.environ.get("PYTHONPATH", ""),
-               ROS_DOMAIN_ID=os.environ.get("ROS_DOMAIN_ID", str(101 + os.getpid() % 100)),
-               ROS_AUTOMATIC_DISCOVERY_RANGE="LOCALHOST")
+    env = bench_env()
     model = os.path.join(workdir, "student.onnx")
     make_model(model, args.rate_hz)
     if args.stages:

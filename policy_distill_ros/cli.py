@@ -22,6 +22,9 @@ COMMANDS = {
     "dagger": "dagger",
     "eval": "evaluate",
     "bench": "bench",
+    "quantize": "quantize",
+    "robustness": "robustness",
+    "sweep": "sweep",
 }
 
 # One line each for `--help`, kept here so listing commands imports nothing heavy.
@@ -34,6 +37,9 @@ SUMMARIES = {
     "dagger": "DAgger rounds: the student drives, the teacher labels, data aggregates",
     "eval": "closed-loop teacher vs student on held-out randomized episodes",
     "bench": "run the benchmarks in bench/ and print their figures",
+    "quantize": "int8 / fp16 variants of a student: parity-bounded, return, latency, size",
+    "robustness": "teacher vs student outside the training ranges: returns, falls, plot",
+    "sweep": "ladder of student sizes/kinds from the same data: return vs params, latency, memory",
 }
 
 

@@ -63,6 +63,9 @@ def check_report(result: subprocess.CompletedProcess, json_path: Path) -> dict:
     assert all(math.isfinite(figures[k]) for k in FIGURES), figures
     assert figures["actions"] > 0 and figures["action_rate_hz"] > 0, figures
     assert 0 <= figures["latency_p50_ms"] <= figures["latency_p99_ms"] <= figures["latency_max_ms"]
+    memory = report["student_memory_mib"]   # a Python node with onnxruntime: tens of MiB
+    assert 10 < memory["rss_mib"] <= memory["peak_mib"] < 2000, memory
+    assert "student node memory: RSS" in result.stdout
     assert_all_gone(started_pids(result.stderr))
     return report
 

@@ -223,6 +223,9 @@ def test_eval_command_prints_table_and_writes_json(tmp_path, trained, capsys):
     assert s["params"] == count_parameters(trained.student)
     assert s["onnx_bytes"] == student.stat().st_size
     assert len(t["returns"]) == 2 and t["latency_p99_us"] > 0
+    memory = s["inference_memory_mib"]
+    assert memory["peak_mib"] >= memory["rss_mib"] > memory["session_mib"] > 0
+    assert "student inference memory: RSS" in text
     # the same teacher evaluated directly gives the same returns (the command adds nothing)
     teacher, normalizer = make_teacher(seed=1)
     _, teacher_spec = specs()

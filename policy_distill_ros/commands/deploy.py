@@ -33,6 +33,7 @@ from typing import Dict, List, Optional
 
 import yaml
 
+from policy_distill_ros.core.memory import process_memory_mib
 from policy_distill_ros.processes import REPO_ROOT, CliPeer, NodeProcess
 
 HELP = "student node + timing monitor in closed loop; prints what the monitor measured"
@@ -293,6 +294,7 @@ def run(args: argparse.Namespace) -> int:
         figures = figures_of(listener)
         level, message, values = listener.level, listener.message, dict(listener.values)
         student_state = listener.student_state()
+        memory = process_memory_mib(plan.processes[2].pid)   # the student, after the run
     finally:
         source, monitor, student = plan.processes
         for proc in (monitor, student, source):  # the watcher first, so stopping the student
@@ -307,6 +309,9 @@ def run(args: argparse.Namespace) -> int:
           f"{' (demo student, random weights)' if plan.demo_model else ''}\n"
           f"monitor status: {message}\n")
     print(format_table(figures))
+    if memory:
+        print(f"student node memory: RSS {memory['rss_mib']:.1f} MiB, peak "
+              f"{memory['peak_mib']:.1f} MiB (after {measured_s:.0f} s)")
     if plan.sim_time:
         print("(sim source: latency, rate and jitter are in sim time)")
     print(f"logs: {workdir}")
@@ -317,7 +322,8 @@ def run(args: argparse.Namespace) -> int:
                   "expected_rate_hz": plan.action_rate_hz, "sim_time": plan.sim_time,
                   "duration_s": measured_s, "figures": figures, "monitor_level": level,
                   "monitor_message": message, "student_state": student_state,
-                  "diagnostics": values, "log_dir": str(workdir)}
+                  "diagnostics": values, "log_dir": str(workdir),
+                  "student_memory_mib": memory}
         Path(args.json).write_text(json.dumps(report, indent=2, allow_nan=True) + "\n")
     ok = figures["actions"] > 0 and all(math.isfinite(v) for v in figures.values())
     if not ok:

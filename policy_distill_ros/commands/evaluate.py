@@ -118,6 +118,12 @@ def run(args: argparse.Namespace) -> int:
     report["sim_config"] = sim_config.to_dict()
     report["teacher_path"] = args.teacher
     print(comparison_table(report))
+    if args.student:
+        from policy_distill_ros.training.inference_bench import inference_memory
+        memory = report["student"]["inference_memory_mib"] = inference_memory(args.student, 1)
+        print(f"student inference memory: RSS {memory['rss_mib']:.1f} MiB, peak "
+              f"{memory['peak_mib']:.1f} MiB, of which the session {memory['session_mib']:.2f} "
+              f"MiB (a fresh process: numpy + onnxruntime + this file, 1000 runs)")
     if args.json:
         Path(args.json).parent.mkdir(parents=True, exist_ok=True)
         Path(args.json).write_text(json.dumps(report, indent=2) + "\n")
