@@ -19,6 +19,8 @@ from pathlib import Path
 import pytest
 import yaml
 
+from policy_distill_ros.params_file import node_params, pattern_matches
+
 REPO = Path(__file__).resolve().parents[1]
 LAUNCH_FILES = sorted((REPO / "launch").glob("*.launch.py"))
 PARAM_FILES = sorted((REPO / "config").rglob("*.yaml"))
@@ -217,8 +219,8 @@ def test_teacher_sim_launch_arguments() -> None:
     conditional = {literal(keyword(c, "executable"), tree) for c in calls
                    if keyword(c, "condition") is not None}
     assert conditional == {"sim_node", "recorder_node"}
-    blocks = yaml.safe_load((REPO / "config" / "teacher.yaml").read_text())
-    assert {"teacher_node", "recorder_node", "timing_monitor_node"} <= set(blocks)
+    for node in ("teacher_node", "recorder_node", "timing_monitor_node"):
+        assert node_params(REPO / "config" / "teacher.yaml", node, "/sim1"), node
 
 
 def test_gazebo_bridge_example_maps_the_teacher_topics() -> None:
