@@ -86,5 +86,6 @@ def generate_launch_description() -> LaunchDescription:
                         "teacher_spec_path": spec}])
     monitor = Node(package=PACKAGE, executable="timing_monitor_node",
                    name="timing_monitor_node", namespace=namespace, output="screen",
-                   emulate_tty=True, on_exit=required("timing_monitor_node"), parameters=[params_file, sim_time, {"spec_path": spec}])
+                   emulate_tty=True, on_exit=required("timing_monitor_node"),
+                   parameters=[params_file, sim_time, {"spec_path": spec}])
     return LaunchDescription(arguments + [sim, teacher_node, recorder, monitor])

@@ -4,8 +4,9 @@ A params file maps node-name patterns to `ros__parameters` blocks. rcl reads a k
 qualified node name (a key without a leading `/` is taken from the root namespace, so a bare
 `student_node:` matches only `/student_node`), where a token `*` stands for one name token and
 `**` for any number of them. The shipped files key their blocks `/**/node_name:`, so they apply
-under any namespace a launch file or `__ns:=` gives. Every matching block applies, in file order, a later
-value winning, as for the node itself.
+under any namespace a launch file or `__ns:=` gives. Every matching block applies, in file
+order, a later value winning, as for the node itself (test/test_params_file.py checks this
+against rclpy).
 """
 from __future__ import annotations
 
@@ -64,3 +65,14 @@ def _merge(into: Dict[str, Any], params: Mapping[str, Any]) -> None:
             _merge(into[key], value)
         else:
             into[key] = dict(value) if isinstance(value, Mapping) else value
+
+
+def flat_params(params: Mapping[str, Any], prefix: str = "") -> Dict[str, Any]:
+    """Nested mappings as the dotted parameter names a node declares (`sensor_noise.imu_std`)."""
+    flat: Dict[str, Any] = {}
+    for key, value in params.items():
+        if isinstance(value, Mapping):
+            flat.update(flat_params(value, f"{prefix}{key}."))
+        else:
+            flat[f"{prefix}{key}"] = value
+    return flat

@@ -204,6 +204,22 @@ def test_colcon_build_installs_package(tmp_path: Path) -> None:
         assert os.access(lib / exe, os.X_OK), f"{exe} not installed in lib/policy_distill_ros"
     assert (install / "policy_distill_ros" / "share" / "ament_index" / "resource_index" /
             "packages" / "policy_distill_ros").is_file()
+    # `source install/setup.bash` alone (nothing hand-set) puts the installed copy first on
+    # PYTHONPATH and the prefix on AMENT_PREFIX_PATH; the installed console script then runs.
+    clean = {k: v for k, v in os.environ.items()
+             if k not in ("PYTHONPATH", "AMENT_PREFIX_PATH", "COLCON_PREFIX_PATH")}
+    clean["PATH"] = os.pathsep.join([str(Path(sys.executable).parent), clean.get("PATH", "")])
+    probe = (f". '{install}/setup.bash' && echo \"$AMENT_PREFIX_PATH\" && "
+             "python -c 'import policy_distill_ros as p; print(p.__file__)' && "
+             f"'{lib}/policy-distill' --help")
+    out = subprocess.run(["bash", "-c", probe], cwd=str(tmp_path), env=clean,
+                         capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stdout[-2000:] + out.stderr[-2000:]
+    prefix, module_file = out.stdout.splitlines()[:2]
+    assert str(install / "policy_distill_ros") in prefix.split(os.pathsep)
+    assert Path(module_file).is_relative_to(install), \
+        f"setup.bash did not put the installed package first: {module_file}"
+    assert "usage: policy-distill" in out.stdout
 
 
 def test_teacher_sim_launch_arguments() -> None:

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from policy_distill_ros.params_file import node_blocks, node_params, pattern_matches
+from policy_distill_ros.params_file import flat_params, node_blocks, node_params, pattern_matches
 
 REPO = Path(__file__).resolve().parents[1]
 NAMESPACES = ["/", "/robot1", "/fleet/robot2"]
@@ -52,16 +52,6 @@ RCL_FILE = {
 }
 
 
-def _flat(params: dict, prefix: str = "") -> dict:
-    out = {}
-    for key, value in params.items():
-        if isinstance(value, dict):
-            out.update(_flat(value, f"{prefix}{key}."))
-        else:
-            out[f"{prefix}{key}"] = value
-    return out
-
-
 @pytest.mark.parametrize("namespace", NAMESPACES)
 def test_node_params_matches_what_rcl_gives_the_node(tmp_path: Path, namespace: str) -> None:
     import rclpy
@@ -77,7 +67,7 @@ def test_node_params_matches_what_rcl_gives_the_node(tmp_path: Path, namespace: 
         node.destroy_node()
     finally:
         rclpy.try_shutdown(context=context)
-    ours = _flat(node_params(path, "student_node", namespace))
+    ours = flat_params(node_params(path, "student_node", namespace))
     assert ours == rcl, f"namespace {namespace}"
     assert ours["e"] == "everyone"   # sanity: the file did reach the node
 
