@@ -9,7 +9,8 @@ GetParameters, equals the file's value (the blocks are keyed `/**/<node>`, so a 
 them); the nodes' subscriptions and publishers are under the namespace, the student's hot path
 on the student node itself; the student acts on sensors published under the namespace. Then
 SIGINT to the process group (Ctrl-C) must end the launch with exit code 0; and a required node
-that dies must take the launch down with exit code 1 (no respawn, launch_support.py).
+that dies (kill -9, or a missing model) must take the launch down with exit code 1 (no respawn,
+launch_support.py).
 
 Skips when `ros2 launch` is unavailable: launch, launch_ros and ros2cli have no PyPI wheel;
 `make venv` installs them from ../shared/ros2-tools when that directory exists, and a sourced
@@ -20,6 +21,7 @@ from __future__ import annotations
 import array
 import importlib.util
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -364,5 +366,23 @@ def test_a_dying_required_node_stops_the_launch(workspace, probe) -> None:
         except psutil.TimeoutExpired:
             raise AssertionError(f"student_node still running after the launch ended\n"
                                  f"{log[-3000:]}") from None
+    finally:
+        launch.close()
+
+
+def test_a_bad_model_path_stops_the_launch(workspace) -> None:
+    """A model path that does not exist: the launch must not keep running half-configured."""
+    root = workspace["root"]
+    launch = Launch(workspace["env"], root / "bad_model.log", "student.launch.py",
+                    f"model:={root / 'missing.onnx'}", "namespace:=robot3")
+    try:
+        code = launch.proc.wait(timeout=UP_TIMEOUT_S)
+        log = launch.log()
+        assert code == 1, f"ros2 launch exited {code}\n{log[-4000:]}"
+        assert re.search(r"required node \w+ exited with code 1", log), log[-4000:]
+        assert "missing.onnx" in log, log[-4000:]   # the reason is in the log
+    except subprocess.TimeoutExpired:
+        raise AssertionError(f"the launch still runs {UP_TIMEOUT_S:g} s after starting with a "
+                             f"missing model\n{launch.log()[-4000:]}") from None
     finally:
         launch.close()
