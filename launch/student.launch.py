@@ -3,8 +3,11 @@
     ros2 launch policy_distill_ros student.launch.py model:=/path/to/student.onnx
         [params_file:=...] [namespace:=robot1] [use_sim_time:=true]
 
-Needs a real ROS install (launch, launch_ros). Without one, `policy-distill` starts the same two
-executables with the same params file.
+Both nodes are required: if either exits, the launch stops both (exit code 1 when it failed, no
+respawn; see policy_distill_ros/launch_support.py). The params file's blocks are keyed
+`/**/<node>`, so they apply under any namespace. Needs launch + launch_ros (a ROS install, or the
+wheels `make venv` adds from ../shared/ros2-tools); without them, `policy-distill deploy` starts
+the same two executables with the same params file.
 """
 from launch import LaunchDescription
 from launch.actions import DeclareLaunchArgument
@@ -12,6 +15,8 @@ from launch.substitutions import LaunchConfiguration, PathJoinSubstitution
 from launch_ros.actions import Node
 from launch_ros.descriptions import ParameterValue
 from launch_ros.substitutions import FindPackageShare
+
+from policy_distill_ros.launch_support import required
 
 PACKAGE = "policy_distill_ros"
 
@@ -28,7 +33,8 @@ def generate_launch_description() -> LaunchDescription:
             "params_file",
             default_value=PathJoinSubstitution([FindPackageShare(PACKAGE), "config",
                                                 "student.yaml"]),
-            description="ROS params file with student_node and timing_monitor_node blocks"),
+            description="ROS params file with /**/student_node and /**/timing_monitor_node "
+                        "blocks"),
         DeclareLaunchArgument("namespace", default_value="",
                               description="namespace for both nodes and their relative topics"),
         DeclareLaunchArgument("use_sim_time", default_value="false",
@@ -39,8 +45,8 @@ def generate_launch_description() -> LaunchDescription:
                  "use_sim_time": ParameterValue(use_sim_time, value_type=bool)}
     student = Node(package=PACKAGE, executable="student_node", name="student_node",
                    namespace=namespace, parameters=[params_file, overrides], output="screen",
-                   emulate_tty=True)
+                   emulate_tty=True, on_exit=required("student_node"))
     monitor = Node(package=PACKAGE, executable="timing_monitor_node", name="timing_monitor_node",
                    namespace=namespace, parameters=[params_file, overrides], output="screen",
-                   emulate_tty=True)
+                   emulate_tty=True, on_exit=required("timing_monitor_node"))
     return LaunchDescription(arguments + [student, monitor])

@@ -6,9 +6,13 @@
 
 use_embedded_sim:=true starts sim_node (MuJoCo Ant, realtime, /clock); false expects the topics
 from Gazebo + ros_gz_bridge (see config/gazebo_bridge_example.yaml for the bridge and remaps).
-record:=false runs the teacher without recorder_node. Needs a real ROS install (launch,
-launch_ros); without one, `policy-distill record` starts the same executables with the same
-params files (lockstep, a fixed number of episodes).
+record:=false runs the teacher without recorder_node. Every node started is required: one that
+exits stops the launch (exit code 0 when it finished cleanly, e.g. sim_node after num_episodes;
+1 when it failed; no respawn: policy_distill_ros/launch_support.py). Params files key their
+blocks `/**/<node>`, so they apply under any namespace. Needs launch + launch_ros (a ROS
+install, or the wheels `make venv` adds from ../shared/ros2-tools); without them,
+`policy-distill record` starts the same executables with the same params files (lockstep, a
+fixed number of episodes).
 """
 from launch import LaunchDescription
 from launch.actions import DeclareLaunchArgument
@@ -17,6 +21,8 @@ from launch.substitutions import LaunchConfiguration, PathJoinSubstitution
 from launch_ros.actions import Node
 from launch_ros.descriptions import ParameterValue
 from launch_ros.substitutions import FindPackageShare
+
+from policy_distill_ros.launch_support import required
 
 PACKAGE = "policy_distill_ros"
 PARAMS_FILE = "teacher.yaml"
@@ -63,19 +69,23 @@ def generate_launch_description() -> LaunchDescription:
     spec = ParameterValue(teacher_spec, value_type=str)
     sim = Node(package=PACKAGE, executable="sim_node", name="sim_node", namespace=namespace,
                parameters=[sim_params_file], output="screen", emulate_tty=True,
+               on_exit=required("sim_node"),
                condition=IfCondition(LaunchConfiguration("use_embedded_sim")))
     teacher_node = Node(package=PACKAGE, executable="teacher_node", name="teacher_node",
                         namespace=namespace, output="screen", emulate_tty=True,
+                        on_exit=required("teacher_node"),
                         parameters=[params_file, sim_time, {
                             "teacher_path": ParameterValue(teacher, value_type=str),
                             "spec_path": spec}])
     recorder = Node(package=PACKAGE, executable="recorder_node", name="recorder_node",
                     namespace=namespace, output="screen", emulate_tty=True,
+                    on_exit=required("recorder_node"),
                     condition=IfCondition(LaunchConfiguration("record")),
                     parameters=[params_file, sim_time, {
                         "teacher_path": ParameterValue(teacher, value_type=str),
                         "teacher_spec_path": spec}])
     monitor = Node(package=PACKAGE, executable="timing_monitor_node",
                    name="timing_monitor_node", namespace=namespace, output="screen",
-                   emulate_tty=True, parameters=[params_file, sim_time, {"spec_path": spec}])
+                   emulate_tty=True, on_exit=required("timing_monitor_node"),
+                   parameters=[params_file, sim_time, {"spec_path": spec}])
     return LaunchDescription(arguments + [sim, teacher_node, recorder, monitor])

@@ -19,6 +19,8 @@ from pathlib import Path
 import pytest
 import yaml
 
+from policy_distill_ros.params_file import node_params, pattern_matches
+
 REPO = Path(__file__).resolve().parents[1]
 LAUNCH_FILES = sorted((REPO / "launch").glob("*.launch.py"))
 PARAM_FILES = sorted((REPO / "config").rglob("*.yaml"))
@@ -202,6 +204,22 @@ def test_colcon_build_installs_package(tmp_path: Path) -> None:
         assert os.access(lib / exe, os.X_OK), f"{exe} not installed in lib/policy_distill_ros"
     assert (install / "policy_distill_ros" / "share" / "ament_index" / "resource_index" /
             "packages" / "policy_distill_ros").is_file()
+    # `source install/setup.bash` alone (nothing hand-set) puts the installed copy first on
+    # PYTHONPATH and the prefix on AMENT_PREFIX_PATH; the installed console script then runs.
+    clean = {k: v for k, v in os.environ.items()
+             if k not in ("PYTHONPATH", "AMENT_PREFIX_PATH", "COLCON_PREFIX_PATH")}
+    clean["PATH"] = os.pathsep.join([str(Path(sys.executable).parent), clean.get("PATH", "")])
+    probe = (f". '{install}/setup.bash' && echo \"$AMENT_PREFIX_PATH\" && "
+             "python -c 'import policy_distill_ros as p; print(p.__file__)' && "
+             f"'{lib}/policy-distill' --help")
+    out = subprocess.run(["bash", "-c", probe], cwd=str(tmp_path), env=clean,
+                         capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stdout[-2000:] + out.stderr[-2000:]
+    prefix, module_file = out.stdout.splitlines()[:2]
+    assert str(install / "policy_distill_ros") in prefix.split(os.pathsep)
+    assert Path(module_file).is_relative_to(install), \
+        f"setup.bash did not put the installed package first: {module_file}"
+    assert "usage: policy-distill" in out.stdout
 
 
 def test_teacher_sim_launch_arguments() -> None:
@@ -217,8 +235,8 @@ def test_teacher_sim_launch_arguments() -> None:
     conditional = {literal(keyword(c, "executable"), tree) for c in calls
                    if keyword(c, "condition") is not None}
     assert conditional == {"sim_node", "recorder_node"}
-    blocks = yaml.safe_load((REPO / "config" / "teacher.yaml").read_text())
-    assert {"teacher_node", "recorder_node", "timing_monitor_node"} <= set(blocks)
+    for node in ("teacher_node", "recorder_node", "timing_monitor_node"):
+        assert node_params(REPO / "config" / "teacher.yaml", node, "/sim1"), node
 
 
 def test_gazebo_bridge_example_maps_the_teacher_topics() -> None:

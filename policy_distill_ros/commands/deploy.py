@@ -31,8 +31,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Dict, List, Optional
 
-import yaml
-
 from policy_distill_ros.core.memory import process_memory_mib
 from policy_distill_ros.processes import REPO_ROOT, CliPeer, NodeProcess
 
@@ -129,11 +127,9 @@ def ensure_model(model_arg: Optional[str], workdir: Path) -> tuple[Path, bool]:
 
 
 def node_params(params_file: Path, node_name: str) -> Dict:
-    """The `ros__parameters` block of `node_name` in a ROS params file ({} when absent)."""
-    with open(params_file) as f:
-        data = yaml.safe_load(f) or {}
-    block = data.get(node_name) or {}
-    return dict(block.get("ros__parameters") or {})
+    """What a root-namespace `node_name` reads from a ROS params file ({} when nothing applies)."""
+    from policy_distill_ros.params_file import node_params as matching
+    return matching(params_file, node_name)
 
 
 def plan_run(args: argparse.Namespace, workdir: Path) -> Plan:

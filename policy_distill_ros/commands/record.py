@@ -206,7 +206,7 @@ def plan_run(args: argparse.Namespace, workdir: Path) -> Plan:
         {"teacher_label"} if mode != "drive" else set()) | (
         {"student/policy_action"} if mode == "mix" else set())
     plan.subscribers = {RECORDER: [t for t in topics if t in known],
-                        f"_{TEACHER}_io": teacher_inputs}
+                        TEACHER: teacher_inputs}
     if args.student:
         student = dict(node_params(params_file, STUDENT), model_path=str(student_spec),
                        trigger="on_message", trigger_topic="joint_states",
@@ -216,7 +216,7 @@ def plan_run(args: argparse.Namespace, workdir: Path) -> Plan:
                  "-r", "policy_action:=student/policy_action") if mode == "mix" else ()
         plan.processes[STUDENT] = NodeProcess("student_node", STUDENT, student,
                                               ros_args=remap, log_path=log(STUDENT))
-        plan.subscribers[f"_{STUDENT}_io"] = ["joint_states", "imu"]
+        plan.subscribers[STUDENT] = ["joint_states", "imu"]
     plan.processes[SIM] = NodeProcess("sim_node", SIM, sim, log_path=log(SIM))
     return plan
 

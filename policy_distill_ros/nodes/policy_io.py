@@ -17,6 +17,7 @@ from typing import Callable, Dict, Iterable, List, Mapping, Optional, Sequence, 
 import numpy as np
 from geometry_msgs.msg import TwistStamped
 from nav_msgs.msg import Odometry
+from rclpy.callback_groups import CallbackGroup
 from rclpy.executors import SingleThreadedExecutor
 from rclpy.node import Node
 from rclpy.parameter import Parameter
@@ -395,6 +396,29 @@ class LogThrottle:
         return True
 
 
+class LoopServed(CallbackGroup):
+    """The callback group of entities a `TakeLoop` serves on a node that an executor also spins:
+    the executor leaves them out of its wait set and never runs them (`can_execute` False), so
+    they can live on the node users address (`ros2 node info` lists them) at no cost to it.
+    `executor_serves()` hands them back to the node's executor (no wait-set binding)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.loop_serves = True
+
+    def executor_serves(self) -> None:
+        self.loop_serves = False
+
+    def can_execute(self, entity) -> bool:
+        return not self.loop_serves
+
+    def beginning_execution(self, entity) -> bool:
+        return not self.loop_serves
+
+    def ending_execution(self, entity) -> None:
+        pass
+
+
 class TakeLoop:
     """Serves a few subscriptions from one dedicated thread: wait, take, call the handler.
 
@@ -404,6 +428,9 @@ class TakeLoop:
     back to a SingleThreadedExecutor over `node` with identical behaviour. Subscriptions are
     served in the given order when several are ready at once.
 
+    `group`: the subscriptions belong to a node spun by another executor (see `LoopServed`);
+    without the binding that executor then serves them itself and this loop starts no thread.
+
     `periodic=(period_s, callback)`: also call `callback()` on this thread every period_s
     (monotonic, missed periods skipped), always after taking every message that has arrived,
     so a watchdog never reports a silence while the messages that end it wait unread.
@@ -412,32 +439,42 @@ class TakeLoop:
     WAIT_TIMEOUT_NS = 100_000_000
 
     def __init__(self, node: Node, subscriptions: Sequence, name: str,
-                 periodic: Optional[Tuple[float, Callable[[], None]]] = None) -> None:
+                 periodic: Optional[Tuple[float, Callable[[], None]]] = None,
+                 group: Optional[LoopServed] = None) -> None:
         self.node = node
         self.subscriptions = list(subscriptions)
         self._periodic = periodic
         if periodic is not None and not periodic[0] > 0:
             raise ValueError(f"TakeLoop periodic period must be > 0 s, got {periodic[0]!r}")
+        if periodic is not None and group is not None:
+            raise ValueError("TakeLoop: a periodic callback needs a node of its own (no group)")
         self._stop = threading.Event()
         self._error_log = LogThrottle()
         self._log = HotPathLog(node.get_logger())
         self._executor: Optional[SingleThreadedExecutor] = None
+        self._wake = None
+        target = None
         try:
             from rclpy.impl.implementation_singleton import rclpy_implementation as _rclpy
-            self._wake = node.create_guard_condition(lambda: None)
             self._wait_set = _rclpy.WaitSet(len(self.subscriptions), 1, 0, 0, 0, 0,
                                             node.context.handle)
+            self._wake = node.create_guard_condition(lambda: None, callback_group=group)
             target = self._wait_loop
         except (ImportError, AttributeError, TypeError):
-            self._executor = SingleThreadedExecutor(context=node.context)
-            self._executor.add_node(node)
-            if periodic is not None:
-                node.create_timer(periodic[0], periodic[1])
-            target = self._executor_loop
-        self._thread = threading.Thread(target=target, daemon=True, name=name)
+            if group is not None:
+                group.executor_serves()
+            else:
+                self._executor = SingleThreadedExecutor(context=node.context)
+                self._executor.add_node(node)
+                if periodic is not None:
+                    node.create_timer(periodic[0], periodic[1])
+                target = self._executor_loop
+        self._thread = None if target is None else threading.Thread(target=target, daemon=True,
+                                                                    name=name)
 
     def start(self) -> "TakeLoop":
-        self._thread.start()
+        if self._thread is not None:
+            self._thread.start()
         return self
 
     def _wait_loop(self) -> None:
@@ -495,10 +532,14 @@ class TakeLoop:
         self._stop.set()
         if self._executor is not None:
             self._executor.shutdown(timeout_sec=1.0)
-        else:
+        elif self._wake is not None:
             self._wake.trigger()
-        if self._thread.is_alive() and self._thread is not threading.current_thread():
-            self._thread.join(timeout=2.0)
+        thread = self._thread
+        if thread is not None and thread.is_alive() and thread is not threading.current_thread():
+            thread.join(timeout=2.0)
+        if self._wake is not None and self._executor is None:
+            self.node.destroy_guard_condition(self._wake)
+            self._wake = None
 
 
 def hidden_helper_node(owner: Node) -> Node:
@@ -511,22 +552,26 @@ def hidden_helper_node(owner: Node) -> Node:
 
 
 class PolicyIo:
-    """A policy node's hot path (sensor subscriptions, command + echo publishers) on a hidden
-    helper node `_<owner>_io`, served by its own `TakeLoop` thread.
+    """A policy node's hot path (sensor subscriptions, command + echo publishers) on the policy
+    node itself, served by a `TakeLoop` thread of its own instead of the node's executor.
 
-    Why: rclpy's executor rebuilds its wait set in Python on every wake-up, over every entity of
-    the node; a lifecycle node with parameter and lifecycle services made each sensor message
-    pay for ~15 idle services (profiled: the executor loop was the largest cost per message).
-    The helper carries only the hot path and its thread waits on just these subscriptions.
-    Measured on the benchmark's relay (sensor -> echo, no compute, 500 Hz): executor p50/p99
-    0.58/0.96 ms, wait-set loop 0.50/0.82 ms.
+    Why the thread: rclpy's executor rebuilds its wait set in Python on every wake-up, over
+    every entity of the node; a lifecycle node with parameter and lifecycle services made each
+    sensor message pay for ~15 idle services (profiled: the executor loop was the largest cost
+    per message). Measured on the benchmark's relay (sensor -> echo, no compute, 500 Hz):
+    executor p50/p99 0.58/0.96 ms, wait-set loop 0.50/0.82 ms. The loop waits on just these
+    subscriptions; they belong to a `LoopServed` callback group, which the node's executor
+    leaves out. So `ros2 node info <ns>/student_node` and rqt_graph show the sensor
+    subscriptions and command publishers on the node users address. (They sat on a hidden
+    helper node `_<name>_io` before; bench/student_latency.py on_message, A/B alternated:
+    p50 0.65 ms and 550 us CPU per action there, 0.64 ms and 503 us here.)
     `events`: extra (topic, msg_type, qos, callback) subscriptions served on the same thread
     and before the sensors when both are ready (e.g. the simulator's `episode`, published
     before the sensors of the same step, so a reset is seen before that step's data).
-    The owner keeps services, parameters and lifecycle, so a slow service call there (a model
-    reload) never delays sensor callbacks. Topic names are resolved through the owner, so
-    remaps given to the owner still apply. `sensor_qos`: a node that must see every message
-    (the teacher labelling each frame) passes a deeper queue than the newest-only default.
+    The executor keeps services, parameters and lifecycle, so a slow service call there (a model
+    reload) never delays sensor callbacks. Relative topic names resolve like any of the node's
+    (namespace, remaps). `sensor_qos`: a node that must see every message (the teacher
+    labelling each frame) passes a deeper queue than the newest-only default.
     `decode_sensors`: JointState and Imu inputs are taken serialized and decoded by core.cdr
     (duck-typed messages; rclpy's deserializer when the bytes are not plain CDR), saving rclpy's
     object construction, the largest per-message cost left on the student's path.
@@ -537,10 +582,10 @@ class PolicyIo:
                  type_overrides: Optional[Mapping[str, str]] = None,
                  events: Sequence[Tuple[str, type, object, Callable[[object], None]]] = (),
                  sensor_qos: QoSProfile = SENSOR_QOS, decode_sensors: bool = False) -> None:
-        self.node = hidden_helper_node(owner)
+        self.node = owner
+        group = LoopServed()
         self.subscriptions = [
-            self.node.create_subscription(msg_type, owner.resolve_topic_name(topic), callback,
-                                          qos)
+            owner.create_subscription(msg_type, topic, callback, qos, callback_group=group)
             for topic, msg_type, qos, callback in events]
         for topic in topics:
             msg_type = message_type_for(topic, type_overrides)
@@ -548,17 +593,19 @@ class PolicyIo:
             decoder = _decoder_for(msg_type) if decode_sensors else None
             if decoder is not None:
                 callback = _decoding(callback, decoder, msg_type)
-            self.subscriptions.append(self.node.create_subscription(
-                msg_type, owner.resolve_topic_name(topic), callback, sensor_qos,
-                raw=decoder is not None))
-        self.out = ActionPublisher(self.node, joint_names,
-                                   command_topic=owner.resolve_topic_name("policy_command"),
-                                   echo_topic=owner.resolve_topic_name("policy_action"))
-        self._loop = TakeLoop(self.node, self.subscriptions, f"{owner.get_name()}_io").start()
+            self.subscriptions.append(owner.create_subscription(
+                msg_type, topic, callback, sensor_qos, raw=decoder is not None,
+                callback_group=group))
+        self.out = ActionPublisher(owner, joint_names)
+        self._loop = TakeLoop(owner, self.subscriptions, f"{owner.get_name()}_io",
+                              group=group).start()
 
     def close(self) -> None:
         self._loop.close()
-        self.node.destroy_node()
+        for subscription in self.subscriptions:
+            self.node.destroy_subscription(subscription)
+        self.subscriptions = []
+        self.out.destroy()
 
 
 def _decoder_for(msg_type: type) -> Optional[Callable[[bytes], object]]:

@@ -198,10 +198,7 @@ def sim_config_from_params(params: Mapping[str, Any]) -> SimConfig:
 def load_sim_config(path: str | Path, node_name: str = "sim_node") -> SimConfig:
     """Read a SimConfig from a ROS params file (`{node_name: {ros__parameters: ...}}`, the format
     of config/sim.yaml) or from a bare mapping of the same keys."""
-    with open(path) as f:
-        data = yaml.safe_load(f) or {}
-    if isinstance(data, Mapping) and isinstance(data.get(node_name), Mapping):
-        data = data[node_name].get("ros__parameters", {})
+    data = _params_or_mapping(path, node_name)
     try:
         return sim_config_from_params(data)
     except ValueError as e:
@@ -210,8 +207,14 @@ def load_sim_config(path: str | Path, node_name: str = "sim_node") -> SimConfig:
 
 def load_sim_seed(path: str | Path, node_name: str = "sim_node") -> int:
     """The `seed` parameter of a sim params file (0 when absent)."""
+    return int(_params_or_mapping(path, node_name).get("seed", 0))
+
+
+def _params_or_mapping(path: str | Path, node_name: str) -> Mapping:
+    """`node_name`'s parameters when the file is a ROS params file, else its bare mapping."""
+    from policy_distill_ros.params_file import node_blocks, node_params
     with open(path) as f:
         data = yaml.safe_load(f) or {}
-    if isinstance(data, Mapping) and isinstance(data.get(node_name), Mapping):
-        data = data[node_name].get("ros__parameters", {})
-    return int(data.get("seed", 0))
+    if isinstance(data, Mapping) and any(True for _ in node_blocks(data)):
+        return node_params(data, node_name)
+    return data

@@ -118,8 +118,9 @@ def find_config(path: str | os.PathLike) -> Path:
     try:
         from ament_index_python.packages import get_package_share_directory
         shared = Path(get_package_share_directory("policy_distill_ros")) / path
-    except (ImportError, LookupError, ValueError):   # not installed: PackageNotFoundError
-        return path
+    except (ImportError, LookupError, ValueError, OSError):
+        return path   # not installed (PackageNotFoundError), or no ROS environment: OSError
+        # "AMENT_PREFIX_PATH is not set"; load_run_config then names the missing file
     return shared if shared.exists() else path
 
 
