@@ -252,8 +252,9 @@ def test_sensor_topic_stops_then_resumes(peer, model, topic):
         log = proc.node.read_log()
     assert not np.allclose(good, DEFAULT_POSE)
     with peer.lock:
-        received_s = next(t for t, c in peer.commands[first_command:]
-                          if np.allclose(c, DEFAULT_POSE))
+        received_s = next((t for t, c in peer.commands[first_command:]
+                           if np.allclose(c, DEFAULT_POSE)), None)
+    assert received_s is not None, log[-3000:]
     # The last message left at most one publishing period (10 ms) before the stop.
     assert received_s >= stopped_s - 0.011 + MAX_INPUT_AGE_S, \
         f"fallback {received_s - stopped_s:.3f} s after the stop, before max_input_age_s"
@@ -556,13 +557,13 @@ def test_missed_deadlines_answered_by_the_monitor(peer, model, tmp_path, cause):
                     time.sleep(max(0.0, hog_started + HOG_S - time.monotonic()))
                 _unpin(pinned)
             else:
-                _set_model_path(peer, slow_model)
+                assert _set_model_path(peer, slow_model).successful
                 wait_for_log(proc.node, f"reloaded model {slow_model}", 20)
                 status = _wait_status(peer, lambda s: s.level == DiagnosticStatus.ERROR,
                                       "ERROR", 20)
                 wait_until(lambda: len(monitor_fallbacks) > 0, 10, "monitor fallback")
                 time.sleep(2.0)   # a stretch of slow ticks to count
-                _set_model_path(peer, model)
+                assert _set_model_path(peer, model).successful
                 wait_for_log(proc.node, f"reloaded model {model}", 20)
             assert "deadline" in status.message, status.message
             _wait_status(peer, lambda s: s.level == DiagnosticStatus.OK, "OK again", 20)
@@ -636,9 +637,9 @@ def test_bad_model_on_hot_reload_keeps_the_old_one(peer, model, tmp_path):
         try:
             announcer.publish(String(data=str(truncated)))
             wait_for_log(proc.node, f"reload of '{truncated}' refused", 10)
-            _set_model_path(peer, inconsistent)
-            wait_for_log(proc.node, f"reload of '{inconsistent}' refused", 10)
-            _set_model_path(peer, other_robot)
+            for bad in (inconsistent, other_robot):   # refused: successful=False, old value kept
+                result = _set_model_path(peer, bad)
+                assert not result.successful and f"reload of '{bad}' refused" in result.reason
             wait_for_log(proc.node, f"reload of '{other_robot}' refused", 10)
             wait_echoes(peer, peer.echo_count(), 10)
         finally:
@@ -662,7 +663,7 @@ def _set_model_path(peer: RobotPeer, path: str) -> None:
         name="model_path", value=ParameterValue(type=ParameterType.PARAMETER_STRING,
                                                 string_value=path))])
     response = peer.call(SetParameters, f"{NS}/student_node/set_parameters", request)
-    assert response.results[0].successful
+    return response.results[0]
 
 
 # ---- recorder helpers ---------------------------------------------------------------------------

@@ -454,7 +454,7 @@ class StudentNode(LifecycleNode):
         if self._loop_started_s is None or \
                 time.monotonic() - self._loop_started_s > ENFORCEMENT_WAIT_S:
             return False
-        return True
+        return self.count_publishers(ENFORCEMENT_TOPIC) > 0  # no monitor: never wait
 
     def _on_enforcement(self, msg: String) -> None:
         """Executor thread: the timing monitor's state (latched, and on every change)."""
