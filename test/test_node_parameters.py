@@ -54,6 +54,8 @@ def nodes_under_test(model: str, tmp: str):
         "sensor_stream_node": ("sensor_stream_node", {"model_path": model, "rate_hz": 50.0}),
         "recorder_node": ("recorder_node", {"output_dir": tmp, "topics": ["joint_states"]}),
         "sim_node": ("sim_node", {"real_time_factor": 0.2}),
+        "teacher_node": ("teacher_node", {"teacher_path": "models/ant_teacher"}),
+        "trainer_node": ("trainer_node", {}),
     }
 
 
@@ -85,7 +87,7 @@ def string_value(text: str) -> ParameterValue:
 
 
 @pytest.mark.parametrize("which", ["student_node", "timing_monitor_node", "sensor_stream_node",
-                                   "recorder_node", "sim_node"])
+                                   "recorder_node", "sim_node", "teacher_node", "trainer_node"])
 def test_every_parameter_describes_and_sigint_twice_exits_cleanly(client, model, tmp_path,
                                                                    which):
     module, params = nodes_under_test(model, str(tmp_path))[which]
@@ -96,6 +98,7 @@ def test_every_parameter_describes_and_sigint_twice_exits_cleanly(client, model,
                 assert -(2 ** 63) <= r.from_value <= r.to_value < 2 ** 63, d
         assert proc.poll() is None, proc.node.read_log()[-2000:]
         time.sleep(0.5)
+        before = len(proc.node.read_log())   # (a student without sensors logs its fault)
         proc.send_signal(signal.SIGINT)
         time.sleep(0.05)
         if proc.poll() is None:
@@ -103,7 +106,9 @@ def test_every_parameter_describes_and_sigint_twice_exits_cleanly(client, model,
         code = proc.wait(timeout=20)
         log = proc.node.read_log()
     assert code == 0, log[-3000:]
-    assert "Traceback" not in log and "[ERROR]" not in log, log[-3000:]
+    shutdown = log[before:]
+    assert "Traceback" not in log and "[ERROR]" not in shutdown and "invalid" not in shutdown, \
+        log[-3000:]
 
 
 def test_bad_values_are_refused_and_the_old_value_kept(client, model, tmp_path):

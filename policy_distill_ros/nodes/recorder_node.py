@@ -19,7 +19,7 @@ import rclpy.subscription
 from rclpy.node import Node
 from rclpy.qos import DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPolicy
 
-from policy_distill_ros.nodes.ros_common import declare, spin_node
+from policy_distill_ros.nodes.ros_common import declare, spin_node, warn_unknown_parameters
 from policy_distill_ros.recording.bag_metadata import OfferedQos
 from policy_distill_ros.recording.bag_writer import BagWriter
 from policy_distill_ros.recording.recorder_config import RecorderConfig, choose_qos
@@ -70,6 +70,7 @@ class RecorderNode(Node):
                                       "recorded verbatim", read_only=True),
             student_spec_path=declare(self, "student_spec_path", "", "student policy spec YAML, "
                                       "recorded verbatim", read_only=True))
+        warn_unknown_parameters(self)
         self.bag_path = self.config.resolved_bag_path()
         self.writer = BagWriter(self.config.writer_config(self.bag_path,
                                                           self.config.custom_data())).open()

@@ -4,7 +4,6 @@ Kept tiny on purpose: logic lives in `core/`, this file only adapts it to ROS.
 """
 from __future__ import annotations
 
-import contextlib
 import signal
 import sys
 from typing import Any, Callable, Optional, Sequence
@@ -140,23 +139,33 @@ def s_to_stamp(seconds: float, stamp=None):
     return stamp
 
 
-def spin_node(make_node: Callable[[], Node], args=None, executor=None) -> int:
-    """Run a node until Ctrl-C or external shutdown, then tear it down cleanly.
+# Without rclpy's C signal handler nothing wakes an idle executor on Ctrl-C: it waits at most this.
+SIGNAL_POLL_S = 0.1
 
-    Every node's `main` calls this so shutdown behaves the same everywhere: no traceback on
-    Ctrl-C, once or twice (a launch sends SIGINT to the whole process group, a user may press
-    it again: teardown ignores further SIGINTs), `destroy_node` always runs (it closes bags,
-    stops loop threads), exit code 0. A node that cannot start because of its configuration
-    (ValueError, OSError) gets one ERROR line with the reason and exit code 1, no traceback.
+
+def spin_node(make_node: Callable[[], Node], args=None, executor=None) -> int:
+    """Run a node until Ctrl-C, SIGTERM or external shutdown, then tear it down cleanly.
+
+    Every node's `main` calls this so shutdown behaves the same everywhere: exit code 0, no
+    traceback, no error line, once or twice (a launch sends SIGINT to the whole process group,
+    a user may press Ctrl-C again). rclpy's own signal handlers are not installed: they shut
+    the context down at once, under threads still publishing (a loop's tick, a log line to
+    /rosout); here SIGINT / SIGTERM end the spin, `destroy_node` runs with the context still
+    valid (it closes bags, stops loop threads) and further signals are ignored meanwhile. A node
+    that cannot start because of its configuration (ValueError, OSError) gets one ERROR line
+    with the reason and exit code 1.
     """
-    rclpy.init(args=args)
+    from rclpy.signals import SignalHandlerOptions
+    rclpy.init(args=args, signal_handler_options=SignalHandlerOptions.NO)
     node = None
     code = 0
+    _raise_interrupt_on(signal.SIGTERM)
     try:
         node = make_node()
         executor = executor or SingleThreadedExecutor()
         executor.add_node(node)
-        executor.spin()
+        while node.context.ok():  # a bounded wait: Python runs the signal handler in between
+            executor.spin_once(timeout_sec=SIGNAL_POLL_S)
     except (KeyboardInterrupt, ExternalShutdownException):
         pass
     except SystemExit as exc:
@@ -166,30 +175,30 @@ def spin_node(make_node: Callable[[], Node], args=None, executor=None) -> int:
             f"cannot start: {exc}")
         code = 1
     finally:
-        with _sigint_ignored():
-            if node is not None:
-                node.destroy_node()
-            if rclpy.ok():
-                rclpy.try_shutdown()
+        _ignore(signal.SIGINT)
+        _ignore(signal.SIGTERM)
+        if node is not None:
+            node.destroy_node()
+        rclpy.try_shutdown()
     return code
 
 
-@contextlib.contextmanager
-def _sigint_ignored():
-    """SIGINT ignored while a node tears down (a second Ctrl-C must not cut destroy_node)."""
+def _raise_interrupt_on(signum: int) -> None:
+    """`signum` (SIGTERM) ends the spin as Ctrl-C does."""
+    def interrupt(number, frame) -> None:
+        raise KeyboardInterrupt
     try:
-        previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
+        signal.signal(signum, interrupt)
+    except ValueError:  # not the main thread
+        pass
+
+
+def _ignore(signum: int) -> None:
+    """A signal ignored from here on (the node is tearing down; the process exits after)."""
+    try:
+        signal.signal(signum, signal.SIG_IGN)
     except ValueError:  # not the main thread: nothing to protect
-        yield
-        return
-    try:
-        yield
-    finally:
-        try:
-            signal.signal(signal.SIGINT, previous if previous is not None else
-                          signal.default_int_handler)
-        except (TypeError, ValueError):
-            pass
+        pass
 
 
 def _node_name_from(args) -> Optional[str]:
