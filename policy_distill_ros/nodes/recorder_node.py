@@ -209,8 +209,10 @@ def main(args=None) -> int:
         nodes.append(RecorderNode())
         return nodes[-1]
 
-    spin_node(make, args)
-    return 1 if nodes and (nodes[0].failed or nodes[0].writer.error is not None) else 0
+    code = spin_node(make, args)   # 1: a bad configuration, refused at start
+    if nodes and (nodes[0].failed or nodes[0].writer.error is not None):
+        return 1   # recording stopped on a write error (disk full): not a clean close
+    return code
 
 
 if __name__ == "__main__":
