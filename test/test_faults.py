@@ -130,7 +130,9 @@ def reference_command(model_path: str, position=POSITION, velocity=VELOCITY,
 
 
 def student(model_path: str, **extra):
-    params = {"model_path": model_path, "rate_hz": 50.0, "max_input_age_s": MAX_INPUT_AGE_S}
+    # No monitor in most tests here: command from the first tick (the default waits 1 s for one).
+    params = {"model_path": model_path, "rate_hz": 50.0, "max_input_age_s": MAX_INPUT_AGE_S,
+              "enforcement_wait_s": 0.0}
     params.update(extra)
     return namespaced_node("student_node", "student_node", NS, params,
                            os.path.dirname(model_path))
@@ -324,6 +326,7 @@ def test_time_jumps_backwards_on_sim_reset(peer, tmp_path):
         with namespaced_node("sim_node", "sim_node", ns, sim_params, tmp_path) as sim, \
                 namespaced_node("student_node", "student_node", ns,
                                 {"model_path": model, "use_sim_time": True,
+                                 "enforcement_wait_s": 0.0,
                                  "max_input_age_s": 0.5}, tmp_path) as proc:
             wait_until(lambda: proc.node.read_log().count("time went backwards") >= 3
                        and len(_jumps(echoes)) >= 3, 40,
@@ -679,7 +682,10 @@ def _set_model_path(peer: RobotPeer, path: str) -> None:
     request = SetParameters.Request(parameters=[Parameter(
         name="model_path", value=ParameterValue(type=ParameterType.PARAMETER_STRING,
                                                 string_value=path))])
-    response = peer.call(SetParameters, f"{NS}/student_node/set_parameters", request)
+    # The node loads and checks the model before it answers (a slow model on a loaded machine
+    # takes seconds): one patient attempt, no re-send that would find a reload in progress.
+    response = peer.call(SetParameters, f"{NS}/student_node/set_parameters", request,
+                         timeout_s=60.0, attempt_s=60.0)
     return response.results[0]
 
 

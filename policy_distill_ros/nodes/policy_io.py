@@ -223,12 +223,13 @@ class ActionPublisher:
     where serialized publishing is unavailable). A non-finite command is refused here, the last
     line of defence, so no NaN ever leaves a policy node. `withheld=True` (the timing monitor
     commands the fallback meanwhile, core.enforcement): only the echo goes out, flagged
-    `withheld` (`fallback` when the input was bad), so the monitor still times the policy
-    without two commanders on the topic.
+    `withheld` (`withheld,fallback` when the input was bad), so the monitor still times the
+    policy without two commanders on the topic.
     """
 
     FALLBACK_FRAME = "fallback"
     WITHHELD_FRAME = "withheld"
+    WITHHELD_FALLBACK_FRAME = "withheld,fallback"
 
     def __init__(self, node: Node, joint_names: Sequence[str],
                  command_topic: str = "policy_command", echo_topic: str = "policy_action") -> None:
@@ -250,7 +251,9 @@ class ActionPublisher:
                              _PatchedMessage(self._flagged_echo(self.FALLBACK_FRAME), "position",
                                              self._size, True),
                              _PatchedMessage(self._flagged_echo(self.WITHHELD_FRAME), "position",
-                                             self._size, True))
+                                             self._size, True),
+                             _PatchedMessage(self._flagged_echo(self.WITHHELD_FALLBACK_FRAME),
+                                             "position", self._size, True))
         except (ImportError, AttributeError, TypeError, LookupError):
             self._patched = None  # message objects below: slower, same bytes on the wire
 
@@ -277,17 +280,18 @@ class ActionPublisher:
         else:
             sec, nanosec = stamp.sec, stamp.nanosec
         if self._patched is not None:
-            command_msg, echo, fallback_echo, withheld_echo = self._patched
+            command_msg, echo, fallback_echo, withheld_echo, withheld_fallback = self._patched
             if not withheld:
                 self._command_pub.publish(command_msg.fill(values))
-            echo = fallback_echo if fallback else (withheld_echo if withheld else echo)
+                echo = fallback_echo if fallback else echo
+            else:
+                echo = withheld_fallback if fallback else withheld_echo
             self._echo_pub.publish(echo.fill(values, sec, nanosec))
             return
         data = array.array("d", values.tobytes())
         self._command.data = data
         self._echo.header.stamp.sec, self._echo.header.stamp.nanosec = sec, nanosec
-        self._echo.header.frame_id = self.FALLBACK_FRAME if fallback else (
-            self.WITHHELD_FRAME if withheld else "")
+        self._echo.header.frame_id = echo_frame(fallback, withheld)
         self._echo.position = data
         if not withheld:
             self._command_pub.publish(self._command)
@@ -296,6 +300,16 @@ class ActionPublisher:
     def destroy(self) -> None:
         self._node.destroy_publisher(self._command_pub)
         self._node.destroy_publisher(self._echo_pub)
+
+
+def echo_frame(fallback: bool, withheld: bool) -> str:
+    """The echo's frame_id: "" (the policy's command, published), "fallback" (the node's own
+    fallback, published), "withheld" / "withheld,fallback" (not published: the timing
+    monitor commands meanwhile)."""
+    if withheld:
+        return ActionPublisher.WITHHELD_FALLBACK_FRAME if fallback else \
+            ActionPublisher.WITHHELD_FRAME
+    return ActionPublisher.FALLBACK_FRAME if fallback else ""
 
 
 class FallbackCommand:

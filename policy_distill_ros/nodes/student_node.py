@@ -63,10 +63,6 @@ from policy_distill_ros.nodes.ros_common import (COMMAND_QOS, LATCHED_QOS, SENSO
                                                  warn_unknown_parameters)
 
 TRIGGERS = ("timer", "on_message")
-# After activation, commands wait this long for the timing monitor's latched state (it may be in
-# fallback, and a restarted student must not interleave a command into its fallback); without a
-# monitor the student then commands on its own.
-ENFORCEMENT_WAIT_S = 1.0
 COMMAND_TOPIC = "command"   # geometry_msgs/TwistStamped feeding `kind: command` terms
 
 
@@ -128,6 +124,13 @@ class StudentNode(LifecycleNode):
         declare(self, "reload_on_announce", False, "reload from paths on `model_updated`")
         declare(self, "episode_topic", "", "Float64MultiArray with an 'episode_id' label (the "
                 "simulator's `episode`): a new id resets history and recurrent state; '' = off")
+        self._enforcement_wait_s = declare(
+            self, "enforcement_wait_s", 5.0, "after activation, the fallback is commanded until "
+            "the timing monitor's state is heard, for at most this long (longer while a "
+            "discovered monitor's state is on its way): a restarted student must not interleave "
+            "policy commands into the monitor's fallback, and DDS discovery took up to 2.9 s on "
+            "a loaded 2-core machine; 0 = the policy commands at once",
+            min_value=0.0, max_value=60.0)
         autostart = declare(self, "autostart", True, "configure + activate at start")
         priority = declare(self, "realtime_priority", 0, "SCHED_FIFO priority of the whole "
                            "process (1-99; needs permission); 0 = normal scheduling",
@@ -164,8 +167,9 @@ class StudentNode(LifecycleNode):
         self._deadline: Optional[DeadlineEnforcer] = None
         self._monitor_state: Optional[str] = None  # None: no monitor heard, never withhold
         self._self_muted = False   # own gap > deadline: muted until the monitor says nominal
-        self._withholding = False  # for the log: once per change
+        self._command_mode = "published"  # published | withheld | waiting: logged per change
         self._loop_started_s: Optional[float] = None
+        self._next_monitor_lookup_s, self._monitor_discovered = 0.0, False
         self._log = HotPathLog(self.get_logger())  # for the IO / loop threads
         self.ticks = 0
         self._reload_lock = threading.Lock()
@@ -418,21 +422,31 @@ class StudentNode(LifecycleNode):
         self._deadline.on_action(self._now_s(), obs.stamp_s, fault is None)
         if self._deadline.last_gap_misses:
             self._on_own_miss()
-        withheld = self._self_muted or self._monitor_state not in (None, NOMINAL) or (
-            self._monitor_state is None and self._monitor_may_exist())
-        self._out.publish(command, stamp, fallback=fault is not None, withheld=withheld)
+        withheld = self._self_muted or self._monitor_state not in (None, NOMINAL)
+        waiting = self._monitor_state is None and self._monitor_may_exist()
+        if waiting:  # a monitor may be in fallback: command what it would, the same pose
+            self._out.publish(self._fallback.command(), stamp, fallback=True)
+        else:
+            self._out.publish(command, stamp, fallback=fault is not None, withheld=withheld)
         # bookkeeping after the action is out
-        if withheld != self._withholding:
-            self._withholding = withheld
-            self._log.warning(f"commands withheld: the timing monitor is in "
-                              f"'{self._monitor_state}'" + (" (own deadline missed)"
-                                                            if self._self_muted else "")
-                              if withheld else "commands published again: the timing monitor "
-                              "is nominal")
+        mode = "waiting" if waiting else ("withheld" if withheld else "published")
+        if mode != self._command_mode:
+            self._command_mode = mode
+            self._log.warning(self._describe_command_mode(mode))
         if fault is None:
             self._fallback.remember_safe(command)
         self._report("policy", fault)
         self._asm.set_last_action(command)
+
+    def _describe_command_mode(self, mode: str) -> str:
+        if mode == "waiting":
+            return (f"waiting up to {self._enforcement_wait_s:g} s for the timing monitor's "
+                    "state: publishing the fallback meanwhile")
+        if mode == "withheld":
+            return (f"commands withheld: the timing monitor is in '{self._monitor_state}'"
+                    + (" (own deadline missed)" if self._self_muted else ""))
+        return "commands published: " + ("the timing monitor is nominal" if self._monitor_state
+                                         else "no timing monitor heard")
 
     def _on_own_miss(self) -> None:
         """Tick lock held: this action came a whole deadline or more after the previous one."""
@@ -449,12 +463,18 @@ class StudentNode(LifecycleNode):
         return 0 if self._deadline is None else self._deadline.misses
 
     def _monitor_may_exist(self) -> bool:
-        """Before any state is heard: a monitor whose latched state is still on its way (it may
-        be `fallback`), or discovery still running: withhold for ENFORCEMENT_WAIT_S at most."""
-        if self._loop_started_s is None or \
-                time.monotonic() - self._loop_started_s > ENFORCEMENT_WAIT_S:
+        """Before any state is heard: a monitor may be in fallback while discovery (its latched
+        state on the way) still runs: wait `enforcement_wait_s` after activation, and longer
+        while a discovered monitor's state is on its way."""
+        if self._loop_started_s is None or not self._enforcement_wait_s:
             return False
-        return self.count_publishers(ENFORCEMENT_TOPIC) > 0  # no monitor: never wait
+        now = time.monotonic()
+        if now - self._loop_started_s < self._enforcement_wait_s:
+            return True
+        if now >= self._next_monitor_lookup_s:  # a graph query: at most twice a second
+            self._next_monitor_lookup_s = now + 0.5
+            self._monitor_discovered = self.count_publishers(ENFORCEMENT_TOPIC) > 0
+        return self._monitor_discovered  # discovered, its latched state not yet here
 
     def _on_enforcement(self, msg: String) -> None:
         """Executor thread: the timing monitor's state (latched, and on every change)."""

@@ -206,9 +206,13 @@ class TimingMonitorNode(Node):
         self._p99_pub = self.create_publisher(Float64, "~/latency_p99_ms", 10)
         self._jitter_pub = self.create_publisher(Float64, "~/jitter_ms", 10)
         self._diag_pub = self.create_publisher(DiagnosticArray, "/diagnostics", 10)
-        self._state_pub = self.create_publisher(String, ENFORCEMENT_TOPIC, LATCHED_QOS)
+        # Only a monitor that commands the fallback asks the student to give way: with
+        # publish_fallback false (recording in a lockstep simulation) it only reports.
+        self._state_pub = self.create_publisher(String, ENFORCEMENT_TOPIC, LATCHED_QOS) \
+            if self._out is not None else None
         self._state_msg = String(data=NOMINAL)
-        self._state_pub.publish(self._state_msg)
+        if self._state_pub is not None:
+            self._state_pub.publish(self._state_msg)
         self._last_state_publish = 0.0
         self.create_service(Trigger, "~/reset", self._on_reset)
         self._lifecycle = self.create_client(
@@ -263,15 +267,14 @@ class TimingMonitorNode(Node):
             else:
                 self.clock_mismatches += 1
             self.period.add(sent_s)
-            good = frame != ActionPublisher.FALLBACK_FRAME
+            good = not frame.endswith(ActionPublisher.FALLBACK_FRAME)
             if not good:
                 self.student_fallbacks += 1
-            elif frame == ActionPublisher.WITHHELD_FRAME:
-                self.withheld += 1
+            is_withheld = frame.startswith(ActionPublisher.WITHHELD_FRAME)
+            self.withheld += is_withheld
             change = self.enforcer.on_action(sent_s, stamp_s, good)
             self._apply(change)
-            if change is None and frame == ActionPublisher.WITHHELD_FRAME \
-                    and self.enforcer.state == NOMINAL:
+            if change is None and is_withheld and self.enforcer.state == NOMINAL:
                 self._republish_state(now_s)  # a student that muted itself: tell it again
         if abs(latency_s) <= LATENCY_SANE_S:
             self._latency_msg.data = latency_s * 1e3
@@ -339,7 +342,8 @@ class TimingMonitorNode(Node):
         if change is None:
             return
         self._state_msg = String(data=change.new)
-        self._state_pub.publish(self._state_msg)
+        if self._state_pub is not None:
+            self._state_pub.publish(self._state_msg)
         self._last_state_publish = time.monotonic()
         text = change.describe()
         if change.new == NOMINAL:
@@ -352,7 +356,8 @@ class TimingMonitorNode(Node):
                                     if self._out is not None else ""))
 
     def _republish_state(self, now_s: float) -> None:
-        if time.monotonic() - self._last_state_publish >= self.enforcer.deadline_s:
+        if self._state_pub is not None and \
+                time.monotonic() - self._last_state_publish >= self.enforcer.deadline_s:
             self._last_state_publish = time.monotonic()
             self._state_pub.publish(self._state_msg)
 
