@@ -299,7 +299,8 @@ def test_time_jumps_backwards_on_sim_reset(peer, tmp_path):
     """sim_node restarts sim time at 0 each episode (/clock and stamps jump back) and the student
     runs on use_sim_time: at every jump it logs the reset, clears its history and last action
     (the first command of an episode equals the policy on that one step repeated, last action
-    zero), keeps publishing finite commands in every episode and does not crash."""
+    zero), keeps publishing finite commands in every episode and does not crash. A timing
+    monitor on use_sim_time restarts its statistics at every jump: no absurd latency figure."""
     model = str(tmp_path / "ant.onnx")
     make_linear_policy(model, ANT_SPEC, seed=4)
     session = ort.InferenceSession(model, providers=["CPUExecutionProvider"])
@@ -324,6 +325,9 @@ def test_time_jumps_backwards_on_sim_reset(peer, tmp_path):
                   "publish_privileged": False, "seed": 3}
     try:
         with namespaced_node("sim_node", "sim_node", ns, sim_params, tmp_path) as sim, \
+                namespaced_node("timing_monitor_node", "sim_monitor", ns,
+                                {"model_path": model, "use_sim_time": True,
+                                 "publish_fallback": False}, tmp_path) as mon, \
                 namespaced_node("student_node", "student_node", ns,
                                 {"model_path": model, "use_sim_time": True,
                                  "enforcement_wait_s": 0.0,
@@ -333,8 +337,17 @@ def test_time_jumps_backwards_on_sim_reset(peer, tmp_path):
                        "three simulator resets seen by the student and in its actions")
             jumps = _jumps(echoes)
             wait_until(lambda: len(echoes) > jumps[-1] + 5, 10, "actions after the last reset")
-            assert sim.poll() is None and proc.poll() is None
+            assert sim.poll() is None and proc.poll() is None and mon.poll() is None
             log = proc.node.read_log()
+            with peer.lock:
+                statuses = [st for a in peer.diagnostics for st in a.status
+                            if st.name.startswith("sim_monitor")]
+            assert statuses, "no diagnostics from the monitor"
+            values = {kv.key: kv.value for kv in statuses[-1].values}
+            assert int(values["time_jumps"]) >= 2, values
+            # latency is sim now - sim stamp: a few control periods, never a time jump's size
+            assert float(values["latency_max_ms_total"]) < 2000.0, values
+            assert "time jump" in mon.node.read_log()
     finally:
         for sub in subs:
             node.destroy_subscription(sub)

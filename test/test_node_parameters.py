@@ -148,3 +148,15 @@ def test_bad_values_are_refused_and_the_old_value_kept(client, model, tmp_path):
         assert result.successful, result.reason
         assert get_param(client, "student_node", "model_path").string_value == other
         assert student.poll() is None and monitor.poll() is None
+
+
+def test_a_monitor_given_a_bad_model_says_so_in_one_line(tmp_path):
+    garbage = tmp_path / "garbage.onnx"
+    garbage.write_bytes(os.urandom(300))
+    with node_process("timing_monitor_node", "timing_monitor_node",
+                      {"model_path": str(garbage)}) as proc:
+        code = proc.wait(timeout=30)
+        log = proc.node.read_log()
+    assert code == 1, log
+    assert "Traceback" not in log and log.count("[ERROR]") == 1, log
+    assert "cannot start" in log and "garbage.onnx" in log, log

@@ -34,6 +34,7 @@ from typing import Dict, Optional
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
 from lifecycle_msgs.msg import Transition
 from lifecycle_msgs.srv import ChangeState
+from rclpy.clock import Clock, ClockType
 from rclpy.node import Node
 from rclpy.qos import HistoryPolicy, QoSProfile, ReliabilityPolicy
 from sensor_msgs.msg import JointState
@@ -164,7 +165,10 @@ class TimingMonitorNode(Node):
         add_parameter_check(self, "latency_error_ms", lambda v: None if v >= self.get_parameter(
             "latency_warn_ms").value else "must be >= latency_warn_ms")
         warn_unknown_parameters(self)
-        action, model_rate_hz = load_action_spec(self.cfg)
+        try:
+            action, model_rate_hz = load_action_spec(self.cfg)
+        except Exception as exc:  # noqa: BLE001 - any unreadable file: one line, exit 1
+            raise ValueError(str(exc)) from None
         self.rate_hz = self.cfg.expected_rate_hz or model_rate_hz
         if self.rate_hz <= 0:
             raise ValueError("no control rate: set expected_rate_hz or model_path/spec_path")
@@ -228,7 +232,10 @@ class TimingMonitorNode(Node):
         self._echo_loop = TakeLoop(
             self._io, [self._echo_sub], f"{self.get_name()}_echo",
             periodic=None if sim_time else (self.watchdog_period_s, self._watchdog)).start()
-        self.create_timer(DIAGNOSTICS_PERIOD_S, self._publish_diagnostics)
+        # Reported on the steady clock: a simulation whose time restarts every episode (or
+        # pauses) must not silence /diagnostics.
+        self.create_timer(DIAGNOSTICS_PERIOD_S, self._publish_diagnostics,
+                          clock=Clock(clock_type=ClockType.STEADY_TIME))
         self.get_logger().info(
             f"watching policy_action: {self.rate_hz:g} Hz, deadline "
             f"{self.enforcer.base_deadline_s * 1e3:.1f} ms (raised to two input periods when "
