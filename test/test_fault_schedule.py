@@ -43,7 +43,7 @@ NS = f"/schedule_{os.getpid()}"
 MONITOR = "schedule_monitor"
 RATE_HZ = 50.0
 DEADLINE_S = 0.15          # generous: other jobs share this machine's 2 cores
-WATCHDOG_S = 1.0 / RATE_HZ
+WATCHDOG_S = DEADLINE_S / 2     # the monitor's watchdog period: half the deadline
 FALLBACK_SLACK_S = 0.35    # DDS delivery and scheduling on a loaded machine
 RECOVER_S = 30.0
 

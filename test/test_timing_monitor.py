@@ -238,7 +238,7 @@ def test_killed_student_gets_a_held_fallback_then_a_new_student_takes_over(peer,
             killed_s = peer.now_s()
             wait_until(lambda: len(peer.monitor_fallbacks) >= 1, 5, "first fallback")
             first_fallback_s = peer.now_s()
-        # deadline 150 ms + watchdog 20 ms, plus DDS and a loaded machine's scheduling
+        # deadline 150 ms + watchdog period 75 ms, plus DDS and a loaded machine's scheduling
         assert first_fallback_s - killed_s < 0.5, first_fallback_s - killed_s
         status = wait_for_level(peer, DiagnosticStatus.ERROR, 10)
         assert "fallback" in status.message and values_of(status)["state"] == "fallback"
@@ -311,19 +311,30 @@ def test_latched_stop_holds_until_reset(peer, model):
 
 
 def test_a_stalled_monitor_does_not_blame_the_student(peer, model):
-    """SIGSTOP the monitor for 0.4 s (ten deadlines): the echoes queued meanwhile carry the
-    student's publish times, so no miss is declared and no fallback published."""
+    """SIGSTOP the monitor for 0.4 s (2.7 deadlines), three times: the echoes queued meanwhile
+    carry the student's publish times, so it counts exactly the misses an outside observer of
+    the echoes counts (none, unless this shared machine really delayed the student) and
+    declares a fallback only for a gap the observer saw too."""
     with monitor(model) as mon, student(model) as s:
         wait_nominal_and_ok(peer, (mon, s))
-        time.sleep(1.0)
-        fallbacks = len(peer.monitor_fallbacks)
-        misses = latest_count(peer, "deadline_misses")
-        for _ in range(3):
-            os.kill(mon.pid, signal.SIGSTOP)
-            time.sleep(0.4)
-            os.kill(mon.pid, signal.SIGCONT)
-            time.sleep(1.0)
         time.sleep(1.2)
-        assert len(peer.monitor_fallbacks) == fallbacks, mon.node.read_log()[-2000:]
-        assert latest_count(peer, "deadline_misses") == misses
-        assert "-> fallback" not in mon.node.read_log()
+        misses = latest_count(peer, "deadline_misses")
+        declared = mon.node.read_log().count("nominal -> fallback")
+        observer = EchoTimes(peer)
+        try:
+            for _ in range(3):
+                os.kill(mon.pid, signal.SIGSTOP)
+                time.sleep(0.4)
+                os.kill(mon.pid, signal.SIGCONT)
+                time.sleep(1.0)
+            time.sleep(1.2)   # a diagnostics period after the last stall
+            counted = latest_count(peer, "deadline_misses") - misses
+        finally:
+            observer.close()
+        declared = mon.node.read_log().count("nominal -> fallback") - declared
+        gaps = np.diff(np.array(observer.sent_s))
+        seen = int(sum(int(g / DEADLINE_S + 1e-9) for g in gaps if g > DEADLINE_S))
+        assert declared <= observer.gaps_over(DEADLINE_S), (declared, seen)
+        assert abs(counted - seen) <= 1, (counted, seen, mon.node.read_log()[-2000:])
+        print(f"stalled monitor: misses counted {counted}, seen by the observer {seen}, "
+              f"fallbacks {declared}")

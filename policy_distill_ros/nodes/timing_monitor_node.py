@@ -224,14 +224,20 @@ class TimingMonitorNode(Node):
         self._io = hidden_helper_node(self)
         self._echo_sub = self._io.create_subscription(
             JointState, self.resolve_topic_name("policy_action"), self._on_action, ECHO_QOS)
-        self.watchdog_period_s = min(1.0 / self.rate_hz, 0.5 * self.enforcer.base_deadline_s)
+        # The promise: the fallback starts within deadline + watchdog period (half the deadline)
+        # of the last action. Half of that period is the margin for an echo still in flight (a
+        # student sending just within the deadline sees no miss of its own: a fallback then
+        # would be a monitor command on a healthy stream; delivery took >2.7 ms here under
+        # load), the tick is the other half.
+        self.watchdog_period_s = 0.5 * self.enforcer.base_deadline_s
+        tick_s = 0.5 * self.watchdog_period_s
         self._last_tick_s, self._deferred = time.monotonic(), False
-        self._delivery_margin_s = 0.5 * self.watchdog_period_s
+        self._tick_s = tick_s
         if sim_time:
-            self.create_timer(self.watchdog_period_s, self._watchdog)
+            self.create_timer(tick_s, self._watchdog)
         self._echo_loop = TakeLoop(
             self._io, [self._echo_sub], f"{self.get_name()}_echo",
-            periodic=None if sim_time else (self.watchdog_period_s, self._watchdog)).start()
+            periodic=None if sim_time else (tick_s, self._watchdog)).start()
         # Reported on the steady clock: a simulation whose time restarts every episode (or
         # pauses) must not silence /diagnostics.
         self.create_timer(DIAGNOSTICS_PERIOD_S, self._publish_diagnostics,
@@ -306,12 +312,12 @@ class TimingMonitorNode(Node):
         under use_sim_time."""
         now_s = self._now_s()
         tick_s = time.monotonic()
-        late = tick_s - self._last_tick_s > 2.0 * self.watchdog_period_s
+        late = tick_s - self._last_tick_s > 2.0 * self._tick_s
         self._last_tick_s = tick_s
         with self._lock:
             e = self.enforcer
             suspicious = e.state == NOMINAL and \
-                e.silence_s(now_s - self._delivery_margin_s) > e.deadline_s
+                e.silence_s(now_s - self._margin_s()) > e.deadline_s
         if suspicious:  # rare: take the echoes that arrived since the wait before declaring
             if late and not self._deferred:
                 # This process was stalled itself: echoes sent meanwhile may still sit in the
@@ -325,12 +331,16 @@ class TimingMonitorNode(Node):
             jumps = self.enforcer.time_jumps
             # A silence is judged half a watchdog period late: an echo sent just within the
             # deadline may still be in flight, and the student would not see its own miss.
-            self._apply(self.enforcer.check(now_s, self._delivery_margin_s))
+            self._apply(self.enforcer.check(now_s, self._margin_s()))
             if self.enforcer.time_jumps != jumps:
                 self._time_jump("the clock went back")
             if self.enforcer.state != NOMINAL and self._out is not None:
                 self._out.publish(self._fallback.command(), now_s, fallback=True)
                 self.monitor_fallbacks += 1
+
+    def _margin_s(self) -> float:
+        """How long an echo may be in flight: a quarter of the deadline in force."""
+        return 0.25 * self.enforcer.deadline_s
 
     def _drain_echoes(self) -> None:
         if self._sim_time:
