@@ -166,7 +166,7 @@ def plan_run(args: argparse.Namespace, workdir: Path) -> Plan:
     sim_time = args.source == "sim"
     student.update(model_path=str(model), use_sim_time=sim_time, autostart=True)
     monitor.update(model_path=str(model), use_sim_time=sim_time, expected_rate_hz=rate_hz,
-                   student_node=STUDENT)
+                   student_node=STUDENT, trigger=args.trigger)
     if args.deadline_ms > 0:
         monitor["deadline_s"] = args.deadline_ms * 1e-3
     plan = Plan(model, demo, rate_hz, sim_time)

@@ -5,9 +5,10 @@ the publish times of the echoes it receives, DDS source timestamps), so both cou
 misses as an outside observer timing the echoes:
 
 - **deadline**: the longest allowed gap between two consecutive actions. `base_deadline_s`
-  (two control periods by default), raised to `input_periods` x the observed input period when
-  the inputs are slower than that (an on_message student acts once per input: its actions can
-  only be as frequent as its sensors). The input period is the median gap between the
+  (two control periods by default); for an on_message student raised to `input_periods` x the
+  observed input period when the inputs are slower than that (it acts once per input: its
+  actions can only be as frequent as its sensors). A timer student keeps the base: it acts at
+  its own rate, and a slow one would otherwise stretch its deadline by the inputs it skips. The input period is the median gap between the
   distinct input stamps the actions carry, so a stalled student cannot stretch it.
 - **miss**: every whole deadline in a gap. A gap `g` between actions is `floor(g / deadline)`
   misses; a silence still open counts the same way as it grows.
@@ -27,12 +28,21 @@ from collections import deque
 from dataclasses import dataclass
 from typing import Optional
 
-__all__ = ["NOMINAL", "FALLBACK", "LATCHED", "STATES", "ESCALATIONS", "misses_in_gap",
+__all__ = ["NOMINAL", "FALLBACK", "LATCHED", "STATES", "ESCALATIONS", "TRIGGERS",
+           "input_periods_for", "misses_in_gap",
            "InputPeriod", "StateChange", "DeadlineEnforcer"]
 
 NOMINAL, FALLBACK, LATCHED = "nominal", "fallback", "latched"
 STATES = (NOMINAL, FALLBACK, LATCHED)
 ESCALATIONS = ("recover", "latch")
+# How a student is triggered: a fixed-rate loop, or once per message of its trigger topic. Only
+# the latter's deadline follows the input period (a timer student acts at its own rate).
+TRIGGERS = ("timer", "on_message")
+
+
+def input_periods_for(trigger: str) -> float:
+    """The `input_periods` of a student triggered this way: 2 for on_message, 0 (off) else."""
+    return 2.0 if trigger == "on_message" else 0.0
 # A timestamp this far behind the previous one is a time jump (sim reset), not jitter.
 TIME_JUMP_S = 1e-3
 

@@ -45,7 +45,8 @@ from rclpy.lifecycle import LifecycleNode, LifecycleState, TransitionCallbackRet
 from std_msgs.msg import Float64MultiArray, String
 from std_srvs.srv import Trigger
 
-from policy_distill_ros.core.enforcement import NOMINAL, STATES, DeadlineEnforcer
+from policy_distill_ros.core.enforcement import (NOMINAL, STATES, TRIGGERS, DeadlineEnforcer,
+                                                 input_periods_for)
 from policy_distill_ros.core.faults import FaultTracker
 from policy_distill_ros.core.fields import layout_labels
 from policy_distill_ros.core.loop_timer import LoopTimer
@@ -62,7 +63,6 @@ from policy_distill_ros.nodes.ros_common import (COMMAND_QOS, LATCHED_QOS, SENSO
                                                  add_parameter_check, declare, spin_node,
                                                  warn_unknown_parameters)
 
-TRIGGERS = ("timer", "on_message")
 COMMAND_TOPIC = "command"   # geometry_msgs/TwistStamped feeding `kind: command` terms
 
 
@@ -113,8 +113,8 @@ class StudentNode(LifecycleNode):
         declare(self, "fallback_mode", "hold_default", "command when the policy cannot be used",
                 choices=FALLBACK_MODES)
         declare(self, "deadline_s", 0.0, "longest allowed gap between two actions (as the timing "
-                "monitor counts); 0 = two control periods, raised to two input periods when the "
-                "inputs are slower", min_value=0.0, max_value=3600.0)
+                "monitor counts); 0 = two control periods, on_message: raised to two input "
+                "periods when the inputs are slower", min_value=0.0, max_value=3600.0)
         declare(self, "spec_path", "", "optional PolicySpec YAML the model must match")
         declare(self, "trigger", "timer", "timer: fixed-rate loop; on_message: run in the "
                 "trigger topic's callback", choices=TRIGGERS)
@@ -210,7 +210,10 @@ class StudentNode(LifecycleNode):
         self._rate_hz = cfg.rate_hz or float(spec.rate_hz)
         if self._rate_hz <= 0:
             raise ValueError("rate_hz is 0 and the model metadata has no control rate")
-        self._deadline = DeadlineEnforcer(cfg.deadline_s or 2.0 / self._rate_hz)
+        # on_message acts once per input: its deadline follows the input period (core)
+        self._deadline = DeadlineEnforcer(
+            cfg.deadline_s or 2.0 / self._rate_hz,
+            input_periods=input_periods_for(cfg.trigger))
         self._asm = ObservationAssembler(spec.observation, spec.action.size)
         topics = list(spec.observation.topics)
         self._trigger_topic = cfg.trigger_topic or (topics[0] if topics else "")

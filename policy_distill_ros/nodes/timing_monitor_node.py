@@ -42,7 +42,8 @@ from std_msgs.msg import Float64, String
 from std_srvs.srv import Trigger
 
 from policy_distill_ros.core.enforcement import (ESCALATIONS, LATCHED, NOMINAL, TIME_JUMP_S,
-                                                 DeadlineEnforcer, StateChange)
+                                                 TRIGGERS, DeadlineEnforcer, StateChange,
+                                                 input_periods_for)
 from policy_distill_ros.core.policy_file import read_metadata
 from policy_distill_ros.core.spec import ActionSpec, load_policy_spec
 from policy_distill_ros.core.timing import LatencyStats, PeriodStats
@@ -82,6 +83,7 @@ class MonitorConfig:
     latency_warn_ms: float = 5.0
     latency_error_ms: float = 20.0
     input_topics: str = ""
+    trigger: str = "timer"
 
     def __post_init__(self) -> None:
         for name in ("model_path", "spec_path"):
@@ -91,6 +93,9 @@ class MonitorConfig:
         if self.fallback_mode not in FALLBACK_MODES:
             raise ValueError(f"parameter 'fallback_mode' is {self.fallback_mode!r}; expected one "
                              f"of {', '.join(FALLBACK_MODES)}")
+        if self.trigger not in TRIGGERS:
+            raise ValueError(f"parameter 'trigger' is {self.trigger!r}; expected one of "
+                             f"{', '.join(TRIGGERS)}")
         if self.escalation not in ESCALATIONS:
             raise ValueError(f"parameter 'escalation' is {self.escalation!r}; expected one of "
                              f"{', '.join(ESCALATIONS)}")
@@ -158,6 +163,10 @@ class TimingMonitorNode(Node):
                                         min_value=0.001, max_value=1e6),
             "input_topics": declare(self, "input_topics", "", "comma-separated sensor topics "
                                     "whose age is reported", **fixed),
+            "trigger": declare(self, "trigger", "timer", "the student's trigger: on_message "
+                               "acts once per input, so the deadline follows the input period "
+                               "(two input periods when slower than two control periods)",
+                               choices=TRIGGERS, **fixed),
         }
         self.cfg = MonitorConfig(**values)
         add_parameter_check(self, "latency_warn_ms", lambda v: None if v <= self.get_parameter(
@@ -174,6 +183,7 @@ class TimingMonitorNode(Node):
             raise ValueError("no control rate: set expected_rate_hz or model_path/spec_path")
         cfg = self.cfg
         self.enforcer = DeadlineEnforcer(cfg.deadline_s or 2.0 / self.rate_hz,
+                                         input_periods=input_periods_for(cfg.trigger),
                                          recovery_periods=cfg.recovery_periods,
                                          escalation=cfg.escalation,
                                          latch_after_misses=cfg.max_consecutive_misses)
@@ -244,8 +254,8 @@ class TimingMonitorNode(Node):
                           clock=Clock(clock_type=ClockType.STEADY_TIME))
         self.get_logger().info(
             f"watching policy_action: {self.rate_hz:g} Hz, deadline "
-            f"{self.enforcer.base_deadline_s * 1e3:.1f} ms (raised to two input periods when "
-            f"slower), fallback {'on' if self._out else 'off'}, control back after "
+            f"{self.enforcer.base_deadline_s * 1e3:.1f} ms"
+            f"{' (two input periods when slower)' if cfg.trigger == 'on_message' else ''}, fallback {'on' if self._out else 'off'}, control back after "
             f"{cfg.recovery_periods} on-time actions, escalation {cfg.escalation}")
 
     def _ros_now_s(self) -> float:
