@@ -101,7 +101,8 @@ def check_window(events: list, declared: int, what: str, continues: bool = False
     if continues and sequence.startswith("M"):
         runs = runs[1:]
     summary = " ".join(f"{m[0][0]}x{len(m[0])}" for m in re.finditer(r"(.)\1*", sequence))
-    assert len(runs) <= declared, f"{what}: {len(runs)} monitor runs, {declared} declared: {summary}"
+    assert len(runs) <= declared, \
+        f"{what}: {len(runs)} monitor runs, {declared} declared: {summary}"
     student = [t for t, kind in events if kind != "M"]
     gaps = np.diff(np.array(student)) if len(student) > 1 else np.array([])
     if declared:

@@ -325,8 +325,8 @@ def run(args: argparse.Namespace) -> int:
                   workdir)
     if student_state != "active":
         ok = False
-        LOG.error("the student was %s at the end of the run (the monitor deactivates it after "
-                  "max_consecutive_misses missed deadlines); logs in %s",
+        LOG.error("the student was %s at the end of the run (the monitor deactivates it when "
+                  "its stop latches, escalation: latch); logs in %s",
                   student_state or "not answering", workdir)
     return 0 if ok else 1
 

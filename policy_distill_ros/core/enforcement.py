@@ -8,8 +8,9 @@ misses as an outside observer timing the echoes:
   (two control periods by default); for an on_message student raised to `input_periods` x the
   observed input period when the inputs are slower than that (it acts once per input: its
   actions can only be as frequent as its sensors). A timer student keeps the base: it acts at
-  its own rate, and a slow one would otherwise stretch its deadline by the inputs it skips. The input period is the median gap between the
-  distinct input stamps the actions carry, so a stalled student cannot stretch it.
+  its own rate, and a slow one would otherwise stretch its deadline by the inputs it skips.
+  The input period is the lower median gap between the distinct input stamps the actions
+  carry, so one stall does not stretch it.
 - **miss**: every whole deadline in a gap. A gap `g` between actions is `floor(g / deadline)`
   misses; a silence still open counts the same way as it grows.
 - **states** (ros2_control's command timeout, twist_mux's priority, an e-stop's latch):

@@ -252,11 +252,12 @@ class TimingMonitorNode(Node):
         # pauses) must not silence /diagnostics.
         self.create_timer(DIAGNOSTICS_PERIOD_S, self._publish_diagnostics,
                           clock=Clock(clock_type=ClockType.STEADY_TIME))
+        follows = " (two input periods when slower)" if cfg.trigger == "on_message" else ""
         self.get_logger().info(
             f"watching policy_action: {self.rate_hz:g} Hz, deadline "
-            f"{self.enforcer.base_deadline_s * 1e3:.1f} ms"
-            f"{' (two input periods when slower)' if cfg.trigger == 'on_message' else ''}, fallback {'on' if self._out else 'off'}, control back after "
-            f"{cfg.recovery_periods} on-time actions, escalation {cfg.escalation}")
+            f"{self.enforcer.base_deadline_s * 1e3:.1f} ms{follows}, fallback "
+            f"{'on' if self._out else 'off'}, control back after {cfg.recovery_periods} on-time "
+            f"actions, escalation {cfg.escalation}")
 
     def _ros_now_s(self) -> float:
         return self.get_clock().now().nanoseconds * 1e-9
