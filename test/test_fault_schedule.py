@@ -92,9 +92,11 @@ def declarations(log: str) -> int:
     return log.count("nominal -> fallback")
 
 
-def check_window(events: list, declared: int, what: str, continues: bool = False) -> None:
+def check_window(events: list, declared: int, what: str, continues: bool = False,
+                 before_s: float | None = None) -> None:
     """No alternation, and monitor commands only inside declared fallbacks. `continues`: the
-    previous window ended inside a monitor run (its declaration was counted there)."""
+    previous window ended inside a monitor run (its declaration was counted there);
+    `before_s`: the student's last action before this window (a gap may span the boundary)."""
     # S (the student's own fallback) commands the same pose as M: neutral for alternation
     sequence = "".join(kind for _, kind in events if kind not in "-S")
     runs = re.findall(r"M+", sequence)
@@ -103,7 +105,8 @@ def check_window(events: list, declared: int, what: str, continues: bool = False
     summary = " ".join(f"{m[0][0]}x{len(m[0])}" for m in re.finditer(r"(.)\1*", sequence))
     assert len(runs) <= declared, \
         f"{what}: {len(runs)} monitor runs, {declared} declared: {summary}"
-    student = [t for t, kind in events if kind != "M"]
+    student = ([before_s] if before_s is not None else []) + \
+        [t for t, kind in events if kind != "M"]
     gaps = np.diff(np.array(student)) if len(student) > 1 else np.array([])
     if declared:
         # a declared fallback answers a silence: a gap between the student's actions longer
@@ -155,6 +158,7 @@ def test_random_fault_schedule(model, tmp_path):
             recover("start")
             started = time.monotonic()
             mark_s, declared_mark, in_run = time.time(), declarations(mon.node.read_log()), False
+            last_student_s = None
             while time.monotonic() - started < SCHEDULE_S:
                 kind = str(rng.choice(["pause", "nan", "stall", "kill", "quiet"]))
                 duration_s = float(rng.uniform(0.2, 1.0))
@@ -189,7 +193,8 @@ def test_random_fault_schedule(model, tmp_path):
                 declared = declared_now - declared_mark
                 what = f"event {len(done)} {kind} {duration_s:.2f} s"
                 try:
-                    check_window(events, declared, what, continues=in_run)
+                    check_window(events, declared, what, continues=in_run,
+                                 before_s=last_student_s)
                 except AssertionError as exc:
                     raise AssertionError(f"{exc}\n--- monitor:\n{mon.node.read_log()[-2000:]}"
                                          f"\n--- student:\n{student[0].node.read_log()[-2500:]}"
@@ -208,6 +213,8 @@ def test_random_fault_schedule(model, tmp_path):
                 done.append((kind, round(duration_s, 2), declared))
                 kinds_seen = [k for _, k in events if k not in "-S"]
                 in_run = bool(kinds_seen) and kinds_seen[-1] == "M"
+                last_student_s = max((t for t, k in events if k != "M"),
+                                     default=last_student_s)
                 mark_s, declared_mark = now_s, declared_now
             mon_log = mon.node.read_log()
     finally:
