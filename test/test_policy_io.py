@@ -21,12 +21,14 @@ JOINTS = ["hip_1", "ankle_1", "hip_2"]
 def test_patched_messages_deserialize_to_the_published_values(ros_node):
     pub = ActionPublisher(ros_node, JOINTS)
     assert pub._patched is not None, "serialized publishing unavailable on this rclpy"
-    command, echo, fallback = pub._patched
+    command, echo, fallback, withheld, withheld_fallback = pub._patched
     values = np.array([0.25, -1.5, 1e-9])
     cmd = deserialize_message(command.fill(values), Float64MultiArray)
     np.testing.assert_array_equal(cmd.data, values)
     assert cmd.layout.dim[0].label == ",".join(JOINTS) and cmd.layout.dim[0].size == 3
-    for patched, frame in ((echo, ""), (fallback, ActionPublisher.FALLBACK_FRAME)):
+    for patched, frame in ((echo, ""), (fallback, ActionPublisher.FALLBACK_FRAME),
+                           (withheld, ActionPublisher.WITHHELD_FRAME),
+                           (withheld_fallback, ActionPublisher.WITHHELD_FALLBACK_FRAME)):
         msg = deserialize_message(patched.fill(values, 1_700_000_000, 999_999_999), JointState)
         assert (msg.header.stamp.sec, msg.header.stamp.nanosec) == (1_700_000_000, 999_999_999)
         assert msg.header.frame_id == frame and list(msg.name) == JOINTS

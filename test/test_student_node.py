@@ -101,7 +101,10 @@ def model(tmp_path):
 
 
 def student_params(model_path: str, **extra) -> dict:
-    params = {"model_path": model_path, "rate_hz": 50.0, "max_input_age_s": 0.3}
+    # No timing monitor in these tests: the policy commands from the first tick (the default
+    # waits up to enforcement_wait_s for a monitor's state, commanding the fallback meanwhile).
+    params = {"model_path": model_path, "rate_hz": 50.0, "max_input_age_s": 0.3,
+              "enforcement_wait_s": 0.0}
     params.update(extra)
     return params
 

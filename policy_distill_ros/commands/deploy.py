@@ -163,7 +163,7 @@ def plan_run(args: argparse.Namespace, workdir: Path) -> Plan:
     sim_time = args.source == "sim"
     student.update(model_path=str(model), use_sim_time=sim_time, autostart=True)
     monitor.update(model_path=str(model), use_sim_time=sim_time, expected_rate_hz=rate_hz,
-                   student_node=STUDENT)
+                   student_node=STUDENT, trigger=args.trigger)
     if args.deadline_ms > 0:
         monitor["deadline_s"] = args.deadline_ms * 1e-3
     plan = Plan(model, demo, rate_hz, sim_time)
@@ -327,8 +327,8 @@ def run(args: argparse.Namespace) -> int:
                   workdir)
     if student_state != "active":
         ok = False
-        LOG.error("the student was %s at the end of the run (the monitor deactivates it after "
-                  "max_consecutive_misses missed deadlines); logs in %s",
+        LOG.error("the student was %s at the end of the run (the monitor deactivates it when "
+                  "its stop latches, escalation: latch); logs in %s",
                   student_state or "not answering", workdir)
     return 0 if ok else 1
 

@@ -172,7 +172,8 @@ def plan_run(args: argparse.Namespace, workdir: Path) -> Plan:
     # measure CPU load (a fallback then replaces a demonstration).
     teacher_params = dict(node_params(params_file, TEACHER), teacher_path=str(teacher),
                           mode=mode, beta=args.beta, seed=args.seed, use_sim_time=False,
-                          max_input_age_s=2.0 * args.lockstep_timeout_s)
+                          max_input_age_s=2.0 * args.lockstep_timeout_s,
+                       enforcement_wait_s=0.0)   # the recording's monitor only reports
     if args.teacher_spec:
         teacher_params["spec_path"] = str(spec_path)
     recorder = node_params(params_file, RECORDER)
@@ -211,7 +212,8 @@ def plan_run(args: argparse.Namespace, workdir: Path) -> Plan:
         student = dict(node_params(params_file, STUDENT), model_path=str(student_spec),
                        trigger="on_message", trigger_topic="joint_states",
                        episode_topic="episode", use_sim_time=False, autostart=True,
-                       max_input_age_s=2.0 * args.lockstep_timeout_s)
+                       max_input_age_s=2.0 * args.lockstep_timeout_s,
+                       enforcement_wait_s=0.0)   # the recording's monitor only reports
         remap = ("-r", "policy_command:=student/policy_command",
                  "-r", "policy_action:=student/policy_action") if mode == "mix" else ()
         plan.processes[STUDENT] = NodeProcess("student_node", STUDENT, student,

@@ -48,6 +48,9 @@ DEFAULT_TOPIC_TYPES: Dict[str, str] = {
 }
 
 FALLBACK_MODES = ("hold_default", "zero", "last_safe")
+# The timing monitor's enforcement state (std_msgs/String, latched): the student withholds its
+# commands while it is not "nominal" (core.enforcement, docs/enforcement.md).
+ENFORCEMENT_TOPIC = "policy_enforcement"
 
 
 def parse_topic_types(entries: Sequence[str]) -> Dict[str, str]:
@@ -219,10 +222,15 @@ class ActionPublisher:
     produced the command, so `now - echo.stamp` is the sensor-to-action latency. Messages are
     serialized once; per tick only the numbers change (`_PatchedMessage`; rclpy message objects
     where serialized publishing is unavailable). A non-finite command is refused here, the last
-    line of defence, so no NaN ever leaves a policy node.
+    line of defence, so no NaN ever leaves a policy node. `withheld=True` (the timing monitor
+    commands the fallback meanwhile, core.enforcement): only the echo goes out, flagged
+    `withheld` (`withheld,fallback` when the input was bad), so the monitor still times the
+    policy without two commanders on the topic.
     """
 
     FALLBACK_FRAME = "fallback"
+    WITHHELD_FRAME = "withheld"
+    WITHHELD_FALLBACK_FRAME = "withheld,fallback"
 
     def __init__(self, node: Node, joint_names: Sequence[str],
                  command_topic: str = "policy_command", echo_topic: str = "policy_action") -> None:
@@ -241,16 +249,22 @@ class ActionPublisher:
         try:
             self._patched = (_PatchedMessage(self._command, "data", self._size, False),
                              _PatchedMessage(self._echo, "position", self._size, True),
-                             _PatchedMessage(self._fallback_echo(), "position", self._size, True))
+                             _PatchedMessage(self._flagged_echo(self.FALLBACK_FRAME), "position",
+                                             self._size, True),
+                             _PatchedMessage(self._flagged_echo(self.WITHHELD_FRAME), "position",
+                                             self._size, True),
+                             _PatchedMessage(self._flagged_echo(self.WITHHELD_FALLBACK_FRAME),
+                                             "position", self._size, True))
         except (ImportError, AttributeError, TypeError, LookupError):
             self._patched = None  # message objects below: slower, same bytes on the wire
 
-    def _fallback_echo(self) -> JointState:
+    def _flagged_echo(self, frame_id: str) -> JointState:
         echo = JointState(name=list(self._names))
-        echo.header.frame_id = self.FALLBACK_FRAME
+        echo.header.frame_id = frame_id
         return echo
 
-    def publish(self, command: np.ndarray, stamp, fallback: bool = False) -> None:
+    def publish(self, command: np.ndarray, stamp, fallback: bool = False,
+                withheld: bool = False) -> None:
         """`stamp`: the input's own builtin_interfaces/Time (copied exactly, so echoes join
         inputs by exact stamp), or float seconds when there is no input message."""
         values = self._values
@@ -267,22 +281,36 @@ class ActionPublisher:
         else:
             sec, nanosec = stamp.sec, stamp.nanosec
         if self._patched is not None:
-            command_msg, echo, fallback_echo = self._patched
-            self._command_pub.publish(command_msg.fill(values))
-            self._echo_pub.publish((fallback_echo if fallback else echo).fill(values, sec,
-                                                                              nanosec))
+            command_msg, echo, fallback_echo, withheld_echo, withheld_fallback = self._patched
+            if not withheld:
+                self._command_pub.publish(command_msg.fill(values))
+                echo = fallback_echo if fallback else echo
+            else:
+                echo = withheld_fallback if fallback else withheld_echo
+            self._echo_pub.publish(echo.fill(values, sec, nanosec))
             return
         data = array.array("d", values.tobytes())
         self._command.data = data
         self._echo.header.stamp.sec, self._echo.header.stamp.nanosec = sec, nanosec
-        self._echo.header.frame_id = self.FALLBACK_FRAME if fallback else ""
+        self._echo.header.frame_id = echo_frame(fallback, withheld)
         self._echo.position = data
-        self._command_pub.publish(self._command)
+        if not withheld:
+            self._command_pub.publish(self._command)
         self._echo_pub.publish(self._echo)
 
     def destroy(self) -> None:
         self._node.destroy_publisher(self._command_pub)
         self._node.destroy_publisher(self._echo_pub)
+
+
+def echo_frame(fallback: bool, withheld: bool) -> str:
+    """The echo's frame_id: "" (the policy's command, published), "fallback" (the node's own
+    fallback, published), "withheld" / "withheld,fallback" (not published: the timing
+    monitor commands meanwhile)."""
+    if withheld:
+        return ActionPublisher.WITHHELD_FALLBACK_FRAME if fallback else \
+            ActionPublisher.WITHHELD_FRAME
+    return ActionPublisher.FALLBACK_FRAME if fallback else ""
 
 
 class FallbackCommand:
@@ -480,6 +508,7 @@ class TakeLoop:
     def _wait_loop(self) -> None:
         subs, wait_set, stop = self.subscriptions, self._wait_set, self._stop
         served = [(sub.handle, sub.msg_type, sub.raw, sub.callback) for sub in subs]
+        with_info = {id(sub.callback) for sub in subs if _takes_message_info(sub.callback)}
         period_s, periodic = self._periodic if self._periodic is not None else (None, None)
         next_due = time.monotonic() + period_s if period_s else math.inf
         timeout_ns = self.WAIT_TIMEOUT_NS
@@ -501,7 +530,10 @@ class TakeLoop:
                         if handle.pointer in ready:
                             taken = handle.take_message(msg_type, raw)
                             while taken is not None:  # everything queued, in order
-                                self._call(callback, taken[0])
+                                if id(callback) in with_info:  # (msg, rmw message info)
+                                    self._call(callback, taken[0], taken[1])
+                                else:
+                                    self._call(callback, taken[0])
                                 taken = handle.take_message(msg_type, raw) if period_s else None
                     if period_s:
                         now = time.monotonic()
@@ -540,6 +572,17 @@ class TakeLoop:
         if self._wake is not None and self._executor is None:
             self.node.destroy_guard_condition(self._wake)
             self._wake = None
+
+
+def _takes_message_info(callback: Callable) -> bool:
+    """A callback written `(msg, info=None)` gets the rmw message info (source_timestamp, ...)
+    from a TakeLoop; rclpy's executor calls it with the message alone."""
+    import inspect
+    try:
+        inspect.signature(callback).bind(object(), object())
+        return True
+    except (TypeError, ValueError):
+        return False
 
 
 def hidden_helper_node(owner: Node) -> Node:

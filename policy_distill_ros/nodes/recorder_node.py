@@ -19,7 +19,7 @@ import rclpy.subscription
 from rclpy.node import Node
 from rclpy.qos import DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPolicy
 
-from policy_distill_ros.nodes.ros_common import declare, spin_node
+from policy_distill_ros.nodes.ros_common import declare, spin_node, warn_unknown_parameters
 from policy_distill_ros.recording.bag_metadata import OfferedQos
 from policy_distill_ros.recording.bag_writer import BagWriter
 from policy_distill_ros.recording.recorder_config import RecorderConfig, choose_qos
@@ -70,6 +70,7 @@ class RecorderNode(Node):
                                       "recorded verbatim", read_only=True),
             student_spec_path=declare(self, "student_spec_path", "", "student policy spec YAML, "
                                       "recorded verbatim", read_only=True))
+        warn_unknown_parameters(self)
         self.bag_path = self.config.resolved_bag_path()
         self.writer = BagWriter(self.config.writer_config(self.bag_path,
                                                           self.config.custom_data())).open()
@@ -208,8 +209,10 @@ def main(args=None) -> int:
         nodes.append(RecorderNode())
         return nodes[-1]
 
-    spin_node(make, args)
-    return 1 if nodes and (nodes[0].failed or nodes[0].writer.error is not None) else 0
+    code = spin_node(make, args)   # 1: a bad configuration, refused at start
+    if nodes and (nodes[0].failed or nodes[0].writer.error is not None):
+        return 1   # recording stopped on a write error (disk full): not a clean close
+    return code
 
 
 if __name__ == "__main__":

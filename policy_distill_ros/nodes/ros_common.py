@@ -4,10 +4,13 @@ Kept tiny on purpose: logic lives in `core/`, this file only adapts it to ROS.
 """
 from __future__ import annotations
 
+import signal
+import sys
 from typing import Any, Callable, Optional, Sequence
 
 import rclpy
-from rcl_interfaces.msg import FloatingPointRange, IntegerRange, ParameterDescriptor
+from rcl_interfaces.msg import (FloatingPointRange, IntegerRange, ParameterDescriptor,
+                                SetParametersResult)
 from rclpy.executors import ExternalShutdownException, SingleThreadedExecutor
 from rclpy.node import Node
 from rclpy.qos import (DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPolicy,
@@ -28,35 +31,97 @@ LATCHED_QOS = QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=1,
                          durability=DurabilityPolicy.TRANSIENT_LOCAL)
 
 __all__ = ["SENSOR_QOS", "COMMAND_QOS", "LATCHED_QOS", "qos_profile_sensor_data", "declare",
-           "stamp_to_s", "s_to_stamp", "spin_node"]
+           "add_parameter_check", "warn_unknown_parameters", "stamp_to_s", "s_to_stamp",
+           "spin_node"]
+
+
+# Integer parameters without an explicit bound get these (int32): `ros2 param describe` and
+# rqt_reconfigure serialize the range, and a bound beyond int64 killed the node that described it.
+INT_PARAM_MIN, INT_PARAM_MAX = -(2 ** 31), 2 ** 31 - 1
+_IGNORED_OVERRIDES = frozenset({"use_sim_time", "start_type_description_service",
+                                "qos_overrides"})
 
 
 def declare(node: Node, name: str, default: Any, description: str, *,
             read_only: bool = False, min_value: Optional[float] = None,
-            max_value: Optional[float] = None, choices: Optional[Sequence[str]] = None) -> Any:
+            max_value: Optional[float] = None, choices: Optional[Sequence[str]] = None,
+            check: Optional[Callable[[Any], Optional[str]]] = None) -> Any:
     """Declare a parameter with a descriptor (shown by `ros2 param describe`) and return its value.
 
-    Ranges are enforced by rclpy itself; `choices` is checked here so a typo fails at start-up
-    with the allowed values in the message instead of misbehaving later.
+    Ranges and read-only are enforced by rclpy itself; `choices` and `check` (value -> None, or
+    the reason it is refused) are enforced here, at start-up with the allowed values in the
+    message, and on every runtime change (`successful=False` with the reason, old value kept).
     """
     descriptor = ParameterDescriptor(description=description, read_only=read_only)
     if min_value is not None or max_value is not None:
-        lo = min_value if min_value is not None else -1e300
-        hi = max_value if max_value is not None else 1e300
         if isinstance(default, bool):
             pass
         elif isinstance(default, int):
-            descriptor.integer_range = [IntegerRange(from_value=int(lo), to_value=int(hi), step=0)]
+            lo = INT_PARAM_MIN if min_value is None else max(INT_PARAM_MIN, int(min_value))
+            hi = INT_PARAM_MAX if max_value is None else min(INT_PARAM_MAX, int(max_value))
+            descriptor.integer_range = [IntegerRange(from_value=lo, to_value=hi, step=0)]
         else:
-            descriptor.floating_point_range = [FloatingPointRange(from_value=float(lo),
-                                                                  to_value=float(hi), step=0.0)]
+            lo = -1e300 if min_value is None else float(min_value)
+            hi = 1e300 if max_value is None else float(max_value)
+            descriptor.floating_point_range = [FloatingPointRange(from_value=lo, to_value=hi,
+                                                                  step=0.0)]
     if choices:
         descriptor.additional_constraints = "one of: " + ", ".join(choices)
     value = node.declare_parameter(name, default, descriptor).value
-    if choices and value not in choices:
-        raise ValueError(f"parameter '{name}' of node '{node.get_name()}' is {value!r}; "
-                         f"expected one of {', '.join(choices)}")
+    checks = []
+    if choices:
+        allowed = tuple(choices)
+        checks.append(lambda v: None if v in allowed else
+                      f"{v!r} is not one of {', '.join(allowed)}")
+    if check is not None:
+        checks.append(check)
+    for one in checks:
+        problem = one(value)
+        if problem:
+            raise ValueError(f"parameter '{name}' of node '{node.get_name()}': {problem}")
+    _parameter_checks(node)[name] = checks
     return value
+
+
+def add_parameter_check(node: Node, name: str, check: Callable[[Any], Optional[str]]) -> None:
+    """One more runtime check for a declared parameter (value -> None or the refusal reason)."""
+    _parameter_checks(node).setdefault(name, []).append(check)
+
+
+def _parameter_checks(node: Node) -> dict:
+    """The node's checks by parameter name; the first call installs the on-set callback."""
+    checks = getattr(node, "_pd_parameter_checks", None)
+    if checks is None:
+        checks = {}
+        node._pd_parameter_checks = checks
+
+        def on_set(params) -> SetParametersResult:
+            for param in params:
+                for one in checks.get(param.name, ()):
+                    try:
+                        problem = one(param.value)
+                    except Exception as exc:  # noqa: BLE001 - a refusal, never a crash
+                        problem = str(exc)
+                    if problem:
+                        return SetParametersResult(
+                            successful=False, reason=f"parameter '{param.name}': {problem}")
+            return SetParametersResult(successful=True)
+        node.add_on_set_parameters_callback(on_set)
+    return checks
+
+
+def warn_unknown_parameters(node: Node) -> list:
+    """One warning line per key given to `node` (params file, -p) that it does not declare:
+    a typo must not be silently ignored. Call after every parameter is declared."""
+    overrides = getattr(node, "_parameter_overrides", {}) or {}
+    unknown = sorted(name for name in overrides
+                     if not node.has_parameter(name) and name not in _IGNORED_OVERRIDES
+                     and not name.startswith("qos_overrides."))
+    for name in unknown:
+        node.get_logger().warning(
+            f"unknown parameter '{name}' given to node '{node.get_fully_qualified_name()}' is "
+            f"ignored (its parameters: {', '.join(sorted(node._parameters))})")
+    return unknown
 
 
 def stamp_to_s(stamp) -> float:
@@ -74,24 +139,71 @@ def s_to_stamp(seconds: float, stamp=None):
     return stamp
 
 
-def spin_node(make_node: Callable[[], Node], args=None, executor=None) -> int:
-    """Run a node until Ctrl-C or external shutdown, then tear it down cleanly.
+# Without rclpy's C signal handler nothing wakes an idle executor on Ctrl-C: it waits at most this.
+SIGNAL_POLL_S = 0.1
 
-    Every node's `main` calls this so shutdown behaves the same everywhere: no traceback on
-    Ctrl-C, `destroy_node` always runs (it closes bags, stops loop threads), exit code 0.
+
+def spin_node(make_node: Callable[[], Node], args=None, executor=None) -> int:
+    """Run a node until Ctrl-C, SIGTERM or external shutdown, then tear it down cleanly.
+
+    Every node's `main` calls this so shutdown behaves the same everywhere: exit code 0, no
+    traceback, no error line, once or twice (a launch sends SIGINT to the whole process group,
+    a user may press Ctrl-C again). rclpy's own signal handlers are not installed: they shut
+    the context down at once, under threads still publishing (a loop's tick, a log line to
+    /rosout); here SIGINT / SIGTERM end the spin, `destroy_node` runs with the context still
+    valid (it closes bags, stops loop threads) and further signals are ignored meanwhile. A node
+    that cannot start because of its configuration (ValueError, OSError) gets one ERROR line
+    with the reason and exit code 1.
     """
-    rclpy.init(args=args)
+    from rclpy.signals import SignalHandlerOptions
+    rclpy.init(args=args, signal_handler_options=SignalHandlerOptions.NO)
     node = None
+    code = 0
+    _raise_interrupt_on(signal.SIGTERM)
     try:
         node = make_node()
         executor = executor or SingleThreadedExecutor()
         executor.add_node(node)
-        executor.spin()
+        while node.context.ok():  # a bounded wait: Python runs the signal handler in between
+            executor.spin_once(timeout_sec=SIGNAL_POLL_S)
     except (KeyboardInterrupt, ExternalShutdownException):
         pass
+    except SystemExit as exc:
+        code = exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
+    except (ValueError, OSError) as exc:
+        rclpy.logging.get_logger(_node_name_from(args) or "policy_distill_ros").error(
+            f"cannot start: {exc}")
+        code = 1
     finally:
+        _ignore(signal.SIGINT)
+        _ignore(signal.SIGTERM)
         if node is not None:
             node.destroy_node()
-        if rclpy.ok():
-            rclpy.try_shutdown()
-    return 0
+        rclpy.try_shutdown()
+    return code
+
+
+def _raise_interrupt_on(signum: int) -> None:
+    """`signum` (SIGTERM) ends the spin as Ctrl-C does."""
+    def interrupt(number, frame) -> None:
+        raise KeyboardInterrupt
+    try:
+        signal.signal(signum, interrupt)
+    except ValueError:  # not the main thread
+        pass
+
+
+def _ignore(signum: int) -> None:
+    """A signal ignored from here on (the node is tearing down; the process exits after)."""
+    try:
+        signal.signal(signum, signal.SIG_IGN)
+    except ValueError:  # not the main thread: nothing to protect
+        pass
+
+
+def _node_name_from(args) -> Optional[str]:
+    """The node name a failed constructor would have had: `__node:=` from the arguments."""
+    for arg in (args if args is not None else sys.argv):
+        if isinstance(arg, str) and arg.startswith("__node:="):
+            return arg.split(":=", 1)[1]
+    return None

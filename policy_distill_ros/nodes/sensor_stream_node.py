@@ -20,7 +20,8 @@ from sensor_msgs.msg import Imu, JointState
 
 from policy_distill_ros.core.loop_timer import LoopTimer
 from policy_distill_ros.core.policy_file import read_metadata
-from policy_distill_ros.nodes.ros_common import SENSOR_QOS, declare, spin_node
+from policy_distill_ros.nodes.ros_common import (SENSOR_QOS, declare, spin_node,
+                                                 warn_unknown_parameters)
 from policy_distill_ros.sim.sensor_stream import SensorStream, StreamConfig
 
 JOINT_STATES_TOPIC = "joint_states"
@@ -64,6 +65,7 @@ class SensorStreamNode(Node):
         self._joints = JointState(name=list(config.joint_names))
         self._imu = Imu()
         self._imu.header.frame_id = declare(self, "imu_frame_id", "base_link", "Imu frame")
+        warn_unknown_parameters(self)
         self._joints_pub = self.create_publisher(JointState, JOINT_STATES_TOPIC, SENSOR_QOS)
         self._imu_pub = self.create_publisher(Imu, "imu", SENSOR_QOS)
         self.published = 0

@@ -24,7 +24,7 @@ from sensor_msgs.msg import Imu, JointState
 from std_msgs.msg import Float64MultiArray, MultiArrayDimension
 
 from policy_distill_ros.nodes.ros_common import (COMMAND_QOS, SENSOR_QOS, declare, s_to_stamp,
-                                                 spin_node)
+                                                 spin_node, warn_unknown_parameters)
 from policy_distill_ros.sim import frame as topics
 from policy_distill_ros.sim.ant import AntSim
 from policy_distill_ros.sim.config import ROBOTS, sim_config_from_params
@@ -117,6 +117,7 @@ class SimNode(Node):
         command_joints = declare(self, "command_joints", list(self.sim.joint_names),
                                  "joint order of unlabelled policy_command arrays")
         self.mapper = CommandMapper(self.sim.joint_names, command_joints)
+        warn_unknown_parameters(self)
         self.command = np.zeros(self.sim.num_joints)
 
         self.pub_joints = self.create_publisher(JointState, topics.JOINT_STATES, SENSOR_QOS)

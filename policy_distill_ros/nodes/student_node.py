@@ -20,6 +20,12 @@ callback: the lowest sensor-to-action latency, without the 0..1 period sampling 
 timer (bench/student_latency.py measures both); a silent trigger topic is then caught by the
 timing monitor, not by this node. In that mode every input is assembled as it arrives, on the
 IO thread that also runs the tick, so the trigger message carries only its own work.
+Deadline enforcement (core.enforcement, docs/enforcement.md): the student counts its misses
+with the timing monitor's definition (whole deadlines in the gap between two of its actions)
+and withholds its commands (echoes only, flagged `withheld`) while the monitor's state on
+`policy_enforcement` is not nominal, so the monitor's fallback holds without alternation. A
+student that sees its own gap exceed the deadline, with a monitor watching, mutes itself at
+once (the monitor is declaring the fallback meanwhile) until the monitor says nominal again.
 Hot path costs: message publishing from preallocated CDR buffers (policy_io), the system clock
 read directly (no rclpy Time objects) unless use_sim_time, no per-tick logging (faults log
 on change; deadline misses at most once a second). `realtime_priority` puts the whole process
@@ -35,11 +41,12 @@ from dataclasses import dataclass
 from typing import Optional
 
 import numpy as np
-from rcl_interfaces.msg import SetParametersResult
 from rclpy.lifecycle import LifecycleNode, LifecycleState, TransitionCallbackReturn
 from std_msgs.msg import Float64MultiArray, String
 from std_srvs.srv import Trigger
 
+from policy_distill_ros.core.enforcement import (NOMINAL, STATES, TRIGGERS, DeadlineEnforcer,
+                                                 input_periods_for)
 from policy_distill_ros.core.faults import FaultTracker
 from policy_distill_ros.core.fields import layout_labels
 from policy_distill_ros.core.loop_timer import LoopTimer
@@ -47,14 +54,15 @@ from policy_distill_ros.core.observation import ObservationAssembler
 from policy_distill_ros.core.policy_file import OnnxPolicy
 from policy_distill_ros.core.realtime import MAX_PRIORITY, set_realtime_priority
 from policy_distill_ros.core.spec import PolicySpec, load_policy_spec
-from policy_distill_ros.nodes.policy_io import (FALLBACK_MODES, ActionPublisher, FallbackCommand,
-                                               HotPathLog, InputCache, InputStamps, LogThrottle,
-                                               PolicyIo, input_fault, message_type_for,
-                                               parse_topic_types, twist_command)
-from policy_distill_ros.nodes.ros_common import (COMMAND_QOS, LATCHED_QOS, SENSOR_QOS, declare,
-                                                 spin_node)
+from policy_distill_ros.nodes.policy_io import (ENFORCEMENT_TOPIC, FALLBACK_MODES, ActionPublisher,
+                                               FallbackCommand, HotPathLog, InputCache,
+                                               InputStamps, LogThrottle, PolicyIo, input_fault,
+                                               message_type_for, parse_topic_types,
+                                               twist_command)
+from policy_distill_ros.nodes.ros_common import (COMMAND_QOS, LATCHED_QOS, SENSOR_QOS,
+                                                 add_parameter_check, declare, spin_node,
+                                                 warn_unknown_parameters)
 
-TRIGGERS = ("timer", "on_message")
 COMMAND_TOPIC = "command"   # geometry_msgs/TwistStamped feeding `kind: command` terms
 
 
@@ -96,15 +104,17 @@ class StudentConfig:
 class StudentNode(LifecycleNode):
     def __init__(self) -> None:
         super().__init__("student_node")
-        declare(self, "model_path", "", "student .onnx policy file; changing it hot-reloads")
-        declare(self, "rate_hz", 0.0, "control rate; 0 = from the model metadata", min_value=0.0)
+        declare(self, "model_path", "", "student .onnx policy file; changing it hot-reloads "
+                "(a refused file is not set)")
+        declare(self, "rate_hz", 0.0, "control rate; 0 = from the model metadata", min_value=0.0,
+                max_value=100000.0)
         declare(self, "max_input_age_s", 0.1, "an input older than this -> fallback",
                 min_value=1e-4, max_value=3600.0)
         declare(self, "fallback_mode", "hold_default", "command when the policy cannot be used",
                 choices=FALLBACK_MODES)
-        declare(self, "deadline_s", 0.0, "an action later than this after its due time is a "
-                "miss; 0 = one period",
-                min_value=0.0)
+        declare(self, "deadline_s", 0.0, "longest allowed gap between two actions (as the timing "
+                "monitor counts); 0 = two control periods, on_message: raised to two input "
+                "periods when the inputs are slower", min_value=0.0, max_value=3600.0)
         declare(self, "spec_path", "", "optional PolicySpec YAML the model must match")
         declare(self, "trigger", "timer", "timer: fixed-rate loop; on_message: run in the "
                 "trigger topic's callback", choices=TRIGGERS)
@@ -114,10 +124,20 @@ class StudentNode(LifecycleNode):
         declare(self, "reload_on_announce", False, "reload from paths on `model_updated`")
         declare(self, "episode_topic", "", "Float64MultiArray with an 'episode_id' label (the "
                 "simulator's `episode`): a new id resets history and recurrent state; '' = off")
+        self._enforcement_wait_s = declare(
+            self, "enforcement_wait_s", 5.0, "after activation, the fallback is commanded until "
+            "the timing monitor's state is heard, for at most this long (longer while a "
+            "discovered monitor's state is on its way): a restarted student must not interleave "
+            "policy commands into the monitor's fallback, and DDS discovery took up to 2.9 s on "
+            "a loaded 2-core machine; 0 = the policy commands at once",
+            min_value=0.0, max_value=60.0)
         autostart = declare(self, "autostart", True, "configure + activate at start")
         priority = declare(self, "realtime_priority", 0, "SCHED_FIFO priority of the whole "
                            "process (1-99; needs permission); 0 = normal scheduling",
                            min_value=0, max_value=MAX_PRIORITY)
+        add_parameter_check(self, "model_path", self._check_model_path)
+        add_parameter_check(self, "topic_types", _check_topic_types)
+        warn_unknown_parameters(self)
         if priority:  # before configure: the IO and loop threads inherit it
             problem = set_realtime_priority(priority)
             if problem:
@@ -144,11 +164,16 @@ class StudentNode(LifecycleNode):
         self._pending_command: Optional[np.ndarray] = None  # newest operator command term
         self._tick_lock = threading.Lock()
         self._miss_log = LogThrottle(1.0)
+        self._deadline: Optional[DeadlineEnforcer] = None
+        self._monitor_state: Optional[str] = None  # None: no monitor heard, never withhold
+        self._self_muted = False   # own gap > deadline: muted until the monitor says nominal
+        self._command_mode = "published"  # published | withheld | waiting: logged per change
+        self._loop_started_s: Optional[float] = None
+        self._next_monitor_lookup_s, self._monitor_discovered = 0.0, False
         self._log = HotPathLog(self.get_logger())  # for the IO / loop threads
-        self.deadline_misses = 0
         self.ticks = 0
         self._reload_lock = threading.Lock()
-        self.add_on_set_parameters_callback(self._on_set_parameters)
+        self.create_subscription(String, ENFORCEMENT_TOPIC, self._on_enforcement, LATCHED_QOS)
         # Sensor callbacks and the loop run on other threads (PolicyIo, LoopTimer), so a reload
         # served here never delays them; the load itself runs in a worker thread all the same.
         self.create_service(Trigger, "~/reload", self._on_reload)
@@ -185,7 +210,10 @@ class StudentNode(LifecycleNode):
         self._rate_hz = cfg.rate_hz or float(spec.rate_hz)
         if self._rate_hz <= 0:
             raise ValueError("rate_hz is 0 and the model metadata has no control rate")
-        self._deadline_s = cfg.deadline_s or 1.0 / self._rate_hz
+        # on_message acts once per input: its deadline follows the input period (core)
+        self._deadline = DeadlineEnforcer(
+            cfg.deadline_s or 2.0 / self._rate_hz,
+            input_periods=input_periods_for(cfg.trigger))
         self._asm = ObservationAssembler(spec.observation, spec.action.size)
         topics = list(spec.observation.topics)
         self._trigger_topic = cfg.trigger_topic or (topics[0] if topics else "")
@@ -221,6 +249,8 @@ class StudentNode(LifecycleNode):
 
     def on_activate(self, state: LifecycleState) -> TransitionCallbackReturn:
         self._faults = FaultTracker()
+        self._deadline.restart_timing()  # the inactive time is no gap of the policy's
+        self._loop_started_s = time.monotonic()
         self._active = True
         if self._cfg.trigger == "timer":
             if self.get_parameter("use_sim_time").value:
@@ -360,29 +390,17 @@ class StudentNode(LifecycleNode):
         with self._tick_lock:
             if not self._active or self._out is None:
                 return
-            started = time.perf_counter()
             try:
                 self._control_step(self._now_s() if now_s is None else now_s)
             except Exception as exc:  # noqa: BLE001 - the loop must outlive any bug
+                if not self.context.ok():
+                    return  # Ctrl-C shut the context down under a tick: nothing to report
                 self._report("policy", ("internal", f"control tick failed: {exc!r}"))
                 try:
                     self._out.publish(self._fallback.command(), self._now_s(), fallback=True)
                 except Exception:  # noqa: BLE001 - nothing safer left to do
                     pass
             self.ticks += 1
-            took_s = time.perf_counter() - started
-            # On the loop thread, lateness counts from the tick's due time: a thread starved by
-            # other processes starts late and misses as surely as a slow tick. Misses are whole
-            # deadlines of lateness, as the timing monitor counts whole deadlines of silence.
-            loop = self._loop
-            late_s = time.monotonic() - loop.due_s if loop is not None else took_s
-            if late_s > self._deadline_s:  # counted always, logged at most once a second
-                self.deadline_misses += max(1, int(late_s / self._deadline_s))
-                if self._miss_log.due():
-                    self._log.error(
-                        f"action {late_s * 1e3:.2f} ms after its due time (tick took "
-                        f"{took_s * 1e3:.2f} ms) > deadline {self._deadline_s * 1e3:.2f} ms "
-                        f"({self.deadline_misses} misses in {self.ticks} ticks)")
 
     def _control_step(self, now_s: float) -> None:
         self._feed_inputs()
@@ -402,12 +420,72 @@ class StudentNode(LifecycleNode):
                     fault = ("action", f"policy output rejected: {exc}")
         if command is None:
             command = self._fallback.command()
-        self._out.publish(command, self._echo_stamp(obs.stamp_s, now_s), fallback=fault is not None)
+        stamp = self._echo_stamp(obs.stamp_s, now_s)
+        # The deadline is judged on the publish time, as the monitor judges the echo's.
+        self._deadline.on_action(self._now_s(), obs.stamp_s, fault is None)
+        if self._deadline.last_gap_misses:
+            self._on_own_miss()
+        withheld = self._self_muted or self._monitor_state not in (None, NOMINAL)
+        waiting = self._monitor_state is None and self._monitor_may_exist()
+        if waiting:  # a monitor may be in fallback: command what it would, the same pose
+            self._out.publish(self._fallback.command(), stamp, fallback=True)
+        else:
+            self._out.publish(command, stamp, fallback=fault is not None, withheld=withheld)
         # bookkeeping after the action is out
+        mode = "waiting" if waiting else ("withheld" if withheld else "published")
+        if mode != self._command_mode:
+            self._command_mode = mode
+            self._log.warning(self._describe_command_mode(mode))
         if fault is None:
             self._fallback.remember_safe(command)
         self._report("policy", fault)
         self._asm.set_last_action(command)
+
+    def _describe_command_mode(self, mode: str) -> str:
+        if mode == "waiting":
+            return (f"waiting up to {self._enforcement_wait_s:g} s for the timing monitor's "
+                    "state: publishing the fallback meanwhile")
+        if mode == "withheld":
+            return (f"commands withheld: the timing monitor is in '{self._monitor_state}'"
+                    + (" (own deadline missed)" if self._self_muted else ""))
+        return "commands published: " + ("the timing monitor is nominal" if self._monitor_state
+                                         else "no timing monitor heard")
+
+    def _on_own_miss(self) -> None:
+        """Tick lock held: this action came a whole deadline or more after the previous one."""
+        d = self._deadline
+        if self._monitor_state is not None:
+            self._self_muted = True  # the monitor has declared (or is declaring) the fallback
+        if self._miss_log.due():  # counted always, logged at most once a second
+            self._log.error(f"deadline missed: {d.last_gap_misses} deadline(s) of "
+                            f"{d.deadline_s * 1e3:.2f} ms without an action "
+                            f"({d.misses} misses in {self.ticks} ticks)")
+
+    @property
+    def deadline_misses(self) -> int:
+        return 0 if self._deadline is None else self._deadline.misses
+
+    def _monitor_may_exist(self) -> bool:
+        """Before any state is heard: a monitor may be in fallback while discovery (its latched
+        state on the way) still runs: wait `enforcement_wait_s` after activation, and longer
+        while a discovered monitor's state is on its way."""
+        if self._loop_started_s is None or not self._enforcement_wait_s:
+            return False
+        now = time.monotonic()
+        if now - self._loop_started_s < self._enforcement_wait_s:
+            return True
+        if now >= self._next_monitor_lookup_s:  # a graph query: at most twice a second
+            self._next_monitor_lookup_s = now + 0.5
+            self._monitor_discovered = self.count_publishers(ENFORCEMENT_TOPIC) > 0
+        return self._monitor_discovered  # discovered, its latched state not yet here
+
+    def _on_enforcement(self, msg: String) -> None:
+        """Executor thread: the timing monitor's state (latched, and on every change)."""
+        if msg.data not in STATES:
+            return
+        self._monitor_state = msg.data
+        if msg.data == NOMINAL:
+            self._self_muted = False
 
     def _echo_stamp(self, stamp_s: Optional[float], now_s: float):
         """The stamp rule: the newest input's own Time message (exact), else now."""
@@ -429,12 +507,13 @@ class StudentNode(LifecycleNode):
                 self._log.info(text)
 
     # ---- hot reload ------------------------------------------------------------------------
-    def _on_set_parameters(self, params) -> SetParametersResult:
-        for param in params:
-            if param.name == "model_path" and self._policy is not None:
-                threading.Thread(target=self.reload, args=(param.value,), daemon=True,
-                                 name="student_reload").start()
-        return SetParametersResult(successful=True)
+    def _check_model_path(self, path: str) -> Optional[str]:
+        """A new `model_path` at run time: loaded and swapped in now, or refused with the
+        reason (the parameter keeps its old value); unconfigured, the file must exist."""
+        if self._spec is None:
+            return None if os.path.isfile(path) else f"no such file {path!r}"
+        ok, message = self.reload(path)
+        return None if ok else message
 
     def _on_announce(self, msg: String) -> None:
         if self.get_parameter("reload_on_announce").value and self._policy is not None:
@@ -475,6 +554,14 @@ class StudentNode(LifecycleNode):
             return True, f"reloaded {path}"
         finally:
             self._reload_lock.release()
+
+
+def _check_topic_types(value: str) -> Optional[str]:
+    try:
+        parse_topic_types([e for e in value.split(",") if e.strip()])
+    except ValueError as exc:
+        return str(exc)
+    return None
 
 
 def main(args=None) -> int:

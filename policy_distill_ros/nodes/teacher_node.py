@@ -54,7 +54,8 @@ from policy_distill_ros.nodes.policy_io import (FALLBACK_MODES, FallbackCommand,
                                                LogThrottle, PolicyIo, input_fault,
                                                log_fault_lines, message_type_for,
                                                parse_topic_types)
-from policy_distill_ros.nodes.ros_common import SENSOR_QOS, declare, s_to_stamp, spin_node
+from policy_distill_ros.nodes.ros_common import (SENSOR_QOS, declare, s_to_stamp, spin_node,
+                                                 warn_unknown_parameters)
 
 MODES = ("drive", "label", "mix")
 # Echoes of other policies and episode events: reliable, with depth (in label mode the
@@ -161,6 +162,7 @@ class TeacherNode(Node):
             "num_threads": declare(self, "num_threads", 1, "torch intra-op threads",
                                    read_only=True, min_value=1, max_value=64),
         }
+        warn_unknown_parameters(self)
         self.ticks = self.labels = self.fallbacks = self.incomplete_frames = 0
         self._io: Optional[PolicyIo] = None
         try:

@@ -10,6 +10,7 @@ Parameters are read at each trigger: `config_path`, `bags` (comma-separated; '' 
 """
 from __future__ import annotations
 
+import os
 import sys
 import threading
 
@@ -17,7 +18,8 @@ from rclpy.node import Node
 from std_msgs.msg import Float64MultiArray, MultiArrayDimension, String
 from std_srvs.srv import Trigger
 
-from policy_distill_ros.nodes.ros_common import LATCHED_QOS, declare, spin_node
+from policy_distill_ros.nodes.ros_common import (LATCHED_QOS, declare, spin_node,
+                                                 warn_unknown_parameters)
 
 PROGRESS_LABELS = ("epoch", "epochs", "train_loss", "val_loss")
 
@@ -25,10 +27,14 @@ PROGRESS_LABELS = ("epoch", "epochs", "train_loss", "val_loss")
 class TrainerNode(Node):
     def __init__(self) -> None:
         super().__init__("trainer_node")
-        declare(self, "config_path", "config/train.yaml", "training YAML (config/train.yaml format)")
+        declare(self, "config_path", "config/train.yaml", "training YAML (config/train.yaml "
+                "format)", check=lambda path: None if os.path.isfile(path) else
+                f"no such file {path!r}")
         declare(self, "bags", "", "comma-separated bag directories; '' = the config's bags")
         declare(self, "out", "", "run directory; '' = runs/<run_name> of the config")
-        declare(self, "epochs", 0, "override the config's epochs; 0 = keep", min_value=0)
+        declare(self, "epochs", 0, "override the config's epochs; 0 = keep", min_value=0,
+                max_value=1_000_000)
+        warn_unknown_parameters(self)
         self._progress = self.create_publisher(Float64MultiArray, "~/progress", 50)  # reliable
         self._status = self.create_publisher(String, "~/status", LATCHED_QOS)
         self._announce = self.create_publisher(String, "model_updated", LATCHED_QOS)
