@@ -107,7 +107,9 @@ class Launch:
         raise AssertionError(f"no {executable} process under the launch\n{self.log()[-3000:]}")
 
     def interrupt(self) -> int:
-        """SIGINT to the process group, as Ctrl-C; the launch's exit code."""
+        """SIGINT to the process group, as Ctrl-C; the launch's exit code. `log_at_sigint` keeps
+        how much had been logged before, so what shutdown logs can be told apart."""
+        self.log_at_sigint = len(self.log())
         os.killpg(self.proc.pid, signal.SIGINT)
         return self.proc.wait(timeout=STOP_TIMEOUT_S)
 
@@ -334,15 +336,13 @@ def test_sigint_to_the_process_group_exits_0(launched, probe) -> None:
     assert code == 0, f"ros2 launch exited {code} after SIGINT\n{launch.log()[-4000:]}"
 
 
-@pytest.mark.xfail(reason="issue 10: nodes receive SIGINT twice on Ctrl-C (the terminal's, then "
-                          "launch's) and print a KeyboardInterrupt traceback from their "
-                          "shutdown; flip to a plain test once issue 10 is merged",
-                   strict=False)
 def test_sigint_leaves_no_node_traceback(launched) -> None:
     if not launched["stopped"]:
         pytest.skip("the launch was not stopped by the SIGINT test")
     log = launched["launch"].log()
     assert "Traceback" not in log and "process has died" not in log, log[-4000:]
+    shutdown_log = log[launched["launch"].log_at_sigint:]
+    assert "[ERROR]" not in shutdown_log, shutdown_log[-4000:]
 
 
 def test_a_dying_required_node_stops_the_launch(workspace, probe) -> None:
