@@ -395,6 +395,10 @@ def test_mix_mode_executes_teacher_or_forwards_the_student(peer, teacher_dir, be
     rng = np.random.default_rng(5)
     with start_teacher(teacher_dir, mode="mix", beta=beta) as proc:
         wait_for_log(proc.node, "mode mix", 60)
+        # An echo published before discovery matched the node's subscription is lost (volatile
+        # QoS): the node would then execute its own action for that frame, as it should.
+        wait_until(lambda: peer.student_echo.get_subscription_count() >= 1, 30,
+                   "the teacher's subscription to student/policy_action")
         last = np.zeros(3)
         for k in range(15):
             f = peer.new_frame(k)
