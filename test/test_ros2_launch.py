@@ -285,6 +285,9 @@ def test_topics_under_the_namespace(launched, probe) -> None:
         # the hot path on the node users address (`ros2 node info <ns>/student_node`)
         wait_for_endpoints(probe, "student_node", ns, {full("joint_states"), full("imu")},
                            {full("policy_command"), full("policy_action")})
+        # the monitor's echo subscription and its fallback publisher, on the monitor itself
+        wait_for_endpoints(probe, "timing_monitor_node", ns, {full("policy_action")},
+                           {full("policy_command")})
         _student_acts_on_namespaced_sensors(probe, ns)
     else:
         wait_for_endpoints(probe, "sim_node", ns, {full("policy_command")},

@@ -20,7 +20,6 @@ from nav_msgs.msg import Odometry
 from rclpy.callback_groups import CallbackGroup
 from rclpy.executors import SingleThreadedExecutor
 from rclpy.node import Node
-from rclpy.parameter import Parameter
 from rclpy.qos import QoSProfile
 from sensor_msgs.msg import Imu, JointState
 from std_msgs.msg import Float64MultiArray, MultiArrayDimension
@@ -474,8 +473,6 @@ class TakeLoop:
         self._periodic = periodic
         if periodic is not None and not periodic[0] > 0:
             raise ValueError(f"TakeLoop periodic period must be > 0 s, got {periodic[0]!r}")
-        if periodic is not None and group is not None:
-            raise ValueError("TakeLoop: a periodic callback needs a node of its own (no group)")
         self._stop = threading.Event()
         self._error_log = LogThrottle()
         self._log = HotPathLog(node.get_logger())
@@ -491,6 +488,8 @@ class TakeLoop:
         except (ImportError, AttributeError, TypeError):
             if group is not None:
                 group.executor_serves()
+                if periodic is not None:
+                    node.create_timer(periodic[0], periodic[1], callback_group=group)
             else:
                 self._executor = SingleThreadedExecutor(context=node.context)
                 self._executor.add_node(node)
@@ -583,15 +582,6 @@ def _takes_message_info(callback: Callable) -> bool:
         return True
     except (TypeError, ValueError):
         return False
-
-
-def hidden_helper_node(owner: Node) -> Node:
-    """`_<owner>_io`: a bare node (no parameter services, no rosout) in the owner's context and
-    namespace, for subscriptions a `TakeLoop` serves instead of the owner's executor."""
-    return Node(f"_{owner.get_name()}_io", namespace=owner.get_namespace(),
-                context=owner.context, use_global_arguments=False,
-                start_parameter_services=False, enable_rosout=False,
-                parameter_overrides=[Parameter("start_type_description_service", value=False)])
 
 
 class PolicyIo:

@@ -19,7 +19,7 @@ Its own stalls are not the student's misses: echoes are timed by their DDS sourc
 is taken first (the watchdog runs on the echo thread after the reads, and drains again just
 before it declares). A time jump (sim reset, stamps or /clock going back) restarts the
 statistics. Cost matters (it shares the robot computer): echoes and watchdog share one
-`TakeLoop` thread of a hidden helper node; under use_sim_time the watchdog is an rclpy timer.
+`TakeLoop` thread (its subscription sits on this node, out of the executor's wait set); under use_sim_time the watchdog is an rclpy timer.
 """
 from __future__ import annotations
 
@@ -48,9 +48,8 @@ from policy_distill_ros.core.policy_file import read_metadata
 from policy_distill_ros.core.spec import ActionSpec, load_policy_spec
 from policy_distill_ros.core.timing import LatencyStats, PeriodStats
 from policy_distill_ros.nodes.policy_io import (FALLBACK_MODES, ENFORCEMENT_TOPIC, ActionPublisher,
-                                               FallbackCommand, HotPathLog, TakeLoop,
-                                               header_stamp_s, hidden_helper_node,
-                                               message_type_for)
+                                               FallbackCommand, HotPathLog, LoopServed,
+                                               TakeLoop, header_stamp_s, message_type_for)
 from policy_distill_ros.nodes.ros_common import (LATCHED_QOS, SENSOR_QOS, add_parameter_check,
                                                  declare, spin_node, stamp_to_s,
                                                  warn_unknown_parameters)
@@ -123,7 +122,7 @@ def load_action_spec(cfg: MonitorConfig) -> tuple[Optional[ActionSpec], float]:
 class TimingMonitorNode(Node):
     def __init__(self) -> None:
         super().__init__("timing_monitor_node")
-        self._echo_loop = self._io = None
+        self._echo_loop = None
         fixed = {"read_only": True}  # read once at start: a change could only mislead
         values = {
             "model_path": declare(self, "model_path", "", "policy file: action spec + rate",
@@ -231,9 +230,10 @@ class TimingMonitorNode(Node):
         self.create_service(Trigger, "~/reset", self._on_reset)
         self._lifecycle = self.create_client(
             ChangeState, f"{cfg.student_node.rstrip('/')}/change_state")
-        self._io = hidden_helper_node(self)
-        self._echo_sub = self._io.create_subscription(
-            JointState, self.resolve_topic_name("policy_action"), self._on_action, ECHO_QOS)
+        # On this node (`ros2 node info` lists it), served by the echo thread, not the executor.
+        echo_group = LoopServed()
+        self._echo_sub = self.create_subscription(JointState, "policy_action", self._on_action,
+                                                  ECHO_QOS, callback_group=echo_group)
         # The promise: the fallback starts within deadline + watchdog period (half the deadline)
         # of the last action. Half of that period is the margin for an echo still in flight (a
         # student sending just within the deadline sees no miss of its own: a fallback then
@@ -246,8 +246,8 @@ class TimingMonitorNode(Node):
         if sim_time:
             self.create_timer(tick_s, self._watchdog)
         self._echo_loop = TakeLoop(
-            self._io, [self._echo_sub], f"{self.get_name()}_echo",
-            periodic=None if sim_time else (tick_s, self._watchdog)).start()
+            self, [self._echo_sub], f"{self.get_name()}_echo",
+            periodic=None if sim_time else (tick_s, self._watchdog), group=echo_group).start()
         # Reported on the steady clock: a simulation whose time restarts every episode (or
         # pauses) must not silence /diagnostics.
         self.create_timer(DIAGNOSTICS_PERIOD_S, self._publish_diagnostics,
@@ -265,8 +265,6 @@ class TimingMonitorNode(Node):
     def destroy_node(self) -> None:
         if self._echo_loop is not None:
             self._echo_loop.close()
-        if self._io is not None:
-            self._io.destroy_node()
         super().destroy_node()
 
     # ---- inputs ----------------------------------------------------------------------------
