@@ -214,7 +214,8 @@ def run_dagger(teacher, teacher_normalizer: EmpiricalNormalizer | None, student_
     rollout_s = time.perf_counter() - t0
     t0 = time.perf_counter()
     result = initial if initial is not None else fit(teacher, teacher_normalizer, dataset,
-                                                     train_config, progress=progress)
+                                                     train_config, progress=progress,
+                                                     action_spec=student_spec.action)
     train_s = time.perf_counter() - t0 if initial is None else 0.0
     record = RoundRecord(0, 1.0, len(config.round_seeds(0)), len(dataset), len(dataset),
                          rollout_summary.get("mean_return"), 1.0, None, None, _val_error(result),
@@ -246,7 +247,8 @@ def run_dagger(teacher, teacher_normalizer: EmpiricalNormalizer | None, student_
         warm = copy.deepcopy(result.student)
         warm_norm = copy.deepcopy(result.student_normalizer)
         result = fit(teacher, teacher_normalizer, dataset, round_train, student=warm,
-                     student_normalizer=warm_norm, progress=progress)
+                     student_normalizer=warm_norm, progress=progress,
+                     action_spec=student_spec.action)
         train_s = time.perf_counter() - t0
         after = _mse_on(result, new.dataset, new.labels)
         summary = new.summary()

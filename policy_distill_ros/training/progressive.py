@@ -180,7 +180,7 @@ def run_progressive(teacher, teacher_normalizer: EmpiricalNormalizer | None,
                                   loss=config.loss_for(i, train_config.loss))
         t0 = time.perf_counter()
         result = fit(current_teacher, current_norm, stage_train, cfg, progress=progress,
-                     val_dataset=stage_val)
+                     val_dataset=stage_val, action_spec=student_spec.action)
         train_s = time.perf_counter() - t0
         predicted = episode_actions(result.student, result.student_normalizer, val_set)
         with torch.no_grad():
