@@ -227,6 +227,20 @@ def teacher_outputs(teacher: TeacherPolicy, teacher_normalizer: EmpiricalNormali
 
 
 @torch.no_grad()
+def _standardize_features(train: PolicyOutput, val: PolicyOutput,
+                          eps: float = 1e-3) -> tuple[PolicyOutput, PolicyOutput]:
+    """Teacher features per unit, standardized with the training rows' statistics: the matching
+    loss then weighs every unit alike whatever its scale (raw ELU units of a 512-wide layer span
+    orders of magnitude, and a few large or constant ones dominated the L2 term), and its value
+    is comparable to the BC term's across teachers."""
+    if not train.features:
+        return train, val
+    stats = {k: (f.mean(0), f.std(0) + eps) for k, f in train.features.items()}
+    scale = lambda out: out._replace(features={   # noqa: E731
+        k: (f - stats[k][0]) / stats[k][1] for k, f in out.features.items()})
+    return scale(train), scale(val) if val.features else val
+
+
 def executed_bounds(action_spec) -> tuple[torch.Tensor, torch.Tensor] | None:
     """Raw-space bounds of what the robot executes: `ActionSpec.postprocess` computes
     clip(raw * scale + offset, lower, upper), which equals (clip(raw, lo, hi)) * scale + offset
@@ -462,6 +476,7 @@ def fit(teacher: TeacherPolicy, teacher_normalizer: EmpiricalNormalizer | None,
                               config.teacher_batch_size)
     t_val = teacher_outputs(teacher, teacher_normalizer, val_set.teacher_obs, layers,
                             config.teacher_batch_size)
+    t_train, t_val = _standardize_features(t_train, t_val)
     # a squashed (SAC) teacher's mean is pre-tanh: its targets stay in that space
     bounds = None if teacher.squash_output else executed_bounds(action_spec)
     teacher_pass_s = time.perf_counter() - started
