@@ -97,6 +97,7 @@ def plot_rounds(rounds, teacher_return: Optional[float], path: Path) -> Optional
         ax.axhline(teacher_return, color="black", linewidth=0.8, label="teacher (held-out)")
         ax.axhline(0.95 * teacher_return, color="black", linestyle=":", linewidth=0.8,
                    label="95 % of the teacher")
+    ax.set_xticks([p[0] for p in points])
     ax.set_xlabel("DAgger round (0 = behavioural cloning on the recorded demonstrations)")
     ax.set_ylabel("mean episode return")
     ax.set_title("DAgger rounds")
