@@ -51,3 +51,10 @@ def test_demo_quick_runs_every_stage_to_a_report(tmp_path: Path) -> None:
     policy = OnnxPolicy(str(out / "dagger" / "student.onnx"),
                         load_policy_spec(REPO / "config/specs/ant_student.yaml"))
     assert policy.spec.observation.privileged_topics == ()
+
+
+def test_demo_resume_needs_an_earlier_run(tmp_path: Path) -> None:
+    from policy_distill_ros import cli
+    assert cli.main(["demo", "--resume-from", "dagger", "--out", str(tmp_path / "none"),
+                     "--no-progress"]) == 1
+    assert not (tmp_path / "none").exists()

@@ -74,6 +74,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="seed of the recordings, the DAgger episodes and the training")
     parser.add_argument("--quick", action="store_true",
                         help="smoke run: 2 short episodes per stage, 3 epochs, 3 s deployments")
+    parser.add_argument("--resume-from", choices=STAGES[1:], default=None,
+                        help="keep the outputs of the stages before this one (same --out) and "
+                             "run from it, e.g. a new DAgger config on the same recording")
     parser.add_argument("--no-progress", action="store_true", help="no progress bars")
 
 
@@ -154,9 +157,14 @@ def _dagger(args, sizes, bag: Path, out: Path, teacher: Path, progress: bool) ->
 def run(args: argparse.Namespace) -> int:
     started = time.monotonic()
     out = Path(args.out).resolve()
-    if out.exists():
+    first = STAGES.index(args.resume_from) if args.resume_from else 0
+    if first and not (out / "record.json").is_file():
+        LOG.error("--resume-from %s: %s holds no earlier demo run", args.resume_from, out)
+        return 1
+    if out.exists() and not first:
         shutil.rmtree(out)  # a demo run is reproducible; stale stages must not mix in
-    (out / "bags").mkdir(parents=True)
+    (out / "bags").mkdir(parents=True, exist_ok=True)
+    skip = lambda stage: STAGES.index(stage) < first   # noqa: E731
     logs = out / "logs"
     sizes = plan_sizes(args)
     progress = not args.no_progress
@@ -169,49 +177,56 @@ def run(args: argparse.Namespace) -> int:
         ensure_teacher(teacher)
         timings["teacher"] = time.monotonic() - t
 
-        t = _stage(2, "record", f"{sizes['episodes']} teacher episodes through the ROS nodes "
-                                "(simulator in lockstep)")
         demo_bag = out / "bags" / "teacher"
-        argv = ["--teacher", teacher, "--episodes", sizes["episodes"], "--out", out / "bags",
-                "--bag-name", "teacher", "--seed", args.seed, "--json", out / "record.json",
-                "--log-dir", logs / "record"]
-        argv += [] if progress else ["--no-progress"]
-        _check(call("record", _with_steps(argv, sizes["max_steps"])), "record", logs / "record")
-        timings["record"] = time.monotonic() - t
-
-        t = _stage(3, "distill", "history MLP student: behavioural cloning on the executed "
-                                 "actions, ONNX export with parity check")
-        _train(args, sizes, [demo_bag], out / "bc", teacher, progress)
-        timings["distill"] = time.monotonic() - t
-
-        t = _stage(4, "dagger", "the student drives, the teacher labels, the data aggregates; "
-                                "rounds in-process, the last through the ROS nodes")
-        _dagger(args, sizes, demo_bag, out / "dagger", teacher, progress)
         student = out / "dagger" / "student.onnx"
-        timings["dagger"] = time.monotonic() - t
-
-        t = _stage(5, "deploy", "student node + timing monitor: closed loop with the simulator, "
-                                "then a 500 Hz sensor stream")
-        for source in ("sim", "stream"):
-            rc = call("deploy", ["--model", student, "--source", source, "--duration-s",
-                                 sizes["deploy_s"], "--json", out / f"deploy_{source}.json",
-                                 "--log-dir", logs / f"deploy_{source}"])
-            if rc != 0 and not (out / f"deploy_{source}.json").is_file():
-                _check(rc, "deploy", logs / f"deploy_{source}")
-            if rc != 0:  # measured, but unhealthy (e.g. deactivated on a loaded machine):
-                LOG.warning("deploy (%s) ended unhealthy; the report shows what the monitor "
-                            "measured; logs in %s", source, logs / f"deploy_{source}")
-        timings["deploy"] = time.monotonic() - t
-
-        t = _stage(6, "evaluate", f"teacher vs students on {sizes['eval_episodes']} held-out "
-                                  "randomized episodes")
-        for name, argv in (("final", ["--teacher", teacher, "--student", student]),
-                           ("bc", ["--student", out / "bc" / "student.onnx"])):
-            argv = argv + ["--episodes", sizes["eval_episodes"], "--json",
-                           out / f"eval_{name}.json"]
+        if not skip("record"):
+            t = _stage(2, "record", f"{sizes['episodes']} teacher episodes through the ROS nodes "
+                                    "(simulator in lockstep)")
+            argv = ["--teacher", teacher, "--episodes", sizes["episodes"], "--out", out / "bags",
+                    "--bag-name", "teacher", "--seed", args.seed, "--json", out / "record.json",
+                    "--log-dir", logs / "record"]
             argv += [] if progress else ["--no-progress"]
-            _check(call("eval", _with_steps(argv, sizes["max_steps"])), "evaluate", out)
-        timings["evaluate"] = time.monotonic() - t
+            _check(call("record", _with_steps(argv, sizes["max_steps"])), "record",
+                   logs / "record")
+            timings["record"] = time.monotonic() - t
+
+        if not skip("distill"):
+            t = _stage(3, "distill", "history MLP student: behavioural cloning on the executed "
+                                     "actions, ONNX export with parity check")
+            _train(args, sizes, [demo_bag], out / "bc", teacher, progress)
+            timings["distill"] = time.monotonic() - t
+
+        if not skip("dagger"):
+            t = _stage(4, "dagger", "the student drives, the teacher labels, the data "
+                                    "aggregates; rounds in-process, the last through the nodes")
+            shutil.rmtree(out / "dagger", ignore_errors=True)   # no stale round bags
+            _dagger(args, sizes, demo_bag, out / "dagger", teacher, progress)
+            timings["dagger"] = time.monotonic() - t
+
+        if not skip("deploy"):
+            t = _stage(5, "deploy", "student node + timing monitor: closed loop with the "
+                                    "simulator, then a 500 Hz sensor stream")
+            for source in ("sim", "stream"):
+                rc = call("deploy", ["--model", student, "--source", source, "--duration-s",
+                                     sizes["deploy_s"], "--json", out / f"deploy_{source}.json",
+                                     "--log-dir", logs / f"deploy_{source}"])
+                if rc != 0 and not (out / f"deploy_{source}.json").is_file():
+                    _check(rc, "deploy", logs / f"deploy_{source}")
+                if rc != 0:  # measured, but unhealthy (e.g. deactivated on a loaded machine):
+                    LOG.warning("deploy (%s) ended unhealthy; the report shows what the monitor "
+                                "measured; logs in %s", source, logs / f"deploy_{source}")
+            timings["deploy"] = time.monotonic() - t
+
+        if not skip("evaluate"):
+            t = _stage(6, "evaluate", f"teacher vs students on {sizes['eval_episodes']} "
+                                      "held-out randomized episodes")
+            for name, argv in (("final", ["--teacher", teacher, "--student", student]),
+                               ("bc", ["--student", out / "bc" / "student.onnx"])):
+                argv = argv + ["--episodes", sizes["eval_episodes"], "--json",
+                               out / f"eval_{name}.json"]
+                argv += [] if progress else ["--no-progress"]
+                _check(call("eval", _with_steps(argv, sizes["max_steps"])), "evaluate", out)
+            timings["evaluate"] = time.monotonic() - t
 
         t = _stage(7, "report", str(out / "report.md"))
         from policy_distill_ros.training.demo_report import write_demo_report
