@@ -41,7 +41,7 @@ def test_demo_quick_runs_every_stage_to_a_report(tmp_path: Path) -> None:
     assert summary["dagger_episodes"] == 4 and summary["ros_dagger_episodes"] == 2
     assert [r["dataset_samples"] for r in rounds] == list(
         np.cumsum([r["new_samples"] for r in rounds]))
-    assert rounds[1]["beta"] == 0.5 and rounds[2]["beta"] == 0.0   # label mode through ROS
+    assert rounds[1]["beta"] > 0 and rounds[2]["beta"] == 0.0   # beta 0: label mode via ROS
     assert summary["selected_round"] in (0, 1, 2)
     assert (out / "dagger_rounds.png").stat().st_size > 0
     assert summary["deploy_sim"]["actions"] > 0
