@@ -1,16 +1,28 @@
 """Distillation methods side by side: same demonstrations, same student size, one run.
 
-Run: .venv/bin/python bench/distill_methods.py [--teacher models/ant_teacher]
+Run: .venv/bin/python bench/distill_methods.py [--teacher models/ant_teacher] [--seed 0]
          [--demo-episodes 30] [--eval-episodes 20] [--epochs 60] [--json out.json]
+     .venv/bin/python bench/distill_methods.py --combine s0.json s1.json s2.json
+         (the table over seeds: mean of the per-seed mean returns and a 95 % t interval)
+
+`--seed S` changes everything a seed decides: the demonstration episodes (training seeds
+S * 1000 + k), the DAgger rounds' episodes after them, the students' initialization and the
+episode split; the held-out evaluation seeds (1_000_000 + k) are the same for every seed, so
+the teacher's figure is shared. Run one process per seed (in parallel if cores allow), then
+`--combine` their JSON files.
 
 1. The teacher drives `--demo-episodes` training episodes (seeds 0..N-1) in-process; every
    method learns from these rows (student obs without privileged terms, teacher obs, teacher
    actions). DAgger additionally collects its own student-driven rounds, as it must.
 2. Methods, all with the same student (history MLP, `--hidden`, default 48x48 = 7,696
    parameters) and the same epochs / batch size / learning rate:
-   - bc: behavioural cloning on the teacher's mean (MSE);
-   - bc_kl: + KL(teacher || student) of the Gaussians;
-   - bc_feat: + teacher's last hidden layer matched through a learned projection;
+   - bc: behavioural cloning on the executed action (limit-aware MSE, `losses.limit_aware_error`);
+   - bc_kl: + KL(teacher_T || student) of the Gaussians, centred on the executed action
+     (`--kl-weight`, `--temperature`);
+   - bc_kl_t2: the same at twice the temperature (a wider student Gaussian, the mean's
+     weight in the KL divided by 4);
+   - bc_feat: + the teacher's last hidden layer (standardized per unit) matched through a
+     learned projection (`--feature-weight`);
    - dagger: bc's student, then `--dagger-rounds` in-process DAgger rounds (warm start); the
      round with the best return on validation seeds (900_000 + k) is kept (round 0 = bc);
    - progressive: teacher -> `--medium` student -> the small student;
@@ -56,9 +68,10 @@ from policy_distill_ros.training.normalizer import EmpiricalNormalizer, Normaliz
 from policy_distill_ros.training.progressive import ProgressiveConfig, run_progressive  # noqa: E402
 from policy_distill_ros.training.rollout import (STUDENT, FunctionActor, OnnxActor,  # noqa: E402
                                                  collect, teacher_actor)
-from policy_distill_ros.training.trainer import TrainConfig, export_student, fit  # noqa: E402
+from policy_distill_ros.training.trainer import (TrainConfig, executed_bounds,  # noqa: E402
+                                                 export_student, fit)
 
-METHODS = ("bc", "bc_kl", "bc_feat", "dagger", "progressive", "imitation_bc")
+METHODS = ("bc", "bc_kl", "bc_kl_t2", "bc_feat", "dagger", "progressive", "imitation_bc")
 COLUMNS = (("method", "method", ""), ("mean_return", "return", ".1f"), ("std_return", "std", ".1f"),
            ("return_ratio", "ret/teacher", ".3f"),
            ("mean_forward_distance_m", "forward m", ".2f"), ("params", "params", ",d"),
@@ -70,7 +83,46 @@ COLUMNS = (("method", "method", ""), ("mean_return", "return", ".1f"), ("std_ret
 def _train_config(args, loss: dict, hidden) -> dict:
     return {"student": {"kind": "history_mlp", "hidden_sizes": list(hidden)}, "loss": loss,
             "epochs": args.epochs, "batch_size": args.batch_size, "lr": args.lr,
-            "val_fraction": 0.1, "seed": 0, "num_threads": 1}
+            "val_fraction": 0.1, "seed": args.seed, "num_threads": 1}
+
+
+T_975 = {1: 12.706, 2: 4.303, 3: 3.182, 4: 2.776, 5: 2.571, 6: 2.447, 7: 2.365, 8: 2.306,
+         9: 2.262}   # Student's t, 97.5 % quantile, by degrees of freedom
+
+
+def interval95(values) -> tuple[float, float]:
+    """Mean and half-width of the 95 % t interval of the mean (0 for a single value)."""
+    v = np.asarray(values, dtype=np.float64)
+    if v.size < 2:
+        return float(v.mean()), 0.0
+    t = T_975.get(v.size - 1, 1.96)
+    return float(v.mean()), float(t * v.std(ddof=1) / np.sqrt(v.size))
+
+
+def combine(paths) -> int:
+    """The methods table over seeds from per-seed JSON files."""
+    runs = [json.loads(Path(p).read_text()) for p in paths]
+    teacher = runs[0]["teacher"]
+    by_method: dict[str, list[dict]] = {}
+    for run in runs:
+        for row in run["methods"]:
+            by_method.setdefault(row["method"], []).append(row)
+    print(f"{len(runs)} seeds ({', '.join(str(r['args'].get('seed')) for r in runs)}); teacher "
+          f"{teacher['mean_return']:.1f} on {len(teacher['returns'])} held-out episodes, "
+          f"{teacher['mean_forward_distance_m']:.1f} m")
+    print("| method | seeds | mean return | 95 % interval | return / teacher | forward m | "
+          "per-seed returns | train s |")
+    print("| --- | --- | --- | --- | --- | --- | --- | --- |")
+    for method, rows in by_method.items():
+        mean, half = interval95([r["mean_return"] for r in rows])
+        fwd = float(np.mean([r["mean_forward_distance_m"] for r in rows]))
+        per = ", ".join(f"{r['mean_return']:.0f}" for r in rows)
+        train = float(np.mean([r["train_s"] for r in rows]))
+        print(f"| {method} | {len(rows)} | {mean:.1f} | ± {half:.1f} | "
+              f"{mean / teacher['mean_return']:.2f} ({(mean - half) / teacher['mean_return']:.2f}"
+              f" - {(mean + half) / teacher['mean_return']:.2f}) | {fwd:.1f} | {per} | "
+              f"{train:.1f} |")
+    return 0
 
 
 def _imitation_bc(args, dataset, labels, student_spec, hidden):
@@ -127,6 +179,13 @@ def main() -> int:
     p.add_argument("--student-spec", default=str(REPO / "config/specs/ant_student.yaml"))
     p.add_argument("--sim-config", default=str(REPO / "config/sim.yaml"))
     p.add_argument("--max-episode-steps", type=int, default=None)
+    p.add_argument("--seed", type=int, default=0,
+                   help="training seeds, initialization and split (see the module docstring)")
+    p.add_argument("--combine", nargs="+", default=None, metavar="JSON",
+                   help="print the table over seeds from per-seed --json files and exit")
+    p.add_argument("--kl-weight", type=float, default=0.05)
+    p.add_argument("--temperature", type=float, default=1.0)
+    p.add_argument("--feature-weight", type=float, default=0.1)
     p.add_argument("--demo-episodes", type=int, default=30)
     p.add_argument("--eval-episodes", type=int, default=20)
     p.add_argument("--epochs", type=int, default=60)
@@ -146,6 +205,8 @@ def main() -> int:
                    help="directory holding the `imitation` package (added to sys.path)")
     p.add_argument("--json", default=None)
     args = p.parse_args()
+    if args.combine:
+        return combine(args.combine)
     methods = [m.strip() for m in args.methods.split(",") if m.strip()]
     unknown = sorted(set(methods) - set(METHODS))
     if unknown:
@@ -166,8 +227,10 @@ def main() -> int:
           f"student spec {student_spec.observation.size} inputs, no privileged terms", flush=True)
 
     t0 = time.perf_counter()
-    demo = collect(student_spec, teacher_spec, sim_config, range(args.demo_episodes), labeler,
-                   labeler, source="bench/teacher-demos")
+    first = args.seed * 1000
+    demo = collect(student_spec, teacher_spec, sim_config,
+                   range(first, first + args.demo_episodes), labeler, labeler,
+                   source="bench/teacher-demos")
     print(f"demonstrations: {len(demo.dataset):,} samples, {args.demo_episodes} episodes, "
           f"mean return {demo.summary()['mean_return']:.1f} "
           f"({time.perf_counter() - t0:.0f} s)", flush=True)
@@ -194,22 +257,26 @@ def main() -> int:
         return row
 
     losses = {"bc": {"bc_weight": 1.0},
-              "bc_kl": {"bc_weight": 1.0, "kl_weight": 0.05},
-              "bc_feat": {"bc_weight": 1.0, "feature_weight": 0.1,
+              "bc_kl": {"bc_weight": 1.0, "kl_weight": args.kl_weight,
+                        "temperature": args.temperature},
+              "bc_kl_t2": {"bc_weight": 1.0, "kl_weight": args.kl_weight,
+                           "temperature": 2.0 * args.temperature},
+              "bc_feat": {"bc_weight": 1.0, "feature_weight": args.feature_weight,
                           "feature_pairs": [[f"layer_{len(teacher.config.hidden_sizes) - 1}",
                                              f"layer_{len(args.hidden) - 1}"]]}}
     # warm-up (first-call costs of torch) so that no timed method pays them
     fit(teacher, tnorm, demo.dataset, TrainConfig.from_dict(
         dict(_train_config(args, losses["bc"], args.hidden), epochs=1, val_fraction=0.0),
-        student_spec=student_spec), progress=False)
+        student_spec=student_spec), progress=False, action_spec=student_spec.action)
     need_bc = any(m in methods for m in ("bc", "dagger"))
-    for method in ("bc", "bc_kl", "bc_feat"):
+    for method in ("bc", "bc_kl", "bc_kl_t2", "bc_feat"):
         if method not in methods and not (method == "bc" and need_bc):
             continue
         cfg = TrainConfig.from_dict(_train_config(args, losses[method], args.hidden),
                                     student_spec=student_spec)
         t0 = time.perf_counter()
-        results[method] = fit(teacher, tnorm, demo.dataset, cfg, progress=False)
+        results[method] = fit(teacher, tnorm, demo.dataset, cfg, progress=False,
+                              action_spec=student_spec.action)
         train_s = time.perf_counter() - t0
         if method in methods:
             closed_loop(method, results[method], train_s, len(demo.dataset))
@@ -218,7 +285,8 @@ def main() -> int:
     if "dagger" in methods:
         dcfg = DaggerConfig(rounds=args.dagger_rounds, initial_episodes=0,
                             episodes_per_round=args.dagger_episodes,
-                            round_epochs=args.dagger_epochs, seed_base=args.demo_episodes,
+                            round_epochs=args.dagger_epochs,
+                            seed_base=first + args.demo_episodes,
                             beta_schedule="exponential", beta_start=0.5, beta_decay=0.5,
                             val_episodes=args.dagger_val_episodes,
                             select_best=args.dagger_val_episodes > 0)
@@ -248,7 +316,10 @@ def main() -> int:
     if "imitation_bc" in methods:
         try:
             import imitation
-            train_s, act, params = _imitation_bc(args, demo.dataset, demo.labels, student_spec,
+            bounds = executed_bounds(student_spec.action)   # the same executed targets
+            labels = demo.labels if bounds is None else np.clip(
+                demo.labels, bounds[0].numpy(), bounds[1].numpy())
+            train_s, act, params = _imitation_bc(args, demo.dataset, labels, student_spec,
                                                  args.hidden)
         except ImportError as exc:
             print(f"  imitation_bc: skipped ({exc}); see the module docstring", flush=True)

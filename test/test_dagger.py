@@ -144,8 +144,7 @@ def test_dagger_command_writes_student_and_report(tmp_path, capsys):
     assert np.isfinite(policy(np.zeros(policy.obs_size, np.float32))).all()
 
 
-def test_dagger_command_refuses_bad_config_and_through_ros(tmp_path):
+def test_dagger_command_refuses_bad_config(tmp_path):
     path = tmp_path / "bad.yaml"
     path.write_text(yaml.safe_dump({"teacher": "x", "rounds": 3}))
     assert cli.main(["dagger", "--config", str(path)]) == 1
-    assert cli.main(["dagger", "--config", str(path), "--through-ros"]) == 2

@@ -79,7 +79,10 @@ def test_two_processes_train_identical_parameters_and_loss_decreases(tmp_path):
     summary = json.loads((tmp_path / "run/metrics.json").read_text())
     history = summary["history"]
     assert summary["metrics"]["world_size"] == 2
-    assert history[-1]["train"]["total"] < 0.5 * history[0]["train"]["total"]
+    # the action term halves; the total (with standardized teacher features, which a 32-unit
+    # student reproduces only in part) falls more slowly
+    assert history[-1]["train"]["bc"] < 0.5 * history[0]["train"]["bc"]
+    assert history[-1]["train"]["total"] < 0.9 * history[0]["train"]["total"]
     assert history[-1]["val"]["total"] < history[0]["val"]["total"]
     assert (tmp_path / "run/student.onnx").is_file() and (tmp_path / "run/report.md").is_file()
     assert sorted(p.name for p in (tmp_path / "run").iterdir() if not p.name.startswith(".")) == \

@@ -11,6 +11,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 REPO = Path(__file__).resolve().parents[1]
@@ -33,11 +34,27 @@ def test_demo_quick_runs_every_stage_to_a_report(tmp_path: Path) -> None:
     summary = json.loads((out / "summary.json").read_text())
     assert summary["param_ratio"] <= 0.02
     assert summary["export"]["max_abs_error"] <= 1e-5
-    assert summary["demonstration_episodes"] == 2 and summary["dagger_episodes"] == 2
+    assert summary["demonstration_episodes"] == 2
+    # DAgger: round 1 in-process, round 2 (the last) through the ROS nodes, data aggregated
+    rounds = summary["dagger_rounds"]
+    assert [r["via"] for r in rounds[1:]] == ["in-process", "ros"]
+    assert summary["dagger_episodes"] == 4 and summary["ros_dagger_episodes"] == 2
+    assert [r["dataset_samples"] for r in rounds] == list(
+        np.cumsum([r["new_samples"] for r in rounds]))
+    assert rounds[1]["beta"] > 0 and rounds[2]["beta"] == 0.0   # beta 0: label mode via ROS
+    assert summary["selected_round"] in (0, 1, 2)
+    assert (out / "dagger_rounds.png").stat().st_size > 0
     assert summary["deploy_sim"]["actions"] > 0
 
     from policy_distill_ros.core.policy_file import OnnxPolicy
     from policy_distill_ros.core.spec import load_policy_spec
-    policy = OnnxPolicy(str(out / "student" / "student.onnx"),
+    policy = OnnxPolicy(str(out / "dagger" / "student.onnx"),
                         load_policy_spec(REPO / "config/specs/ant_student.yaml"))
     assert policy.spec.observation.privileged_topics == ()
+
+
+def test_demo_resume_needs_an_earlier_run(tmp_path: Path) -> None:
+    from policy_distill_ros import cli
+    assert cli.main(["demo", "--resume-from", "dagger", "--out", str(tmp_path / "none"),
+                     "--no-progress"]) == 1
+    assert not (tmp_path / "none").exists()

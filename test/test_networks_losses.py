@@ -324,3 +324,23 @@ def test_feature_matching_names_a_missing_layer():
         DistillationLoss(LossConfig(feature_weight=1.0, feature_pairs=(("layer_7", "layer_0"),)),
                          teacher.feature_sizes(), student.feature_sizes())
     assert LossConfig.from_dict(TERM_CONFIGS["feature_cosine"].to_dict()) == TERM_CONFIGS["feature_cosine"]
+
+
+def test_limit_aware_error_is_the_error_of_the_executed_action():
+    from policy_distill_ros.training.losses import limit_aware_error
+    lo, hi = torch.full((5,), -1.0), torch.full((5,), 1.0)
+    teacher = torch.tensor([[0.5, 3.0, 3.0, -2.0, -2.0]])
+    student = torch.tensor([[0.2, 1.5, 0.4, -1.0, 2.0]], requires_grad=True)
+    diff = limit_aware_error(student, teacher, lo, hi)
+    # inside: plain error; saturated the same way: exact; short of the limit: the gap
+    assert torch.allclose(diff, torch.tensor([[-0.3, 0.0, -0.6, 0.0, 3.0]]))
+    diff.square().sum().backward()
+    assert student.grad[0, 1] == 0 and student.grad[0, 3] == 0 and student.grad[0, 2] < 0
+    loss = DistillationLoss(LossConfig(bc_weight=1.0, kl_weight=1.0), action_bounds=(lo, hi))
+    s_out = PolicyOutput(student.detach(), torch.zeros(1, 5), {})
+    t_out = PolicyOutput(teacher, torch.zeros(1, 5), {})
+    _, terms = loss(s_out, t_out)
+    assert float(terms["bc"]) == pytest.approx(float(diff.detach().square().mean()))
+    clipped = PolicyOutput(teacher.clamp(-1, 1), torch.zeros(1, 5), {})
+    assert float(terms["kl"]) == pytest.approx(float(DistillationLoss(LossConfig(
+        bc_weight=0.0, kl_weight=1.0))(s_out, clipped)[1]["kl"]))   # KL centred on the clip

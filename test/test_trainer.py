@@ -73,6 +73,36 @@ def test_loss_decreases_teacher_frozen_and_student_matches_teacher():
     assert m["samples_per_s"] > 0
 
 
+def test_targets_are_the_executed_actions_when_the_action_limits_are_known():
+    """A teacher whose mean lies far outside the limits: with the action spec the student
+    learns the clipped (executed) action, and the figures compare executed actions."""
+    from policy_distill_ros.core.spec import ActionSpec
+    from policy_distill_ros.training.trainer import executed_bounds
+    ds = toy_dataset(n_episodes=12, per=50)
+    teacher, norm = make_teacher(12)
+    with torch.no_grad():
+        teacher.mean_head.weight.mul_(20.0)    # |mean| mostly >> 1
+    spec = ActionSpec(joints=tuple(f"j{i}" for i in range(8)), scale=0.5, offset=0.1,
+                      lower=-0.4, upper=0.6)
+    lo, hi = executed_bounds(spec)
+    assert torch.allclose(lo, torch.full((8,), -1.0)) and torch.allclose(hi, torch.full((8,), 1.0))
+    _, val = ds.split_by_episode(0.25, 0)
+    raw = teacher_outputs(teacher, norm, val.teacher_obs).mean.numpy()
+    assert np.mean(np.abs(raw) > 1.0) > 0.5
+    executed = np.clip(raw, -1.0, 1.0)
+    result = fit(teacher, norm, ds, config(epochs=20), progress=False, action_spec=spec)
+    s_act = np.clip(result.inference(val.student_obs), -1.0, 1.0)
+    err = float(np.mean((s_act - executed) ** 2))
+    assert err < 0.2 * float(np.mean(executed ** 2))
+    assert result.metrics["val_action_error_vs_teacher"]["mse"] == pytest.approx(err, rel=1e-3)
+    assert result.metrics["targets"].startswith("executed")
+    # the same command for the robot: postprocess(student) vs postprocess(teacher)
+    cmd_s = np.stack([spec.postprocess(a) for a in result.inference(val.student_obs)[:50]])
+    cmd_t = np.stack([spec.postprocess(a) for a in raw[:50]])
+    assert float(np.mean(np.abs(cmd_s - cmd_t))) < 0.1
+    assert executed_bounds(ActionSpec(joints=("a",))) is None   # no limits: raw mean
+
+
 @pytest.mark.parametrize("loss", [
     {"bc_weight": 1.0, "bc_kind": "mse"},
     {"bc_weight": 1.0, "bc_kind": "huber", "huber_delta": 0.1},

@@ -10,8 +10,12 @@ is kept. That student is exported (parity-checked ONNX) to
 `<out>/student.onnx` and evaluated against the teacher on held-out seeds; every figure goes to
 `<out>/dagger.json` and a per-round table is printed.
 
-`--through-ros` (drive the real nodes over DDS, labels from the teacher node in label mode) is
-the job of `policy-distill record --student ... --mode label`; it is not wired here yet.
+`--ros-rounds N`: the last N rounds run through the real nodes instead of the in-process
+simulator (the round's student exported to ONNX and driving through student_node, sim_node in
+lockstep, teacher_node labelling: `--mode label` when the round's beta is 0, `--mode mix --beta
+B` otherwise, recorder_node writing the bag that is read back with the same spec code),
+`--ros-episodes` episodes each. The other rounds use the in-process path: the same simulator,
+specs and labels, ~10x faster.
 """
 from __future__ import annotations
 
@@ -28,7 +32,8 @@ ROUND_COLUMNS = (
     ("teacher_action_fraction", "teacher acts", ".2f"),
     ("on_policy_error_before", "on-policy mse before", ".4g"),
     ("on_policy_error_after", "after", ".4g"), ("val_error", "val mse", ".4g"),
-    ("val_mean_return", "val return", ".1f"), ("train_time_s", "train s", ".1f"))
+    ("val_mean_return", "val return", ".1f"), ("train_time_s", "train s", ".1f"),
+    ("via", "via", ""))
 _KEYS = ("teacher", "teacher_normalizer", "teacher_spec", "student_spec", "sim_config",
          "max_episode_steps", "initial_data", "out", "eval_episodes", "dagger", "train")
 
@@ -39,8 +44,23 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--out", default=None, help="override the output directory")
     parser.add_argument("--max-episode-steps", type=int, default=None,
                         help="override the episode length")
-    parser.add_argument("--through-ros", action="store_true",
-                        help="drive the nodes over DDS (policy-distill record --mode label)")
+    parser.add_argument("--initial-data", nargs="+", default=None, metavar="BAG_OR_NPZ",
+                        help="override initial_data (bags, globs or dataset .npz)")
+    parser.add_argument("--eval-episodes", type=int, default=None,
+                        help="override eval_episodes (held-out seeds; 0 = no evaluation)")
+    parser.add_argument("--ros-rounds", type=int, default=0,
+                        help="the last N rounds drive the ROS nodes (see the module docstring)")
+    parser.add_argument("--ros-episodes", type=int, default=6,
+                        help="episodes of each round through the nodes (default 6)")
+    parser.add_argument("--episodes-per-round", type=int, default=None,
+                        help="override dagger.episodes_per_round")
+    parser.add_argument("--val-episodes", type=int, default=None,
+                        help="override dagger.val_episodes (validation seeds 900000+k)")
+    parser.add_argument("--epochs", type=int, default=None,
+                        help="override train.epochs and dagger.round_epochs")
+    parser.add_argument("--teacher", default=None, help="override the teacher")
+    parser.add_argument("--seed", type=int, default=None,
+                        help="override train.seed and dagger.seed_base (x 1000)")
     parser.add_argument("--no-progress", action="store_true")
 
 
@@ -75,12 +95,40 @@ def _initial_dataset(items, config_dir: Path, student_spec, teacher_spec):
     return total
 
 
+def ros_round_collector(teacher_dir, student_spec, teacher_spec, out_dir: Path, episodes: int,
+                        max_steps, progress: bool):
+    """A `run_dagger` round collector that drives the real nodes (`policy-distill record
+    --student`) and reads the bag back."""
+    from policy_distill_ros.commands.demo import call
+    from policy_distill_ros.training.dataset import DatasetError, dataset_from_bags
+    from policy_distill_ros.training.rollout import EpisodeStats, RolloutResult
+    from policy_distill_ros.training.trainer import export_student
+
+    def collect_round(round_index: int, beta: float, result, seeds):
+        driver = out_dir / f"round{round_index}_driver.onnx"
+        export_student(result, student_spec, driver, {"method": "dagger",
+                                                      "round": round_index})
+        name = f"dagger_ros_{round_index}"
+        mode = ["--mode", "label"] if beta == 0 else ["--mode", "mix", "--beta", beta]
+        argv = ["--teacher", teacher_dir, "--student", driver, *mode, "--episodes", episodes,
+                "--out", out_dir / "bags", "--bag-name", name, "--seed", seeds[0],
+                "--json", out_dir / f"{name}.json", "--log-dir", out_dir / "logs" / name]
+        argv += ["--max-episode-steps", max_steps] if max_steps else []
+        argv += [] if progress else ["--no-progress"]
+        if call("record", argv) != 0:
+            raise DatasetError(f"DAgger round {round_index} through the nodes failed; logs in "
+                               f"{out_dir / 'logs' / name}")
+        dataset = dataset_from_bags([out_dir / "bags" / name], student_spec, teacher_spec)
+        figures = json.loads((out_dir / f"{name}.json").read_text())["episodes"]
+        stats = [EpisodeStats(seed=int(seeds[0]), episode_return=e["episode_return"],
+                              length=e["steps"], forward_distance_m=e["forward_distance_m"],
+                              terminated=e["terminated"], labeler_fraction=beta)
+                 for e in figures]
+        return RolloutResult(stats, dataset)
+    return collect_round
+
+
 def run(args: argparse.Namespace) -> int:
-    if args.through_ros:
-        LOG.error("--through-ros is not available yet: record student-driven, teacher-labelled "
-                  "episodes with `policy-distill record --student MODEL --mode label` and pass "
-                  "the bags as initial_data")
-        return 2
     import torch
 
     from policy_distill_ros.commands.evaluate import sim_config_from_args
@@ -110,20 +158,50 @@ def run(args: argparse.Namespace) -> int:
         dagger_dict = dict(data.get("dagger") or {})
         if args.rounds is not None:
             dagger_dict["rounds"] = args.rounds
+        train_dict = dict(data.get("train") or {})
+        for key, value in (("episodes_per_round", args.episodes_per_round),
+                           ("val_episodes", args.val_episodes), ("round_epochs", args.epochs)):
+            if value is not None:
+                dagger_dict[key] = value
+        if args.epochs is not None:
+            train_dict["epochs"] = args.epochs
+        if args.seed is not None:
+            dagger_dict["seed_base"] = 1000 * args.seed
+            train_dict["seed"] = args.seed
+        if args.initial_data is not None:
+            data["initial_data"] = args.initial_data
+        if args.eval_episodes is not None:
+            data["eval_episodes"] = args.eval_episodes
+        if args.teacher is not None:
+            data["teacher"] = str(Path(args.teacher).resolve())
         dagger_config = DaggerConfig.from_dict(dagger_dict)
-        train_config = TrainConfig.from_dict(dict(data.get("train") or {}),
-                                             student_spec=student_spec)
+        train_config = TrainConfig.from_dict(train_dict, student_spec=student_spec)
+        if not 0 <= args.ros_rounds <= dagger_config.rounds:
+            raise ValueError(f"--ros-rounds must be in [0, {dagger_config.rounds}] (the rounds), "
+                             f"got {args.ros_rounds}")
         if train_config.num_threads:
             torch.set_num_threads(train_config.num_threads)
         initial = _initial_dataset(data.get("initial_data"), cdir, student_spec, teacher_spec)
-        out_dir = Path(args.out or data.get("out") or "runs/dagger")
+        out_dir = Path(args.out or data.get("out") or "runs/dagger").resolve()
+        out_dir.mkdir(parents=True, exist_ok=True)
         LOG.info("teacher %s (sha256 %s...), %d rounds", data["teacher"], info.sha256[:12],
                  dagger_config.rounds)
+        collector, ros_rounds = None, ()
+        if args.ros_rounds:
+            teacher_dir = Path(_resolve(data["teacher"], cdir))
+            if not (teacher_dir / "teacher.json").is_file():
+                raise ValueError(f"--ros-rounds: the nodes need a teacher directory, got "
+                                 f"{teacher_dir}")
+            collector = ros_round_collector(teacher_dir, student_spec, teacher_spec, out_dir,
+                                            args.ros_episodes, steps, not args.no_progress)
+            ros_rounds = range(dagger_config.rounds - args.ros_rounds + 1,
+                               dagger_config.rounds + 1)
         result = run_dagger(teacher, normalizer, student_spec, teacher_spec, sim_config,
                             dagger_config, train_config, initial_dataset=initial,
                             progress=not args.no_progress,
                             on_round=lambda r: LOG.info("round %d done: %s", r.round,
-                                                        json.dumps(r.to_dict())))
+                                                        json.dumps(r.to_dict())),
+                            round_collector=collector, collector_rounds=ros_rounds)
         out_dir.mkdir(parents=True, exist_ok=True)
         onnx_path = out_dir / "student.onnx"
         provenance = {"teacher_sha256": info.sha256, "method": "dagger",

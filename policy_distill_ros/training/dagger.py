@@ -25,6 +25,12 @@ the held-out test seeds (1_000_000 + k) are never used for any decision.
 
 Training seeds: round 0 uses seed_base + [0, initial_episodes), round r the next
 episodes_per_round seeds, all below the validation range.
+
+Rounds in `collector_rounds` get their data from `round_collector(round, beta, result, seeds)`
+instead of the in-process rollout: `policy-distill dagger --ros-rounds N` drives the real nodes
+there (sim_node, student_node, teacher_node labelling, recorder) and reads the bag back; labels
+are then the teacher's executed actions re-evaluated on the recorded teacher observations, as
+`fit` computes them.
 """
 from __future__ import annotations
 
@@ -34,7 +40,7 @@ import logging
 import math
 import time
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any, Callable, Collection
 
 import numpy as np
 
@@ -44,8 +50,9 @@ from policy_distill_ros.sim.config import SimConfig
 from .dataset import DistillDataset
 from .evaluation import evaluate_policy, validation_seeds
 from .normalizer import EmpiricalNormalizer
-from .rollout import VALIDATION_SEED_BASE, collect, student_actor, teacher_actor
-from .trainer import TrainConfig, TrainResult, _json_metrics, action_errors, episode_actions, fit
+from .rollout import VALIDATION_SEED_BASE, RolloutResult, collect, student_actor, teacher_actor
+from .trainer import (TrainConfig, TrainResult, _json_metrics, action_errors, episode_actions,
+                      executed_bounds, executed_targets, fit, teacher_outputs)
 
 __all__ = ["BETA_SCHEDULES", "DaggerConfig", "RoundRecord", "DaggerResult", "beta_for_round",
            "run_dagger"]
@@ -161,6 +168,7 @@ class RoundRecord:
     val_mean_forward_distance_m: float | None = None
     rollout_time_s: float = 0.0
     train_time_s: float = 0.0
+    via: str = "in-process"                  # where the round's data came from ("ros": nodes)
 
     def to_dict(self) -> dict:
         return dict(self.__dict__)
@@ -180,8 +188,13 @@ class DaggerResult:
             "selected_round": self.selected_round}
 
 
-def _mse_on(result: TrainResult, dataset: DistillDataset, labels: np.ndarray) -> float:
+def _mse_on(result: TrainResult, dataset: DistillDataset, labels: np.ndarray,
+            student_spec: PolicySpec) -> float:
+    """Executed-action error of the student vs the labels (both clipped to the limits)."""
     predicted = episode_actions(result.student, result.student_normalizer, dataset)
+    bounds = executed_bounds(student_spec.action)
+    if bounds is not None:
+        predicted = np.clip(predicted, bounds[0].numpy(), bounds[1].numpy())
     return action_errors(predicted, labels)["mse"]
 
 
@@ -191,11 +204,24 @@ def _val_error(result: TrainResult) -> float | None:
     return float(value) if value is not None and math.isfinite(value) else None
 
 
+def executed_labels(teacher, teacher_normalizer, dataset: DistillDataset,
+                    student_spec: PolicySpec) -> np.ndarray:
+    """The teacher's deterministic action on every row, as the robot would execute it."""
+    out = teacher_outputs(teacher, teacher_normalizer, dataset.teacher_obs)
+    bounds = None if teacher.squash_output else executed_bounds(student_spec.action)
+    return teacher.deterministic(executed_targets(out, bounds)).numpy()
+
+
+RoundCollector = Callable[[int, float, TrainResult, list], RolloutResult]
+
+
 def run_dagger(teacher, teacher_normalizer: EmpiricalNormalizer | None, student_spec: PolicySpec,
                teacher_spec: PolicySpec, sim_config: SimConfig | None, config: DaggerConfig,
                train_config: TrainConfig, initial_dataset: DistillDataset | None = None,
                initial: TrainResult | None = None, progress: bool = False,
-               on_round: Callable[[RoundRecord], Any] | None = None) -> DaggerResult:
+               on_round: Callable[[RoundRecord], Any] | None = None,
+               round_collector: RoundCollector | None = None,
+               collector_rounds: Collection[int] = ()) -> DaggerResult:
     """Round 0 (BC on teacher data and/or `initial_dataset`, skipped as training when `initial`
     is given) then `config.rounds` DAgger rounds; see the module docstring."""
     labeler = teacher_actor(teacher, teacher_normalizer)
@@ -214,7 +240,8 @@ def run_dagger(teacher, teacher_normalizer: EmpiricalNormalizer | None, student_
     rollout_s = time.perf_counter() - t0
     t0 = time.perf_counter()
     result = initial if initial is not None else fit(teacher, teacher_normalizer, dataset,
-                                                     train_config, progress=progress)
+                                                     train_config, progress=progress,
+                                                     action_spec=student_spec.action)
     train_s = time.perf_counter() - t0 if initial is None else 0.0
     record = RoundRecord(0, 1.0, len(config.round_seeds(0)), len(dataset), len(dataset),
                          rollout_summary.get("mean_return"), 1.0, None, None, _val_error(result),
@@ -234,26 +261,39 @@ def run_dagger(teacher, teacher_normalizer: EmpiricalNormalizer | None, student_
     for r in range(1, config.rounds + 1):
         beta = beta_for_round(config, r)
         t0 = time.perf_counter()
-        driver = student_actor(result.student, result.student_normalizer)
-        new = collect(student_spec, teacher_spec, sim_config, config.round_seeds(r), driver,
-                      labeler, beta=beta, sim_seed=config.sim_seed, rng_seed=r,
-                      source=f"dagger/round{r}")
+        if r in collector_rounds:
+            if round_collector is None:
+                raise ValueError(f"round {r} is a collector round but no round_collector given")
+            new = round_collector(r, beta, result, config.round_seeds(r))
+            if new.labels is None:
+                new.labels = executed_labels(teacher, teacher_normalizer, new.dataset,
+                                             student_spec)
+        else:
+            driver = student_actor(result.student, result.student_normalizer)
+            new = collect(student_spec, teacher_spec, sim_config, config.round_seeds(r), driver,
+                          labeler, beta=beta, sim_seed=config.sim_seed, rng_seed=r,
+                          source=f"dagger/round{r}")
+            bounds = None if teacher.squash_output else executed_bounds(student_spec.action)
+            if bounds is not None:   # the labeler's raw mean -> the action executed
+                new.labels = np.clip(new.labels, bounds[0].numpy(), bounds[1].numpy())
         rollout_s = time.perf_counter() - t0
         assert new.dataset is not None and new.labels is not None
-        before = _mse_on(result, new.dataset, new.labels)
+        before = _mse_on(result, new.dataset, new.labels, student_spec)
         dataset = dataset.concat(new.dataset)
         t0 = time.perf_counter()
         warm = copy.deepcopy(result.student)
         warm_norm = copy.deepcopy(result.student_normalizer)
         result = fit(teacher, teacher_normalizer, dataset, round_train, student=warm,
-                     student_normalizer=warm_norm, progress=progress)
+                     student_normalizer=warm_norm, progress=progress,
+                     action_spec=student_spec.action)
         train_s = time.perf_counter() - t0
-        after = _mse_on(result, new.dataset, new.labels)
+        after = _mse_on(result, new.dataset, new.labels, student_spec)
         summary = new.summary()
         fraction = float(np.mean([e.labeler_fraction for e in new.episodes]))
         record = RoundRecord(r, beta, len(new.episodes), len(new.dataset), len(dataset),
                              summary["mean_return"], fraction, before, after, _val_error(result),
-                             rollout_time_s=rollout_s, train_time_s=train_s)
+                             rollout_time_s=rollout_s, train_time_s=train_s,
+                             via="ros" if r in collector_rounds else "in-process")
         _validate_round(record, result, student_spec, sim_config, config)
         if record.val_mean_return is not None and record.val_mean_return > best[0]:
             best = (record.val_mean_return, r, result)

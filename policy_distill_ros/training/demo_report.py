@@ -1,9 +1,10 @@
 """The demo's final report: one table with what users care about, from the stages' JSON files.
 
-Reads, in the demo's output directory: `record.json`, `dagger_record.json` (policy-distill record),
-`bc/metrics.json`, `student/metrics.json` (policy-distill train), `deploy_sim.json`,
-`deploy_stream.json` (policy-distill deploy), `eval_final.json`, `eval_bc.json` (policy-distill
-eval). Writes `report.md`, `returns.png` and `summary.json` next to them.
+Reads, in the demo's output directory: `record.json` (policy-distill record), `bc/metrics.json`
+(policy-distill train), `dagger/dagger.json` (policy-distill dagger: per-round figures),
+`deploy_sim.json`, `deploy_stream.json` (policy-distill deploy), `eval_final.json`,
+`eval_bc.json` (policy-distill eval). Writes `report.md`, `returns.png`, `dagger_rounds.png` and
+`summary.json` next to them.
 """
 from __future__ import annotations
 
@@ -16,6 +17,7 @@ from .report import write_json_atomic, write_text_atomic
 
 REPORT_FILE = "report.md"
 RETURNS_PNG = "returns.png"
+ROUNDS_PNG = "dagger_rounds.png"
 
 
 def _read(path: Path) -> Dict[str, Any]:
@@ -69,20 +71,62 @@ def plot_returns(evals: Mapping[str, Mapping], path: Path) -> Optional[Path]:
     return path
 
 
+def plot_rounds(rounds, teacher_return: Optional[float], path: Path) -> Optional[Path]:
+    """The DAgger curve: each round's student on the validation seeds, and the return of the
+    round's own (mixed) rollouts, against the teacher's held-out return."""
+    points = [(r["round"], r.get("val_mean_return"), r.get("rollout_mean_return"), r.get("via"))
+              for r in rounds]
+    if not any(p[1] is not None for p in points):
+        return None
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    fig, ax = plt.subplots(figsize=(7, 4))
+    x = [p[0] for p in points if p[1] is not None]
+    ax.plot(x, [p[1] for p in points if p[1] is not None], marker="o",
+            label="student alone, validation seeds 900000+k")
+    mixed = [(p[0], p[2]) for p in points if p[2] is not None and p[0] > 0]
+    if mixed:
+        ax.plot(*zip(*mixed), marker="^", linestyle="--", alpha=0.7,
+                label="the round's rollouts (student + beta x teacher)")
+    for rnd, _, _, via in points:
+        if via == "ros":
+            ax.axvspan(rnd - 0.4, rnd + 0.4, color="tab:green", alpha=0.15,
+                       label="round through the ROS nodes")
+    if teacher_return:
+        ax.axhline(teacher_return, color="black", linewidth=0.8, label="teacher (held-out)")
+        ax.axhline(0.95 * teacher_return, color="black", linestyle=":", linewidth=0.8,
+                   label="95 % of the teacher")
+    ax.set_xticks([p[0] for p in points])
+    ax.set_xlabel("DAgger round (0 = behavioural cloning on the recorded demonstrations)")
+    ax.set_ylabel("mean episode return")
+    ax.set_title("DAgger rounds")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return path
+
+
 def summarize(out: Path, timings: Mapping[str, float]) -> Dict[str, Any]:
     final, bc_eval = _read(out / "eval_final.json"), _read(out / "eval_bc.json")
     teacher, student = final.get("teacher", {}), final.get("student", {})
     bc = bc_eval.get("student", {})
     stream, sim = _read(out / "deploy_stream.json"), _read(out / "deploy_sim.json")
-    metrics = _read(out / "student" / "metrics.json")
-    record, dagger = _read(out / "record.json"), _read(out / "dagger_record.json")
+    metrics = _read(out / "bc" / "metrics.json")
+    record, dagger = _read(out / "record.json"), _read(out / "dagger" / "dagger.json")
+    rounds = dagger.get("rounds", [])
     return {
         "teacher": teacher, "student": student, "bc_student": bc,
         "return_ratio": final.get("return_ratio"),
         "bc_return_ratio": _ratio(bc.get("mean_return"), teacher.get("mean_return")),
         "param_ratio": final.get("param_ratio"),
+        "forward_ratio": _ratio(student.get("mean_forward_distance_m"),
+                                teacher.get("mean_forward_distance_m")),
         "teacher_onnx_bytes": metrics.get("teacher", {}).get("onnx_bytes"),
-        "export": metrics.get("export", {}),
+        "export": {"max_abs_error": dagger.get("parity_max_abs_error")},
+        "dagger_rounds": rounds, "selected_round": dagger.get("selected_round"),
         "deploy_stream": stream.get("figures", {}), "deploy_sim": sim.get("figures", {}),
         "deploy_stream_rate_hz": stream.get("sensor_rate_hz"),
         "deploy_states": {"stream": stream.get("student_state"), "sim": sim.get("student_state"),
@@ -90,8 +134,12 @@ def summarize(out: Path, timings: Mapping[str, float]) -> Dict[str, Any]:
                           "sim_monitor": sim.get("monitor_message")},
         "record_steps_per_s": record.get("steps_per_s"),
         "demonstration_episodes": len(record.get("episodes", [])),
-        "dagger_episodes": len(dagger.get("episodes", [])),
-        "samples": metrics.get("metrics", {}).get("train_samples"),
+        "dagger_episodes": sum(r.get("episodes", 0) for r in rounds if r.get("round", 0) > 0),
+        "ros_dagger_episodes": sum(r.get("episodes", 0) for r in rounds
+                                   if r.get("via") == "ros"),
+        "samples": dagger.get("dataset_samples"),
+        "bc_samples": metrics.get("metrics", {}).get("train_samples"),
+        "train_samples_per_s": metrics.get("metrics", {}).get("samples_per_s"),
         "timings_s": dict(timings),
     }
 
@@ -100,8 +148,14 @@ def render(s: Mapping[str, Any]) -> str:
     t, st, bc = s["teacher"], s["student"], s["bc_student"]
     stream, sim = s["deploy_stream"], s["deploy_sim"]
     pct = lambda r: f"{100 * r:.1f} %" if r is not None else "-"  # noqa: E731
+    ros = s["ros_dagger_episodes"]
     lines = ["# policy-distill demo: teacher vs student", "",
-             "| | teacher | student (BC only) | student (BC + KL + features, 1 DAgger round) |",
+             f"**Final student: {pct(s['return_ratio'])} of the teacher's return, "
+             f"{pct(s.get('forward_ratio'))} of its forward distance, "
+             f"{pct(s['param_ratio'])} of its parameters, no privileged input** "
+             f"({st.get('episodes', '-')} held-out episodes; DAgger round {s.get('selected_round')}, chosen on validation "
+             f"seeds).", "",
+             "| | teacher | student (BC only) | final student (DAgger) |",
              "| --- | --- | --- | --- |",
              f"| mean return, held-out episodes | {_num(t.get('mean_return'))} "
              f"± {_num(t.get('std_return'))} | {_num(bc.get('mean_return'))} "
@@ -138,11 +192,25 @@ def render(s: Mapping[str, Any]) -> str:
              f"{_num(s['export'].get('max_abs_error'), '.2e')}.",
              f"Data: {s['demonstration_episodes']} teacher episodes recorded through the nodes "
              f"({_num(s['record_steps_per_s'], '.0f')} lockstep steps/s) + "
-             f"{s['dagger_episodes']} student-driven episodes labelled by the teacher; "
-             f"{_num(s['samples'], 'd')} training samples.",
-             "Training details: [student/report.md](student/report.md) (losses, per-joint "
-             "error); BC stage: [bc/report.md](bc/report.md).", "",
-             "| stage | wall-clock (s) |", "| --- | --- |"]
+             f"{s['dagger_episodes']} student-driven episodes labelled by the teacher "
+             f"({ros} of them through the ROS nodes); {_num(s['samples'], 'd')} samples "
+             f"aggregated. Training throughput (BC stage): "
+             f"{_num(s.get('train_samples_per_s'), ',.0f')} samples/s.",
+             "BC stage details: [bc/report.md](bc/report.md) (losses, per-joint error).", "",
+             "## DAgger rounds", "", f"![DAgger rounds]({ROUNDS_PNG})", "",
+             "| round | beta | via | new samples | total | rollout return | validation return "
+             "| on-policy mse before / after |", "| --- | --- | --- | --- | --- | --- | --- | --- |"]
+    for r in s.get("dagger_rounds", []):
+        mark = " (selected)" if r.get("round") == s.get("selected_round") else ""
+        lines.append(f"| {r.get('round')}{mark} | {_num(r.get('beta'), '.3f')} | "
+                     f"{r.get('via', '-') if r.get('round') else 'teacher bag'} | "
+                     f"{_num(r.get('new_samples'), ',d')} | {_num(r.get('dataset_samples'), ',d')} | "
+                     f"{_num(r.get('rollout_mean_return'))} | {_num(r.get('val_mean_return'))} | "
+                     f"{_num(r.get('on_policy_error_before'), '.4f')} / "
+                     f"{_num(r.get('on_policy_error_after'), '.4f')} |")
+    total = s["timings_s"].get("total")
+    lines += ["", f"Wall-clock: {_num(total / 60 if total else None, '.1f')} min in total.", "",
+              "| stage | wall-clock (s) |", "| --- | --- |"]
     lines += [f"| {k} | {v:.1f} |" for k, v in s["timings_s"].items()]
     return "\n".join(lines) + "\n"
 
@@ -152,6 +220,8 @@ def write_demo_report(out: str | Path, timings: Mapping[str, float]) -> Path:
     summary = summarize(out, timings)
     plot_returns({"teacher": summary["teacher"], "student (BC)": summary["bc_student"],
                   "student (DAgger)": summary["student"]}, out / RETURNS_PNG)
+    plot_rounds(summary["dagger_rounds"], summary["teacher"].get("mean_return"),
+                out / ROUNDS_PNG)
     write_json_atomic(out / "summary.json", summary)
     path = out / REPORT_FILE
     write_text_atomic(path, render(summary))

@@ -3,6 +3,11 @@
 Terms (each a batch mean, so the weights are comparable across batch sizes):
 
 - ``bc``: behavioural cloning on the Gaussian means, MSE or Huber, averaged over action dims.
+  With ``action_bounds`` (raw-space limits of what the robot executes, from the action spec)
+  the error is limit-aware (`limit_aware_error`): the target is the executed (clipped) action,
+  and where the teacher's mean lies beyond a limit any student output at or beyond that limit
+  is exact, since the robot executes the same command. A PPO teacher's unclipped mean (here
+  mostly beyond +-1) is never a target.
   For discrete actions ``bc_kind="cross_entropy"`` uses the teacher's argmax as the label.
 - ``kl``: continuous actions, analytic KL(teacher_T || student) between diagonal Gaussians, where
   the teacher's std is scaled by the temperature ``T`` (``sigma_T = T * sigma_teacher``)::
@@ -19,6 +24,8 @@ Terms (each a batch mean, so the weights are comparable across batch sizes):
   (student width -> teacher width), L2 (mean squared error) or cosine (1 - cosine similarity).
   The projections are parameters of :class:`DistillationLoss` and must be optimized with the
   student.
+
+  With ``action_bounds`` the teacher's Gaussian is centred on its clipped mean.
 
 The teacher is always treated as frozen: its outputs are detached here.
 """
@@ -116,6 +123,18 @@ def bc_loss(student_mean: torch.Tensor, target: torch.Tensor, kind: str = "mse",
     raise ValueError(f"bc_loss: kind must be 'mse' or 'huber', got {kind!r}")
 
 
+def limit_aware_error(student_mean: torch.Tensor, teacher_mean: torch.Tensor,
+                      lower: torch.Tensor, upper: torch.Tensor) -> torch.Tensor:
+    """Per-element error of the executed action: s - clip(t) inside the limits; a hinge where
+    the teacher saturates (t >= upper: only s < upper is wrong; t <= lower: only s > lower),
+    so the gradient never vanishes for a student on the wrong side and never pulls a student
+    that already saturates the same way."""
+    target = torch.maximum(torch.minimum(teacher_mean, upper), lower)
+    diff = student_mean - target
+    diff = torch.where(teacher_mean >= upper, diff.clamp(max=0.0), diff)
+    return torch.where(teacher_mean <= lower, diff.clamp(min=0.0), diff)
+
+
 def gaussian_kl(mean_p: torch.Tensor, log_std_p: torch.Tensor, mean_q: torch.Tensor,
                 log_std_q: torch.Tensor) -> torch.Tensor:
     """KL(p || q) of diagonal Gaussians, summed over the last axis (one value per sample)."""
@@ -198,9 +217,14 @@ class DistillationLoss(nn.Module):
     """
 
     def __init__(self, config: LossConfig, teacher_sizes: dict[str, int] | None = None,
-                 student_sizes: dict[str, int] | None = None) -> None:
+                 student_sizes: dict[str, int] | None = None,
+                 action_bounds: tuple[torch.Tensor, torch.Tensor] | None = None) -> None:
         super().__init__()
         self.config = config
+        self.limited = action_bounds is not None and config.action_type == "continuous"
+        if self.limited:
+            self.register_buffer("lower", torch.as_tensor(action_bounds[0], dtype=torch.float32))
+            self.register_buffer("upper", torch.as_tensor(action_bounds[1], dtype=torch.float32))
         self.features: FeatureMatching | None = None
         if config.feature_weight > 0:
             if teacher_sizes is None or student_sizes is None:
@@ -220,6 +244,9 @@ class DistillationLoss(nn.Module):
         if cfg.bc_weight > 0:
             if cfg.action_type == "discrete":
                 terms["bc"] = F.cross_entropy(student.mean, t_mean.argmax(dim=-1))
+            elif self.limited:
+                diff = limit_aware_error(student.mean, t_mean, self.lower, self.upper)
+                terms["bc"] = bc_loss(diff, torch.zeros_like(diff), cfg.bc_kind, cfg.huber_delta)
             else:
                 terms["bc"] = bc_loss(student.mean, t_mean, cfg.bc_kind, cfg.huber_delta)
             total = total + cfg.bc_weight * terms["bc"]
@@ -227,7 +254,10 @@ class DistillationLoss(nn.Module):
             if cfg.action_type == "discrete":
                 terms["kl"] = categorical_kl(t_mean, student.mean, cfg.temperature)
             else:
-                terms["kl"] = teacher_student_kl(t_mean, t_log_std, student.mean, student.log_std, cfg.temperature)
+                centre = torch.maximum(torch.minimum(t_mean, self.upper), self.lower) \
+                    if self.limited else t_mean
+                terms["kl"] = teacher_student_kl(centre, t_log_std, student.mean, student.log_std,
+                                                 cfg.temperature)
             total = total + cfg.kl_weight * terms["kl"]
         if self.features is not None:
             terms["feature"] = self.features(teacher.features, student.features)

@@ -274,7 +274,7 @@ def run_training(config: RunConfig, progress: bool = True,
                             f"{config.max_student_param_ratio:.1%} of the teacher's {t_params} "
                             f"(max_student_param_ratio); choose smaller hidden_sizes")
     result = fit(teacher, teacher_norm, dataset, config.train, progress=progress,
-                 on_epoch=on_epoch)
+                 on_epoch=on_epoch, action_spec=student_spec.action)
     out_dir = config.out_dir
     summary = {
         "run_name": out_dir.name,

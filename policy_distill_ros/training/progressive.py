@@ -21,6 +21,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Any, Callable, Sequence
 
+import numpy as np
 import torch
 
 from policy_distill_ros.core.spec import PolicySpec
@@ -32,8 +33,8 @@ from .losses import LossConfig
 from .networks import BasePolicy, PolicyOutput, StudentConfig, count_parameters
 from .normalizer import EmpiricalNormalizer
 from .rollout import student_actor
-from .trainer import TrainConfig, TrainResult, action_errors, episode_actions, fit, \
-    teacher_outputs
+from .trainer import TrainConfig, TrainResult, action_errors, episode_actions, \
+    executed_bounds, fit, teacher_outputs
 
 __all__ = ["StudentAsTeacher", "ProgressiveConfig", "StageRecord", "ProgressiveResult",
            "run_progressive", "as_student_teacher_dataset"]
@@ -168,9 +169,14 @@ def run_progressive(teacher, teacher_normalizer: EmpiricalNormalizer | None,
     train_set, val_set = dataset.split_by_episode(train_config.val_fraction, train_config.seed)
     if not len(val_set):
         val_set = train_set
+    bounds = executed_bounds(student_spec.action)
+
+    def executed(actions):   # the errors are those of the executed (clipped) actions
+        return actions if bounds is None else np.clip(actions, bounds[0].numpy(),
+                                                      bounds[1].numpy())
     with torch.no_grad():
-        original = teacher.deterministic(teacher_outputs(teacher, teacher_normalizer,
-                                                         val_set.teacher_obs)).numpy()
+        original = executed(teacher.deterministic(teacher_outputs(
+            teacher, teacher_normalizer, val_set.teacher_obs)).numpy())
     current_teacher, current_norm = teacher, teacher_normalizer
     stage_train, stage_val = train_set, val_set
     results: list[TrainResult] = []
@@ -180,12 +186,13 @@ def run_progressive(teacher, teacher_normalizer: EmpiricalNormalizer | None,
                                   loss=config.loss_for(i, train_config.loss))
         t0 = time.perf_counter()
         result = fit(current_teacher, current_norm, stage_train, cfg, progress=progress,
-                     val_dataset=stage_val)
+                     val_dataset=stage_val, action_spec=student_spec.action)
         train_s = time.perf_counter() - t0
-        predicted = episode_actions(result.student, result.student_normalizer, val_set)
+        predicted = executed(episode_actions(result.student, result.student_normalizer,
+                                             val_set))
         with torch.no_grad():
-            own = current_teacher.deterministic(teacher_outputs(
-                current_teacher, current_norm, stage_val.teacher_obs)).numpy()
+            own = executed(current_teacher.deterministic(teacher_outputs(
+                current_teacher, current_norm, stage_val.teacher_obs)).numpy())
         record = StageRecord(
             stage=i + 1, params=count_parameters(result.student),
             teacher_params=count_parameters(current_teacher),

@@ -40,7 +40,8 @@ from .networks import BasePolicy, PolicyOutput, StudentConfig, TeacherPolicy, bu
 from .normalizer import EmpiricalNormalizer, NormalizerConfig
 
 __all__ = ["TrainConfig", "TrainResult", "fit", "teacher_outputs", "student_actions",
-           "action_errors", "export_student", "TrainingError"]
+           "action_errors", "export_student", "TrainingError", "executed_bounds",
+           "executed_targets"]
 
 LOG = logging.getLogger(__name__)
 LR_SCHEDULES = ("constant", "cosine")
@@ -226,6 +227,51 @@ def teacher_outputs(teacher: TeacherPolicy, teacher_normalizer: EmpiricalNormali
 
 
 @torch.no_grad()
+def _standardize_features(train: PolicyOutput, val: PolicyOutput,
+                          eps: float = 1e-3) -> tuple[PolicyOutput, PolicyOutput]:
+    """Teacher features per unit, standardized with the training rows' statistics: the matching
+    loss then weighs every unit alike whatever its scale (raw ELU units of a 512-wide layer span
+    orders of magnitude, and a few large or constant ones dominated the L2 term), and its value
+    is comparable to the BC term's across teachers."""
+    if not train.features:
+        return train, val
+    stats = {k: (f.mean(0), f.std(0) + eps) for k, f in train.features.items()}
+    scale = lambda out: out._replace(features={   # noqa: E731
+        k: (f - stats[k][0]) / stats[k][1] for k, f in out.features.items()})
+    return scale(train), scale(val) if val.features else val
+
+
+def executed_bounds(action_spec) -> tuple[torch.Tensor, torch.Tensor] | None:
+    """Raw-space bounds of what the robot executes: `ActionSpec.postprocess` computes
+    clip(raw * scale + offset, lower, upper), which equals (clip(raw, lo, hi)) * scale + offset
+    with lo, hi = (limits - offset) / scale (swapped where scale < 0). None: no spec, no limits."""
+    if action_spec is None:
+        return None
+    scale = np.broadcast_to(np.asarray(action_spec.scale, np.float64), (action_spec.size,))
+    offset = np.broadcast_to(np.asarray(action_spec.offset, np.float64), (action_spec.size,))
+    lower, upper = action_spec.lower_array, action_spec.upper_array
+    with np.errstate(divide="ignore", invalid="ignore"):
+        a, b = (lower - offset) / scale, (upper - offset) / scale
+    lo, hi = np.minimum(a, b), np.maximum(a, b)
+    lo[~np.isfinite(lo) | (scale == 0)] = -np.inf   # a zero scale executes the offset whatever
+    hi[~np.isfinite(hi) | (scale == 0)] = np.inf    # the raw value: nothing to bound
+    if np.isinf(lo).all() and np.isinf(hi).all():
+        return None
+    return torch.as_tensor(lo, dtype=torch.float32), torch.as_tensor(hi, dtype=torch.float32)
+
+
+def executed_targets(out: PolicyOutput, bounds) -> PolicyOutput:
+    """The teacher's Gaussian centred on the action the robot would execute: its mean clipped to
+    the raw-space action limits (`executed_bounds`). A PPO teacher's mean often lies far outside
+    the limits (the clip makes those values equivalent for the robot); regressing onto the
+    unclipped mean spends a small student's capacity on differences nobody executes."""
+    if bounds is None or out.mean.numel() == 0:
+        return out
+    lo, hi = bounds
+    return out._replace(mean=torch.maximum(torch.minimum(out.mean, hi), lo))
+
+
+@torch.no_grad()
 def student_actions(student: BasePolicy, normalizer: EmpiricalNormalizer, obs: np.ndarray,
                     batch_size: int = 8192) -> np.ndarray:
     """Deterministic raw actions (what the exported graph computes) for rows of raw obs.
@@ -380,13 +426,18 @@ def fit(teacher: TeacherPolicy, teacher_normalizer: EmpiricalNormalizer | None,
         dataset: DistillDataset, config: TrainConfig, student: BasePolicy | None = None,
         progress: bool = True, on_epoch: Callable[[dict], Any] | None = None,
         val_dataset: DistillDataset | None = None,
-        student_normalizer: EmpiricalNormalizer | None = None) -> TrainResult:
+        student_normalizer: EmpiricalNormalizer | None = None,
+        action_spec=None) -> TrainResult:
     """Distill `teacher` into a student on `dataset` (see the module docstring).
 
     `student` (optional) continues training an existing network (progressive distillation,
     DAgger rounds); its `student_normalizer` is kept when given, else one is fitted.
     `val_dataset` overrides the episode split. `on_epoch(record)` is called after every epoch
     on rank 0; returning False stops training. The teacher's parameters are never changed.
+    `action_spec` (the student's `core.spec.ActionSpec`): the targets are what the robot
+    executes: the loss is limit-aware (`losses.limit_aware_error`: where the teacher's mean is
+    beyond a limit, any student output at or beyond it is exact) and the KL's teacher Gaussian is
+    centred on the clipped mean; without it the raw mean is the target (no limits known).
     """
     if not isinstance(dataset, DistillDataset):
         raise TypeError(f"fit: dataset must be a DistillDataset, got {type(dataset).__name__}")
@@ -425,6 +476,9 @@ def fit(teacher: TeacherPolicy, teacher_normalizer: EmpiricalNormalizer | None,
                               config.teacher_batch_size)
     t_val = teacher_outputs(teacher, teacher_normalizer, val_set.teacher_obs, layers,
                             config.teacher_batch_size)
+    t_train, t_val = _standardize_features(t_train, t_val)
+    # a squashed (SAC) teacher's mean is pre-tanh: its targets stay in that space
+    bounds = None if teacher.squash_output else executed_bounds(action_spec)
     teacher_pass_s = time.perf_counter() - started
 
     if student is None:
@@ -434,8 +488,9 @@ def fit(teacher: TeacherPolicy, teacher_normalizer: EmpiricalNormalizer | None,
             size=scfg.obs_size, eps=config.normalizer_eps, clip=config.normalizer_clip))
         student_normalizer.update(torch.as_tensor(train_set.student_obs))
     student_normalizer.freeze()
-    loss = DistillationLoss(config.loss, teacher.feature_sizes(), student.feature_sizes()) \
-        if config.loss.feature_weight > 0 else DistillationLoss(config.loss)
+    loss = DistillationLoss(config.loss, teacher.feature_sizes(), student.feature_sizes(),
+                            action_bounds=bounds) if config.loss.feature_weight > 0 \
+        else DistillationLoss(config.loss, action_bounds=bounds)
     module = _TrainModule(student, student_normalizer, loss).to(device)
     module.train()
     trained: nn.Module = module
@@ -533,9 +588,11 @@ def fit(teacher: TeacherPolicy, teacher_normalizer: EmpiricalNormalizer | None,
             raise TrainingError(f"teacher parameter {name} changed during training")
 
     if len(val_set):
-        metrics = _final_metrics(teacher, student, student_normalizer, val_set, t_val, "val")
+        metrics = _final_metrics(teacher, student, student_normalizer, val_set, t_val, "val",
+                                 bounds)
     else:
-        metrics = _final_metrics(teacher, student, student_normalizer, train_set, t_train, "train")
+        metrics = _final_metrics(teacher, student, student_normalizer, train_set, t_train,
+                                 "train", bounds)
     metrics.update({
         "epochs_run": len(history), "best_epoch": best_epoch,
         "best_val_loss": best_val if math.isfinite(best_val) else None,
@@ -547,18 +604,23 @@ def fit(teacher: TeacherPolicy, teacher_normalizer: EmpiricalNormalizer | None,
         "samples_per_s_all_ranks": samples_done * world_size / train_time_s
         if train_time_s > 0 else None,
         "world_size": world_size, "device": str(device),
+        "targets": "executed (limit-aware: teacher mean clipped to the action limits)"
+        if bounds is not None else "teacher mean (no action limits given)",
     })
     return TrainResult(student, student_normalizer, history, metrics, config, loss.cpu(),
                        val_set if len(val_set) else None)
 
 
 def _final_metrics(teacher, student, normalizer, evaluated: DistillDataset, t_out: PolicyOutput,
-                   on: str) -> dict:
+                   on: str, bounds=None) -> dict:
     """Action errors of the student vs the teacher's deterministic action and vs the recorded
-    action, on the validation set (the training set when there is none)."""
+    action, on the validation set (the training set when there is none); with action limits
+    both sides are what the robot executes (clipped)."""
     with torch.no_grad():
-        teacher_action = teacher.deterministic(t_out).numpy()
+        teacher_action = teacher.deterministic(executed_targets(t_out, bounds)).numpy()
     predicted = episode_actions(student, normalizer, evaluated)
+    if bounds is not None:
+        predicted = np.clip(predicted, bounds[0].numpy(), bounds[1].numpy())
     return {"evaluated_on": on,
             "student_params": count_parameters(student),
             "teacher_params": count_parameters(teacher),
