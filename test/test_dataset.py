@@ -241,7 +241,8 @@ def test_bag_recorded_from_the_real_nodes_replays_what_the_student_node_saw(tmp_
                            "bag_path": bag, "flush_period_s": 0.1}
         student_params = {"model_path": str(model), "trigger": "on_message",
                           "trigger_topic": "joint_states", "episode_topic": "episode",
-                          "max_input_age_s": 600.0, "autostart": False}
+                          "max_input_age_s": 600.0, "autostart": False,
+                          "enforcement_wait_s": 0.0}   # no timing monitor here: act at once
         sim_params = {"mode": "lockstep", "num_episodes": 2, "max_episode_steps": 30, "seed": 5,
                       "lockstep_timeout_s": 0.5}
         with node_process("recorder_node", "recorder_node", recorder_params) as recorder, \
