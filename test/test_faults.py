@@ -786,6 +786,16 @@ def _content(msg) -> tuple:
     return (msg.layout.dim[0].label, tuple(msg.data))
 
 
+def _bag_count(bag: str, topic: str) -> int:
+    """Messages of `topic` in a bag being written (0 while it has no readable file yet)."""
+    from policy_distill_ros.recording.bag_reader import BagError, bag_info
+    try:
+        info = bag_info(bag)
+    except BagError:
+        return 0
+    return info.topics[topic].message_count if topic in info.topics else 0
+
+
 # ---- 8. disk full -----------------------------------------------------------------------------
 @contextmanager
 def tiny_tmpfs(path, size: str = "1m"):
@@ -825,7 +835,12 @@ def test_disk_full_stops_the_recorder_and_keeps_what_was_written(peer, tmp_path,
         if limit == "rlimit_fsize":
             resource.prlimit(proc.pid, resource.RLIMIT_FSIZE, (1 << 20, 1 << 20))
         wait_until(lambda: pub.get_subscription_count() >= 1, 15, "recorder subscription")
-        sent = 0
+        # The first message on disk before the flood: a recorder still starting (its reader
+        # not yet taking) would drop the oldest of a full queue, which is not what this tests.
+        pub.publish(numbered_state(0, width=300))
+        wait_until(lambda: _bag_count(bag, f"{ns}/joint_states") >= 1, 30, "the first message "
+                   "on disk")
+        sent = 1
         deadline = time.monotonic() + 40
         while proc.poll() is None and time.monotonic() < deadline:
             try:
@@ -844,7 +859,7 @@ def test_disk_full_stops_the_recorder_and_keeps_what_was_written(peer, tmp_path,
         kept = int(re.search(r"Kept (\d+) messages", errors[0]).group(1))
         got = [m.message for m in read_bag(bag)]
         assert len(got) == kept > 0
-        assert [m.position[0] for m in got] == [float(i) for i in range(kept)]
+        assert [m.position[0] for m in got] == [float(i) for i in range(kept)], log
         assert all(len(m.name) == 300 for m in got)
         copy = str(tmp_path / "copied")
         shutil.copytree(bag, copy)
