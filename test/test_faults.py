@@ -332,17 +332,27 @@ def test_time_jumps_backwards_on_sim_reset(peer, tmp_path):
                                 {"model_path": model, "use_sim_time": True,
                                  "enforcement_wait_s": 0.0,
                                  "max_input_age_s": 0.5}, tmp_path) as proc:
+            # The resets are checked against the states this subscriber heard: count only those
+            # after its best-effort subscription has matched the simulator (seen to take seconds).
+            wait_until(lambda: any(kind == "state" for kind, _ in list(arrivals)), 30,
+                       "the simulator's joint_states at this test's subscriber")
+            first = len(echoes)
+
+            def heard() -> list[int]:
+                return [k for k in _jumps(echoes) if k > first]
             wait_until(lambda: proc.node.read_log().count("time went backwards") >= 3
-                       and len(_jumps(echoes)) >= 3, 40,
+                       and len(heard()) >= 3, 40,
                        "three simulator resets seen by the student and in its actions")
-            jumps = _jumps(echoes)
+            jumps = heard()
             wait_until(lambda: len(echoes) > jumps[-1] + 5, 10, "actions after the last reset")
             assert sim.poll() is None and proc.poll() is None and mon.poll() is None
             log = proc.node.read_log()
-            with peer.lock:
-                statuses = [st for a in peer.diagnostics for st in a.status
+            def monitor_statuses() -> list:
+                with peer.lock:
+                    return [st for a in peer.diagnostics for st in a.status
                             if st.name.startswith("sim_monitor")]
-            assert statuses, "no diagnostics from the monitor"
+            wait_until(lambda: monitor_statuses(), 10, "diagnostics from the monitor (1 Hz)")
+            statuses = monitor_statuses()
             values = {kv.key: kv.value for kv in statuses[-1].values}
             assert int(values["time_jumps"]) >= 2, values
             # latency is sim now - sim stamp: a few control periods, never a time jump's size
