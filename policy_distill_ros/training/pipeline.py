@@ -16,7 +16,6 @@ config file's directory and its parent (a `config/train.yaml` inside the package
 from __future__ import annotations
 
 import dataclasses
-import json
 import logging
 import os
 import time
@@ -160,46 +159,20 @@ def load_run_config(path: str | os.PathLike | None = None, data: Mapping | None 
         raise ValueError(f"{where}: {exc}") from None
 
 
-def _json_normalizer(path: Path, obs_size: int) -> EmpiricalNormalizer:
-    """{mean, var, epsilon, clip_obs} written by scripts/train_teacher.py (SB3 VecNormalize
-    statistics without pickle): y = clip((x - mean) / sqrt(var + eps))."""
-    try:
-        d = json.loads(path.read_text())
-        mean, var = d["mean"], d["var"]
-    except (OSError, json.JSONDecodeError, KeyError) as exc:
-        raise ValueError(f"{path}: not an observation-normalizer JSON ({exc})") from None
-    if len(mean) != obs_size or len(var) != obs_size:
-        raise ValueError(f"{path}: statistics for {len(mean)} observations, teacher takes "
-                         f"{obs_size}")
-    clip = d.get("clip_obs")
-    norm = EmpiricalNormalizer(NormalizerConfig(size=obs_size, eps=float(d.get("epsilon", 1e-8)),
-                                                eps_placement="var",
-                                                clip=float(clip) if clip else None))
-    import torch
-    norm.set_statistics(torch.tensor(mean), torch.tensor(var), float(d.get("count", 0.0)))
-    return norm.freeze().eval()
-
-
 def load_teacher_any(path: str | os.PathLike, normalizer_path: str | os.PathLike | None = None
                      ) -> tuple[TeacherPolicy, EmpiricalNormalizer | None, TeacherInfo]:
     """A teacher directory (own format), an SB3 zip (+ VecNormalize .pkl or normalizer .json)
     or an rsl_rl checkpoint (.pt)."""
     from . import importers
-    from .teacher_io import load_teacher, teacher_hash
+    from .teacher_io import load_teacher
     path = Path(path)
     if path.is_dir() or path.name == "teacher.json":
         if normalizer_path:
             raise ValueError(f"teacher {path}: a teacher directory carries its own normalizer; "
                              f"remove teacher_normalizer")
         return load_teacher(path)
-    if path.suffix == ".zip":
-        json_norm = normalizer_path is not None and str(normalizer_path).endswith(".json")
-        teacher, norm, info = importers.import_sb3(path, None if json_norm else normalizer_path)
-        if json_norm:
-            norm = _json_normalizer(Path(normalizer_path), teacher.config.obs_size)
-            info = dataclasses.replace(info, sha256=teacher_hash(teacher, norm),
-                                       normalizer=norm.config)
-        return teacher, norm, info
+    if path.suffix == ".zip":   # a .json normalizer is read as JSON (checked, never unpickled)
+        return importers.import_sb3(path, normalizer_path)
     if path.suffix in (".pt", ".pth"):
         return importers.import_rsl_rl(path)
     raise ValueError(f"teacher {path}: expected a teacher directory, an SB3 .zip or an rsl_rl .pt")
