@@ -83,6 +83,14 @@ class Observer:
             self._node.destroy_subscription(sub)
 
 
+# A SIGSTOP can land inside one action's publish (after the student decided to command, between
+# its command and its echo, or before the write): that action then goes out once as the student
+# resumes, after the monitor's fallback began. It was decided before the stall, not a policy
+# taking control back; only a mux in front of the controller (the monitor as the one publisher)
+# would remove it (docs/enforcement.md, known limits). At most one such action is set aside.
+FROZEN_PUBLISH_S = 0.05
+
+
 def student_params(model: str) -> dict:
     return {"model_path": model, "rate_hz": RATE_HZ, "max_input_age_s": 0.3,
             "deadline_s": DEADLINE_S}
@@ -93,10 +101,16 @@ def declarations(log: str) -> int:
 
 
 def check_window(events: list, declared: int, what: str, continues: bool = False,
-                 before_s: float | None = None) -> None:
+                 before_s: float | None = None, resumed_s: float | None = None) -> None:
     """No alternation, and monitor commands only inside declared fallbacks. `continues`: the
     previous window ended inside a monitor run (its declaration was counted there);
-    `before_s`: the student's last action before this window (a gap may span the boundary)."""
+    `before_s`: the student's last action before this window (a gap may span the boundary);
+    `resumed_s`: when a SIGSTOPped student was continued (see FROZEN_PUBLISH_S)."""
+    if resumed_s is not None:
+        frozen = [e for e in events if e[1] == "P"
+                  and resumed_s - FROZEN_PUBLISH_S <= e[0] <= resumed_s + FROZEN_PUBLISH_S]
+        assert len(frozen) <= 1, f"{what}: {len(frozen)} policy actions as the student resumed"
+        events = [e for e in events if e not in frozen]
     # S (the student's own fallback) commands the same pose as M: neutral for alternation
     sequence = "".join(kind for _, kind in events if kind not in "-S")
     runs = re.findall(r"M+", sequence)
@@ -175,6 +189,7 @@ def test_random_fault_schedule(model, tmp_path):
                     stopped_s = time.time()
                     time.sleep(duration_s + DEADLINE_S)
                     os.kill(student[0].pid, signal.SIGCONT)
+                    resumed_s = time.time()
                 elif kind == "kill":     # kill -9, then a new student process
                     student[0].node.kill()
                     stopped_s = time.time()
@@ -194,7 +209,8 @@ def test_random_fault_schedule(model, tmp_path):
                 what = f"event {len(done)} {kind} {duration_s:.2f} s"
                 try:
                     check_window(events, declared, what, continues=in_run,
-                                 before_s=last_student_s)
+                                 before_s=last_student_s,
+                                 resumed_s=resumed_s if kind == "stall" else None)
                 except AssertionError as exc:
                     raise AssertionError(f"{exc}\n--- monitor:\n{mon.node.read_log()[-2000:]}"
                                          f"\n--- student:\n{student[0].node.read_log()[-2500:]}"
