@@ -796,16 +796,6 @@ def _content(msg) -> tuple:
     return (msg.layout.dim[0].label, tuple(msg.data))
 
 
-def _bag_count(bag: str, topic: str) -> int:
-    """Messages of `topic` in a bag being written (0 while it has no readable file yet)."""
-    from policy_distill_ros.recording.bag_reader import BagError, bag_info
-    try:
-        info = bag_info(bag)
-    except BagError:
-        return 0
-    return info.topics[topic].message_count if topic in info.topics else 0
-
-
 # ---- 8. disk full -----------------------------------------------------------------------------
 @contextmanager
 def tiny_tmpfs(path, size: str = "1m"):
@@ -848,8 +838,7 @@ def test_disk_full_stops_the_recorder_and_keeps_what_was_written(peer, tmp_path,
         # The first message on disk before the flood: a recorder still starting (its reader
         # not yet taking) would drop the oldest of a full queue, which is not what this tests.
         pub.publish(numbered_state(0, width=300))
-        wait_until(lambda: _bag_count(bag, f"{ns}/joint_states") >= 1, 30, "the first message "
-                   "on disk")
+        wait_until(lambda: count_in_bag(bag) >= 1, 30, "the first message on disk")
         sent = 1
         deadline = time.monotonic() + 40
         while proc.poll() is None and time.monotonic() < deadline:

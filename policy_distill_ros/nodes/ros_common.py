@@ -42,6 +42,12 @@ _IGNORED_OVERRIDES = frozenset({"use_sim_time", "start_type_description_service"
                                 "qos_overrides"})
 
 
+def require_choice(name: str, value: Any, choices: Sequence[str]) -> None:
+    """A node config's choice parameter, refused with one line naming it and the choices."""
+    if value not in choices:
+        raise ValueError(f"parameter '{name}' is {value!r}; expected one of {', '.join(choices)}")
+
+
 def declare(node: Node, name: str, default: Any, description: str, *,
             read_only: bool = False, min_value: Optional[float] = None,
             max_value: Optional[float] = None, choices: Optional[Sequence[str]] = None,

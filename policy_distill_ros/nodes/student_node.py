@@ -60,8 +60,8 @@ from policy_distill_ros.nodes.policy_io import (ENFORCEMENT_TOPIC, FALLBACK_MODE
                                                message_type_for, parse_topic_types,
                                                twist_command)
 from policy_distill_ros.nodes.ros_common import (COMMAND_QOS, LATCHED_QOS, SENSOR_QOS,
-                                                 add_parameter_check, declare, spin_node,
-                                                 warn_unknown_parameters)
+                                                 add_parameter_check, declare, require_choice,
+                                                 spin_node, warn_unknown_parameters)
 
 COMMAND_TOPIC = "command"   # geometry_msgs/TwistStamped feeding `kind: command` terms
 
@@ -92,12 +92,8 @@ class StudentConfig:
         if self.rate_hz < 0 or self.max_input_age_s <= 0 or self.deadline_s < 0:
             raise ValueError("parameters rate_hz and deadline_s must be >= 0 and "
                              "max_input_age_s > 0")
-        if self.fallback_mode not in FALLBACK_MODES:
-            raise ValueError(f"parameter 'fallback_mode' is {self.fallback_mode!r}; expected one "
-                             f"of {', '.join(FALLBACK_MODES)}")
-        if self.trigger not in TRIGGERS:
-            raise ValueError(f"parameter 'trigger' is {self.trigger!r}; expected one of "
-                             f"{', '.join(TRIGGERS)}")
+        require_choice("fallback_mode", self.fallback_mode, FALLBACK_MODES)
+        require_choice("trigger", self.trigger, TRIGGERS)
         self.type_table = parse_topic_types([e for e in self.topic_types.split(",") if e.strip()])
 
 

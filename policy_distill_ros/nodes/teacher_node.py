@@ -54,8 +54,8 @@ from policy_distill_ros.nodes.policy_io import (FALLBACK_MODES, FallbackCommand,
                                                LogThrottle, PolicyIo, input_fault,
                                                log_fault_lines, message_type_for,
                                                parse_topic_types)
-from policy_distill_ros.nodes.ros_common import (SENSOR_QOS, declare, s_to_stamp, spin_node,
-                                                 warn_unknown_parameters)
+from policy_distill_ros.nodes.ros_common import (SENSOR_QOS, declare, require_choice,
+                                                 s_to_stamp, spin_node, warn_unknown_parameters)
 
 MODES = ("drive", "label", "mix")
 # Echoes of other policies and episode events: reliable, with depth (in label mode the
@@ -96,14 +96,10 @@ class TeacherNodeConfig:
             raise ValueError(f"parameter 'teacher_path': no such directory {self.teacher_path!r}")
         if self.spec_path and not os.path.isfile(self.spec_path):
             raise ValueError(f"parameter 'spec_path': no such file {self.spec_path!r}")
-        if self.mode not in MODES:
-            raise ValueError(f"parameter 'mode' is {self.mode!r}; expected one of "
-                             f"{', '.join(MODES)}")
+        require_choice("mode", self.mode, MODES)
         if not 0.0 <= self.beta <= 1.0:
             raise ValueError(f"parameter 'beta' is {self.beta}; expected a probability in [0, 1]")
-        if self.fallback_mode not in FALLBACK_MODES:
-            raise ValueError(f"parameter 'fallback_mode' is {self.fallback_mode!r}; expected one "
-                             f"of {', '.join(FALLBACK_MODES)}")
+        require_choice("fallback_mode", self.fallback_mode, FALLBACK_MODES)
         if not self.max_input_age_s > 0 or self.num_threads < 1:
             raise ValueError("parameters max_input_age_s must be > 0 and num_threads >= 1")
         for name in ("trigger_topic", "label_topic", "executed_action_topic",

@@ -51,7 +51,7 @@ from policy_distill_ros.nodes.policy_io import (FALLBACK_MODES, ENFORCEMENT_TOPI
                                                FallbackCommand, HotPathLog, LoopServed,
                                                TakeLoop, header_stamp_s, message_type_for)
 from policy_distill_ros.nodes.ros_common import (LATCHED_QOS, SENSOR_QOS, add_parameter_check,
-                                                 declare, spin_node, stamp_to_s,
+                                                 declare, require_choice, spin_node, stamp_to_s,
                                                  warn_unknown_parameters)
 
 # Every echo counts (a dropped echo would look like a miss): reliable, and deep enough to hold
@@ -89,15 +89,9 @@ class MonitorConfig:
             path = getattr(self, name)
             if path and not os.path.isfile(path):
                 raise ValueError(f"parameter '{name}': no such file {path!r}")
-        if self.fallback_mode not in FALLBACK_MODES:
-            raise ValueError(f"parameter 'fallback_mode' is {self.fallback_mode!r}; expected one "
-                             f"of {', '.join(FALLBACK_MODES)}")
-        if self.trigger not in TRIGGERS:
-            raise ValueError(f"parameter 'trigger' is {self.trigger!r}; expected one of "
-                             f"{', '.join(TRIGGERS)}")
-        if self.escalation not in ESCALATIONS:
-            raise ValueError(f"parameter 'escalation' is {self.escalation!r}; expected one of "
-                             f"{', '.join(ESCALATIONS)}")
+        require_choice("fallback_mode", self.fallback_mode, FALLBACK_MODES)
+        require_choice("trigger", self.trigger, TRIGGERS)
+        require_choice("escalation", self.escalation, ESCALATIONS)
         if self.expected_rate_hz < 0 or self.deadline_s < 0:
             raise ValueError("parameters expected_rate_hz and deadline_s must be >= 0")
         if min(self.max_consecutive_misses, self.window_size, self.recovery_periods) < 1:
