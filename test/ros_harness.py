@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import threading
 import time
+from contextlib import contextmanager
 from typing import Callable, Dict, List, Sequence
 
 import numpy as np
@@ -40,6 +41,26 @@ def wait_until(predicate: Callable[[], bool], timeout_s: float, what: str,
 # After a new client sees the service, the server may not have matched the client's response
 # reader yet (discovery runs both ways, slower on a loaded machine) and would drop the answer.
 CLIENT_SETTLE_S = 0.5
+
+
+@contextmanager
+def spun_node(name: str):
+    """A node in an rclpy context of its own, spun by an executor thread: for a test that calls
+    services or watches the graph while the nodes under test run as processes."""
+    context = rclpy.Context()
+    rclpy.init(context=context)
+    node = rclpy.create_node(name, context=context)
+    executor = SingleThreadedExecutor(context=context)
+    executor.add_node(node)
+    thread = threading.Thread(target=executor.spin, daemon=True)
+    thread.start()
+    try:
+        yield node
+    finally:
+        executor.shutdown(timeout_sec=2.0)
+        thread.join(timeout=2.0)
+        node.destroy_node()
+        rclpy.try_shutdown(context=context)
 
 
 def call_service(node, srv_type, name: str, request, timeout_s: float = 15.0,

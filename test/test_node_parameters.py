@@ -12,13 +12,12 @@ import signal
 import time
 
 import pytest
-import rclpy
 from rcl_interfaces.msg import Parameter, ParameterType, ParameterValue
 from rcl_interfaces.srv import DescribeParameters, GetParameters, ListParameters, SetParameters
 
 from node_process import node_process
 from policy_models import make_linear_policy
-from ros_harness import call_service, wait_for_log
+from ros_harness import call_service, spun_node, wait_for_log
 from test_student_node import SPEC
 
 pytestmark = [pytest.mark.dds, pytest.mark.timeout(300)]
@@ -26,18 +25,8 @@ pytestmark = [pytest.mark.dds, pytest.mark.timeout(300)]
 
 @pytest.fixture(scope="module")
 def client():
-    rclpy.init()
-    node = rclpy.create_node("param_client")
-    from rclpy.executors import SingleThreadedExecutor
-    import threading
-    executor = SingleThreadedExecutor()
-    executor.add_node(node)
-    thread = threading.Thread(target=executor.spin, daemon=True)
-    thread.start()
-    yield node
-    executor.shutdown(timeout_sec=2.0)
-    node.destroy_node()
-    rclpy.try_shutdown()
+    with spun_node("param_client") as node:
+        yield node
 
 
 @pytest.fixture(scope="module")

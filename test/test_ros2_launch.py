@@ -26,7 +26,6 @@ import shutil
 import signal
 import subprocess
 import sys
-import threading
 import time
 from pathlib import Path
 
@@ -127,20 +126,9 @@ class Launch:
 @pytest.fixture(scope="module")
 def probe():
     """An rclpy node in this process (own executor thread) that looks at the graph."""
-    import rclpy
-    from rclpy.executors import SingleThreadedExecutor
-    context = rclpy.Context()
-    rclpy.init(context=context)
-    node = rclpy.create_node("launch_test_probe", context=context)
-    executor = SingleThreadedExecutor(context=context)
-    executor.add_node(node)
-    thread = threading.Thread(target=executor.spin, daemon=True)
-    thread.start()
-    yield node
-    executor.shutdown(timeout_sec=2.0)
-    thread.join(timeout=2.0)
-    node.destroy_node()
-    rclpy.try_shutdown(context=context)
+    from ros_harness import spun_node
+    with spun_node("launch_test_probe") as node:
+        yield node
 
 
 def _full(namespace: str, name: str) -> str:
