@@ -575,6 +575,9 @@ def test_missed_deadlines_answered_by_the_monitor(peer, model, tmp_path, cause):
             _watchdog_priority(mon.pid)
             # Start on time, so both ends count from the same first action.
             _wait_status(peer, lambda s: s.level == DiagnosticStatus.OK, "OK", 20)
+            # The observer must hear the echoes before the fault (one fresh-clone run counted 0
+            # against 54 / 54: its subscription had not been heard from yet).
+            wait_until(lambda: len(observed) >= 10, 20, "the outside observer hearing the echoes")
             if cause == "cpu_hog":
                 # Pinned only while the hog runs: a busy machine's other load can then move to
                 # the other CPU, and the student back to any CPU afterwards.
