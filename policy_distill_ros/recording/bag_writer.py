@@ -336,7 +336,7 @@ class BagWriter:
         error.__cause__ = exc
         if self._file is not None:
             try:
-                self._file.close(fsync=False)   # the summary is small: it may still fit
+                self._file.close(fsync=False)   # a summary if the .mcap itself is intact
             except OSError:
                 self._file.abandon()            # ends on the last complete chunk anyway
         try:

@@ -1,22 +1,24 @@
-"""One MCAP file of a rosbag2 bag, written chunk by chunk with every write complete or undone.
+"""One MCAP file of a rosbag2 bag, written by the `mcap` library, every block whole or undone.
 
-Each `write_chunk` appends one self-contained block (schema/channel records not written yet, a
-chunk, its message indexes) with a single write to an unbuffered file. If that write fails (disk
-full), the file is truncated back to the end of the previous block, so the file always ends on a
-record boundary and everything written before stays readable. `close` appends the summary
-(schemas, channels, statistics, chunk and metadata indexes) and the footer.
+`mcap.writer.Writer` encodes the records; it writes into `_BlockFile`, which holds them in memory
+until the Writer's `flush()` and then appends them to the file with one write. If that write
+fails (disk full), the file is truncated back to the end of the previous block, so it always
+ends on a record boundary and everything written before stays readable. The Writer's own
+indexes then count a chunk that is not in the file, so such a file is left without a summary
+(`abandon`); the readers and `recover` handle that like a killed recording.
 """
 from __future__ import annotations
 
+import io
 import os
-import zlib
 from dataclasses import dataclass, field
-from typing import BinaryIO, Callable, Dict, List, Mapping, Optional, Sequence, Tuple
+from typing import BinaryIO, Callable, Dict, Mapping, Optional, Sequence, Tuple
 
-from policy_distill_ros.recording import mcap_records as rec
+from mcap.writer import CompressionType, IndexType, Writer
 
 PROFILE = "ros2"
 LIBRARY = "policy_distill_ros recorder"
+COMPRESSION = {"": CompressionType.NONE, "zstd": CompressionType.ZSTD}
 
 # (channel id, sequence, log time ns, publish time ns, CDR bytes)
 PendingMessage = Tuple[int, int, int, int, bytes]
@@ -28,21 +30,48 @@ def open_exclusive(path: str) -> BinaryIO:
     return open(path, "xb", buffering=0)
 
 
-def _compressor(name: str) -> Callable[[bytes], bytes]:
-    if name == "":
-        return lambda data: data
-    if name == "zstd":
+class _BlockFile:
+    """What the Writer writes to: bytes are held until `flush()`, then written all or none."""
+
+    def __init__(self, path: str, file: BinaryIO) -> None:
+        self.path = path
+        self.file = file
+        self.committed = 0                  # end of the last complete block in the file
+        self._pending = io.BytesIO()
+
+    def write(self, data) -> int:
+        return self._pending.write(data)
+
+    def tell(self) -> int:
+        return self.committed + self._pending.tell()
+
+    def flush(self) -> None:
+        block = memoryview(self._pending.getvalue())
         try:
-            from compression import zstd  # type: ignore[import-not-found]  # Python >= 3.14
-        except ImportError:
-            from backports import zstd  # type: ignore[no-redef]  # installed with rosbags
-        return zstd.compress
-    raise ValueError(f"chunk compression {name!r} is not supported; use '' or 'zstd'")
+            while block:
+                written = self.file.write(block)
+                if written is None or written <= 0:
+                    raise OSError(f"short write to {self.path}")
+                block = block[written:]
+        except OSError:
+            self._rollback()
+            raise
+        self.committed = self.tell()
+        self._pending = io.BytesIO()
+
+    def _rollback(self) -> None:
+        """Cut a partly written block off, so the file ends on the last complete block."""
+        self._pending = io.BytesIO()
+        try:
+            self.file.truncate(self.committed)
+            self.file.seek(self.committed)
+        except OSError:
+            pass
 
 
 @dataclass
 class FileStats:
-    """What one file holds, for metadata.yaml (`files:` entry) and the statistics record."""
+    """What one file holds, for metadata.yaml (`files:` entry)."""
 
     path: str
     message_count: int = 0
@@ -60,170 +89,96 @@ class FileStats:
 
 
 class McapFileWriter:
-    """Append-only writer of one `.mcap` file with ROS 2 profile (CDR messages, ros2msg schemas)."""
+    """Append-only writer of one `.mcap` file with ROS 2 profile (CDR messages, ros2msg schemas).
+
+    Chunks are cut only by `write_chunk` (the Writer's size limit is never reached), so a chunk
+    is exactly what one flush of the recorder wrote.
+    """
 
     def __init__(self, path: str, compression: str = "", metadata: Optional[Mapping[str,
                  Mapping[str, str]]] = None, opener: FileOpener = open_exclusive) -> None:
+        if compression not in COMPRESSION:
+            raise ValueError(f"chunk compression {compression!r} is not supported; use "
+                             f"{' or '.join(map(repr, COMPRESSION))}")
         self.path = path
         self.compression = compression
-        self._compress = _compressor(compression)
         self.stats = FileStats(path=path)
-        self._schemas: Dict[int, bytes] = {}      # id -> record bytes
-        self._channels: Dict[int, bytes] = {}
-        self._written_schemas: set = set()
-        self._written_channels: set = set()
-        self._chunk_indexes: List[bytes] = []
-        self._metadata_indexes: List[bytes] = []
-        self._file: Optional[BinaryIO] = opener(path)
-        self._offset = 0                          # end of the last complete block
-        block = bytearray(rec.MAGIC + rec.header_record(PROFILE, LIBRARY))
-        indexes = []
+        self._schemas: Dict[int, int] = {}      # our schema id -> the Writer's
+        self._channels: Dict[int, int] = {}
+        self._broken = False                    # a block failed: the Writer's indexes are wrong
+        self._file: Optional[_BlockFile] = _BlockFile(path, opener(path))
+        self._writer = Writer(self._file, chunk_size=1 << 62,
+                              compression=COMPRESSION[compression], index_types=IndexType.ALL)
+        self._writer.start(profile=PROFILE, library=LIBRARY)
         for name, values in (metadata or {}).items():
-            record = rec.metadata_record(name, values)
-            indexes.append(rec.metadata_index_record(len(block), len(record), name))
-            block += record
-        self._append(bytes(block))
-        self._metadata_indexes.extend(indexes)
+            self._writer.add_metadata(name, dict(values))
+        self._commit()
 
     @property
     def size_bytes(self) -> int:
-        return self._offset
+        return self._file.committed if self._file is not None else 0
 
     @property
     def closed(self) -> bool:
         return self._file is None
 
     def add_schema(self, schema_id: int, name: str, encoding: str, data: bytes) -> None:
-        self._schemas[schema_id] = rec.schema_record(schema_id, name, encoding, data)
+        """Declare a schema once (again: ignored); it reaches the file with the next chunk."""
+        if schema_id not in self._schemas:
+            self._schemas[schema_id] = self._writer.register_schema(name, encoding, data)
 
     def add_channel(self, channel_id: int, schema_id: int, topic: str, metadata: Mapping[str, str],
                     message_encoding: str = "cdr") -> None:
-        self._channels[channel_id] = rec.channel_record(channel_id, schema_id, topic,
-                                                        message_encoding, metadata)
+        if channel_id not in self._channels:
+            self._channels[channel_id] = self._writer.register_channel(
+                topic, message_encoding, self._schemas[schema_id], dict(metadata))
 
     def write_chunk(self, messages: Sequence[PendingMessage]) -> None:
-        """Write new schema/channel records, then `messages` as one chunk, in one write."""
-        block = bytearray(self._pending_definitions())
-        chunk_index = None
-        if messages:
-            chunk, chunk_index = self._chunk_block(self._offset + len(block), messages)
-            block += chunk
-        if block:
-            self._append(bytes(block))
-        if chunk_index is not None:
-            self._chunk_indexes.append(chunk_index)
+        """`messages` as one chunk (with any new schema/channel records), in one write."""
+        add = self._writer.add_message
+        channels = self._channels
+        for channel_id, seq, log_ns, pub_ns, data in messages:
+            add(channels[channel_id], log_ns, data, pub_ns, seq)
+        self._commit(self._writer.flush)
         for channel_id, _seq, log_ns, _pub, _data in messages:
             self.stats.add(channel_id, log_ns)
 
     def add_metadata(self, name: str, values: Mapping[str, str]) -> None:
         """An MCAP metadata record (e.g. the serialized rosbag2 metadata written at close)."""
-        record = rec.metadata_record(name, values)
-        index = rec.metadata_index_record(self._offset, len(record), name)
-        self._append(record)
-        self._metadata_indexes.append(index)
+        self._writer.add_metadata(name, dict(values))
+        self._commit()
 
     def close(self, fsync: bool = True) -> None:
-        """Append the summary section and footer; the file is then indexed for every reader."""
+        """Append the summary section and footer; the file is then indexed for every reader.
+
+        After a failed write there is no true summary to write: the file is left as it is.
+        """
         if self._file is None:
             return
-        data = bytearray(self._pending_definitions())
-        data += rec.data_end_record()
-        summary_start = self._offset + len(data)
-        summary = bytearray()
-        groups: List[Tuple[int, int, int]] = []
-
-        def group(opcode: int, records: Sequence[bytes]) -> None:
-            if records:
-                groups.append((opcode, summary_start + len(summary), sum(map(len, records))))
-                summary.extend(b"".join(records))
-
-        group(rec.OP_SCHEMA, [self._schemas[k] for k in sorted(self._schemas)])
-        group(rec.OP_CHANNEL, [self._channels[k] for k in sorted(self._channels)])
-        s = self.stats
-        group(rec.OP_STATISTICS, [rec.statistics_record(
-            s.message_count, len(self._schemas), len(self._channels), len(self._metadata_indexes),
-            len(self._chunk_indexes), s.start_ns or 0, s.end_ns or 0, s.channel_counts)])
-        group(rec.OP_CHUNK_INDEX, self._chunk_indexes)
-        group(rec.OP_METADATA_INDEX, self._metadata_indexes)
-        offset_start = summary_start + len(summary)
-        for opcode, start, length in groups:
-            summary += rec.summary_offset_record(opcode, start, length)
-        footer = rec.footer_prefix(summary_start, offset_start)
-        crc = zlib.crc32(footer, zlib.crc32(summary))
-        self._append(bytes(data + summary + footer) + crc.to_bytes(4, "little") + rec.MAGIC)
+        if self._broken:
+            self.abandon()
+            return
+        self._commit(self._writer.finish)
         if fsync:
-            os.fsync(self._file.fileno())
-        self._file.close()
+            os.fsync(self._file.file.fileno())
+        self._file.file.close()
         self._file = None
+
+    def _commit(self, step: Optional[Callable[[], None]] = None) -> None:
+        """Run a Writer step (its output stays in memory), then write that block to the file."""
+        assert self._file is not None and not self._broken, f"{self.path} is closed"
+        try:
+            if step is not None:
+                step()
+            self._file.flush()
+        except OSError:
+            self._broken = True
+            raise
 
     def abandon(self) -> None:
         """Close the file as it is (after an error): it ends on the last complete block."""
         if self._file is not None:
             try:
-                self._file.close()
+                self._file.file.close()
             finally:
                 self._file = None
-
-    # ------------------------------------------------------------ internals
-
-    def _pending_definitions(self) -> bytes:
-        out = bytearray()
-        for key in sorted(set(self._schemas) - self._written_schemas):
-            out += self._schemas[key]
-        for key in sorted(set(self._channels) - self._written_channels):
-            out += self._channels[key]
-        return bytes(out)
-
-    def _chunk_block(self, chunk_offset: int,
-                     messages: Sequence[PendingMessage]) -> Tuple[bytes, bytes]:
-        """(chunk record + its message indexes, the chunk index record for the summary)."""
-        body = bytearray()
-        index: Dict[int, List[Tuple[int, int]]] = {}
-        start_ns, end_ns = messages[0][2], messages[0][2]
-        pack = rec.MESSAGE_HEAD.pack
-        for channel_id, seq, log_ns, pub_ns, data in messages:
-            index.setdefault(channel_id, []).append((log_ns, len(body)))
-            body += pack(rec.OP_MESSAGE, 22 + len(data), channel_id, seq, log_ns, pub_ns)
-            body += data
-            if log_ns < start_ns:
-                start_ns = log_ns
-            elif log_ns > end_ns:
-                end_ns = log_ns
-        raw = bytes(body)
-        payload = self._compress(raw)
-        chunk = rec.chunk_record(start_ns, end_ns, len(raw), zlib.crc32(raw), self.compression,
-                                 payload)
-        index_offsets: Dict[int, int] = {}
-        indexes = bytearray()
-        for channel_id in sorted(index):
-            index_offsets[channel_id] = chunk_offset + len(chunk) + len(indexes)
-            indexes += rec.message_index_record(channel_id, index[channel_id])
-        chunk_index = rec.chunk_index_record(start_ns, end_ns, chunk_offset, len(chunk),
-                                             index_offsets, len(indexes), self.compression,
-                                             len(payload), len(raw))
-        return chunk + bytes(indexes), chunk_index
-
-    def _append(self, block: bytes) -> None:
-        """Write `block` completely or not at all (truncate back on error, then re-raise)."""
-        assert self._file is not None, f"{self.path} is closed"
-        view = memoryview(block)
-        try:
-            while view:
-                written = self._file.write(view)
-                if written is None or written <= 0:
-                    raise OSError(f"short write to {self.path}")
-                view = view[written:]
-        except OSError:
-            self._rollback()
-            raise
-        self._offset += len(block)
-        self._written_schemas.update(self._schemas)
-        self._written_channels.update(self._channels)
-
-    def _rollback(self) -> None:
-        """Cut a partly written block off, so the file ends on the last complete block."""
-        try:
-            self._file.truncate(self._offset)  # type: ignore[union-attr]
-            self._file.seek(self._offset)      # type: ignore[union-attr]
-        except OSError:
-            pass
