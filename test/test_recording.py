@@ -277,6 +277,13 @@ def test_killed_writer_leaves_a_readable_bag_and_recover_indexes_it(tmp_path):
         theirs = [(c.topic, t, bytes(d)) for c, t, d in reader.messages()]
     assert theirs == torn_raw
     assert bag_info(str(bag)).complete
+    from mcap import reader as mcap_reader
+    indexed = []
+    for name in files:
+        with open(bag / name, "rb") as f:
+            indexed += [(ch.topic, m.log_time, m.data) for _s, ch, m in
+                        mcap_reader.make_reader(f, validate_crcs=True).iter_messages()]
+    assert sorted(indexed, key=lambda m: m[1]) == torn_raw
 
 
 def _key(msg):

@@ -2,8 +2,8 @@
 
 `read_bag`/`bag_info` read a killed bag as it is. rosbags' Reader, `ros2 bag` and some MCAP
 readers want each file's summary and footer, and a metadata.yaml that counts every message.
-`recover(bag)` cuts each unclosed file back to its last complete record, appends the summary
-(rebuilt from the records that are there) and footer, and rewrites metadata.yaml from the files.
+`recover(bag)` rewrites each unclosed file from its complete records with `mcap`'s Writer (which
+adds the summary and footer), drops the torn tail, and rewrites metadata.yaml from the files.
 
     python -m policy_distill_ros.recording.recover BAG_DIR
 """
@@ -12,16 +12,17 @@ from __future__ import annotations
 import argparse
 import os
 import sys
-import zlib
 from dataclasses import dataclass, field
 from typing import Dict, List, Optional, Sequence
 
+from mcap.records import Channel, Header, Message, Schema
+from mcap.writer import CompressionType, Writer
+
 from policy_distill_ros.recording import bag_metadata as meta
-from policy_distill_ros.recording import mcap_records as rec
 from policy_distill_ros.recording.bag_reader import BagError, _scan_all, bag_files
 from policy_distill_ros.recording.bag_writer import SPECS_METADATA_NAME
-from policy_distill_ros.recording.mcap_scan import (ChunkRef, McapScan, chunk_messages,
-                                                    read_chunk)
+from policy_distill_ros.recording.mcap_file import COMPRESSION, LIBRARY, PROFILE
+from policy_distill_ros.recording.mcap_scan import McapScan, read_chunk
 from policy_distill_ros.recording.msg_types import MessageTypeError, message_definition
 
 
@@ -51,85 +52,57 @@ def recover(path: str) -> RecoveryReport:
 
 
 def _close_file(scan: McapScan) -> int:
-    """Truncate to the last complete record, add missing message indexes, summary, footer."""
+    """Rewrite the file's complete records with `mcap`'s Writer, chunk by chunk, which adds the
+    summary and footer; the new file replaces the old one once it is complete and synced."""
     size = os.path.getsize(scan.path)
-    last = scan.chunks[-1] if scan.chunks else None
-    if last is not None and not last.indexes_complete:
-        # Its message indexes may be cut short: drop them and rebuild from the chunk itself.
-        scan.data_end = last.record_offset + last.record_length
-    with open(scan.path, "r+b") as f:
-        f.truncate(scan.data_end)
-        f.seek(scan.data_end)
-        tail = bytearray()
-        if last is not None and not last.indexes_complete:
-            tail += _rebuild_indexes(f, scan, last, scan.data_end)
-        tail += rec.data_end_record()
-        summary_start = scan.data_end + len(tail)
-        summary = _summary(scan, summary_start)
-        offsets_start = summary_start + len(summary)
-        footer = rec.footer_prefix(summary_start, offsets_start)
-        crc = zlib.crc32(footer, zlib.crc32(summary))
-        f.write(bytes(tail + summary + footer) + crc.to_bytes(4, "little") + rec.MAGIC)
-        f.flush()
-        os.fsync(f.fileno())
+    temporary = scan.path + ".recovering"
+    try:
+        _rewrite(scan, temporary)
+    except BaseException:
+        if os.path.exists(temporary):
+            os.unlink(temporary)
+        raise
+    os.replace(temporary, scan.path)
     return size - scan.data_end
 
 
-def _rebuild_indexes(f, scan: McapScan, chunk: ChunkRef, at: int) -> bytes:
-    """Message index records for a chunk whose own indexes were torn off."""
-    raw = read_chunk(f, scan.path, chunk)
-    entries: Dict[int, List] = {}
-    for opcode, start, end in rec.iter_records(raw):
-        if opcode == rec.OP_MESSAGE:
-            channel_id, _seq, log_ns, _pub = rec.MESSAGE_FIELDS.unpack_from(raw, start)
-            entries.setdefault(channel_id, []).append((log_ns, start - 9))
-    chunk.index_offsets.clear()
-    chunk.counts.clear()
-    out = bytearray()
-    for channel_id in sorted(entries):
-        chunk.index_offsets[channel_id] = at + len(out)
-        chunk.counts[channel_id] = len(entries[channel_id])
-        out += rec.message_index_record(channel_id, entries[channel_id])
-    chunk.index_length = len(out)
-    chunk.indexes_complete = True
-    f.seek(at)
-    return bytes(out)
+def _rewrite(scan: McapScan, temporary: str) -> None:
+    compression = scan.chunks[0].compression if scan.chunks else ""
+    with open(scan.path, "rb") as source, open(temporary, "wb") as target:
+        writer = Writer(target, chunk_size=1 << 62,
+                        compression=COMPRESSION.get(compression, CompressionType.ZSTD))
+        header = scan.header or Header(PROFILE, LIBRARY)
+        writer.start(profile=header.profile, library=header.library)
+        for name, values in scan.metadata.items():
+            writer.add_metadata(name, values)
+        schemas: Dict[int, int] = {}     # id in the old file -> id in the new one
+        channels: Dict[int, int] = {}
 
+        def declare(record) -> None:
+            if isinstance(record, Schema) and record.id not in schemas:
+                schemas[record.id] = writer.register_schema(record.name, record.encoding,
+                                                            record.data)
+            elif isinstance(record, Channel) and record.id not in channels:
+                channels[record.id] = writer.register_channel(
+                    record.topic, record.message_encoding, schemas.get(record.schema_id, 0),
+                    record.metadata)
 
-def _summary(scan: McapScan, summary_start: int) -> bytes:
-    if scan.chunks and not scan.channels:
-        with open(scan.path, "rb") as f:
-            for chunk in scan.chunks:
-                chunk_messages(read_chunk(f, scan.path, chunk), scan, scan.path,
-                               chunk.record_offset)
-    out = bytearray()
-    groups = []
-
-    def group(opcode: int, records: Sequence[bytes]) -> None:
-        if records:
-            groups.append((opcode, summary_start + len(out), sum(map(len, records))))
-            out.extend(b"".join(records))
-
-    group(rec.OP_SCHEMA, [rec.schema_record(s.id, s.name, s.encoding, s.data)
-                          for s in sorted(scan.schemas.values(), key=lambda s: s.id)])
-    group(rec.OP_CHANNEL, [rec.channel_record(c.id, c.schema_id, c.topic, c.message_encoding,
-                                              c.metadata)
-                           for c in sorted(scan.channels.values(), key=lambda c: c.id)])
-    counts: Dict[int, int] = {}
-    for chunk in scan.chunks:
-        for channel_id, n in chunk.counts.items():
-            counts[channel_id] = counts.get(channel_id, 0) + n
-    used = [c for c in scan.chunks if c.counts]
-    group(rec.OP_STATISTICS, [rec.statistics_record(
-        sum(counts.values()), len(scan.schemas), len(scan.channels), len(scan.metadata),
-        len(scan.chunks), min((c.start_ns for c in used), default=0),
-        max((c.end_ns for c in used), default=0), counts)])
-    group(rec.OP_CHUNK_INDEX, [rec.chunk_index_record(
-        c.start_ns, c.end_ns, c.record_offset, c.record_length, c.index_offsets, c.index_length,
-        c.compression, c.data_size, c.uncompressed_size) for c in scan.chunks])
-    for opcode, start, length in groups:
-        out += rec.summary_offset_record(opcode, start, length)
-    return bytes(out)
+        for record in [*scan.schemas.values(), *scan.channels.values()]:
+            declare(record)
+        for chunk in scan.chunks:
+            for record in read_chunk(source, scan.path, chunk):
+                if isinstance(record, Message):
+                    writer.add_message(channels[record.channel_id], record.log_time,
+                                       record.data, record.publish_time, record.sequence)
+                else:
+                    declare(record)
+            writer.flush()
+        for loose in scan.loose:
+            writer.add_message(channels[loose.channel_id], loose.log_time_ns, loose.data,
+                               loose.log_time_ns)
+        writer.finish()
+        target.flush()
+        os.fsync(target.fileno())
 
 
 def _metadata_from(path: str, scans: List[McapScan]) -> meta.BagMetadata:
