@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import io
 import os
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import BinaryIO, Callable, Dict, Mapping, Optional, Sequence, Tuple
 
 from mcap.writer import CompressionType, IndexType, Writer
@@ -77,15 +77,15 @@ class FileStats:
     message_count: int = 0
     start_ns: Optional[int] = None
     end_ns: Optional[int] = None
-    channel_counts: Dict[int, int] = field(default_factory=dict)
 
-    def add(self, channel_id: int, log_time_ns: int) -> None:
-        self.message_count += 1
-        self.channel_counts[channel_id] = self.channel_counts.get(channel_id, 0) + 1
-        if self.start_ns is None or log_time_ns < self.start_ns:
-            self.start_ns = log_time_ns
-        if self.end_ns is None or log_time_ns > self.end_ns:
-            self.end_ns = log_time_ns
+    def add(self, messages: Sequence[PendingMessage]) -> None:
+        if not messages:
+            return
+        times = [m[2] for m in messages]
+        self.message_count += len(times)
+        first, last = min(times), max(times)
+        self.start_ns = first if self.start_ns is None else min(self.start_ns, first)
+        self.end_ns = last if self.end_ns is None else max(self.end_ns, last)
 
 
 class McapFileWriter:
@@ -140,8 +140,7 @@ class McapFileWriter:
         for channel_id, seq, log_ns, pub_ns, data in messages:
             add(channels[channel_id], log_ns, data, pub_ns, seq)
         self._commit(self._writer.flush)
-        for channel_id, _seq, log_ns, _pub, _data in messages:
-            self.stats.add(channel_id, log_ns)
+        self.stats.add(messages)
 
     def add_metadata(self, name: str, values: Mapping[str, str]) -> None:
         """An MCAP metadata record (e.g. the serialized rosbag2 metadata written at close)."""

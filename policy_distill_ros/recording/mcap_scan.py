@@ -94,8 +94,11 @@ def _from_summary(f: BinaryIO, scan: McapScan, size: int) -> bool:
         f.seek(0)
         reader = SeekingReader(f)
         summary = reader.get_summary()
-        if summary is None or not summary.chunk_indexes:
-            return False    # no index to use: walk the records (loose messages, say)
+        if summary is None:
+            return False
+        if not summary.chunk_indexes and (summary.statistics is None
+                                          or summary.statistics.message_count > 0):
+            return False    # messages no chunk index finds (loose ones, say): walk the records
         scan.header = reader.get_header()
         scan.schemas.update(summary.schemas)
         scan.channels.update(summary.channels)

@@ -3,7 +3,8 @@
 `read_bag`/`bag_info` read a killed bag as it is. rosbags' Reader, `ros2 bag` and some MCAP
 readers want each file's summary and footer, and a metadata.yaml that counts every message.
 `recover(bag)` rewrites each unclosed file from its complete records with `mcap`'s Writer (which
-adds the summary and footer), drops the torn tail, and rewrites metadata.yaml from the files.
+adds the summary and footer), drops the torn tail, and rewrites metadata.yaml from the files. It
+needs free space for one copy of the largest unclosed file (copy a bag off a full disk first).
 
     python -m policy_distill_ros.recording.recover BAG_DIR
 """
