@@ -4,8 +4,9 @@
 
 The publisher is reliable KEEP_ALL (DDS itself drops nothing: a full history blocks the
 publisher), so every missing message is the recorder's. Prints sent, received, drops, the
-publish rate achieved and the rate the recorder sustained (from the bag's log times), and exits
-non-zero when anything was dropped.
+publish rate achieved, the rate the recorder sustained (from the bag's log times) and the
+recorder's CPU time per message (both its threads, start-up excluded), and exits non-zero when
+anything was dropped.
 """
 from __future__ import annotations
 
@@ -64,6 +65,25 @@ def publisher(count: int, rate_hz: float, payload_doubles: int) -> int:
     return 0
 
 
+def cpu_s(pid: int) -> float:
+    import psutil
+    times = psutil.Process(pid).cpu_times()
+    return times.user + times.system
+
+
+def wait_started(pid: int, bag: str, timeout_s: float = 30.0) -> float:
+    """The recorder's CPU seconds once it has opened the bag and gone idle (start-up done)."""
+    deadline = time.monotonic() + timeout_s
+    last = cpu_s(pid)
+    while time.monotonic() < deadline:
+        time.sleep(0.3)
+        now = cpu_s(pid)
+        if os.path.exists(bag) and now - last < 0.01:
+            return now
+        last = now
+    return last
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--count", type=int, default=50000)
@@ -86,6 +106,7 @@ def main() -> int:
                            {"topics": [f"{TOPIC}:{MSGTYPE}"], "bag_path": bag,
                             "flush_period_s": args.flush_period_s,
                             "qos_depth": max(1000, args.count)}).start()
+    cpu_start = wait_started(recorder.proc.pid, bag)
     pub = subprocess.Popen([sys.executable, os.path.abspath(__file__), "--publisher",
                             "--count", str(args.count), "--rate-hz", str(args.rate_hz),
                             "--payload-doubles", str(args.payload_doubles)],
@@ -105,6 +126,7 @@ def main() -> int:
             now = bag_info(bag).message_count
             still = still + 1 if now == last else 0
             last = now
+        recorder_cpu_s = cpu_s(recorder.proc.pid) - cpu_start
     finally:
         if pub.poll() is None:
             pub.kill()
@@ -126,6 +148,8 @@ def main() -> int:
           f"{ids == sorted(ids)})")
     print(f"recorded rate:      {received / span_s:,.0f} msg/s over {span_s:.2f} s of log time")
     print(f"drops:              {sent - unique}")
+    print(f"recorder CPU:       {1e6 * recorder_cpu_s / max(received, 1):.1f} us/msg "
+          f"({recorder_cpu_s:.2f} s for {received} messages)")
     print(f"recorder exit code: {recorder.proc.returncode}; "
           + next((line.split("]: ", 1)[-1] for line in log.splitlines() if "closed bag" in line),
                  "no 'closed bag' line in the recorder log"))
