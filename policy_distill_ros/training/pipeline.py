@@ -36,11 +36,11 @@ from .export import ExportConfig, ParityReport
 from .networks import TeacherPolicy, build_student, count_parameters
 from .normalizer import EmpiricalNormalizer, NormalizerConfig
 from .report import write_report
-from .teacher_io import TeacherInfo
+from .teacher_loading import load_teacher_any
 from .trainer import TrainConfig, TrainResult, TrainingError, export_student, fit
 
-__all__ = ["RunConfig", "RunOutputs", "load_run_config", "load_teacher_any", "run_training",
-           "find_config", "add_run_arguments", "run_from_args", "STUDENT_FILE", "CONFIG_FILE",
+__all__ = ["RunConfig", "RunOutputs", "load_run_config", "run_training", "find_config",
+           "resolve_path", "add_run_arguments", "run_from_args", "STUDENT_FILE", "CONFIG_FILE",
            "CHECKPOINT_DIR"]
 
 LOG = logging.getLogger(__name__)
@@ -107,7 +107,9 @@ class RunConfig:
         return d
 
 
-def _resolve(path: str, config_dir: Path | None, must_exist: bool = True) -> str:
+def resolve_path(path: str, config_dir: Path | None, must_exist: bool = True) -> str:
+    """`path` from the working directory, else the config's directory or its parent (see the
+    module docstring); globs are kept when they match there."""
     candidates = [Path(path)]
     if config_dir is not None and not Path(path).is_absolute():
         candidates += [config_dir / path, config_dir.parent / path]
@@ -165,33 +167,14 @@ def load_run_config(path: str | os.PathLike | None = None, data: Mapping | None 
     try:
         for key in ("teacher", "student_spec", "teacher_spec", "teacher_normalizer"):
             if data.get(key):
-                data[key] = _resolve(str(data[key]), config_dir)
+                data[key] = resolve_path(str(data[key]), config_dir)
         bags = data["bags"] if isinstance(data["bags"], list) else [data["bags"]]
-        data["bags"] = [_resolve(str(b), config_dir, must_exist=False) for b in bags]
+        data["bags"] = [resolve_path(str(b), config_dir, must_exist=False) for b in bags]
         student_spec = load_policy_spec(data["student_spec"])
         data["train"] = TrainConfig.from_dict(dict(data["train"]), student_spec=student_spec)
         return RunConfig(**data)
     except (TypeError, ValueError) as exc:
         raise ValueError(f"{where}: {exc}") from None
-
-
-def load_teacher_any(path: str | os.PathLike, normalizer_path: str | os.PathLike | None = None
-                     ) -> tuple[TeacherPolicy, EmpiricalNormalizer | None, TeacherInfo]:
-    """A teacher directory (own format), an SB3 zip (+ VecNormalize .pkl or normalizer .json)
-    or an rsl_rl checkpoint (.pt)."""
-    from . import importers
-    from .teacher_io import load_teacher
-    path = Path(path)
-    if path.is_dir() or path.name == "teacher.json":
-        if normalizer_path:
-            raise ValueError(f"teacher {path}: a teacher directory carries its own normalizer; "
-                             f"remove teacher_normalizer")
-        return load_teacher(path)
-    if path.suffix == ".zip":   # a .json normalizer is read as JSON (checked, never unpickled)
-        return importers.import_sb3(path, normalizer_path)
-    if path.suffix in (".pt", ".pth"):
-        return importers.import_rsl_rl(path)
-    raise ValueError(f"teacher {path}: expected a teacher directory, an SB3 .zip or an rsl_rl .pt")
 
 
 @dataclass
