@@ -128,3 +128,15 @@ def test_a_killed_run_resumes_from_its_last_checkpoint(tmp_path):
     assert_same_parameters(a["algorithm"]["module"], b["algorithm"]["module"])
     assert_same_parameters(a["best"]["state"], b["best"]["state"])
     assert (tmp_path / "killed" / "student.onnx").is_file()
+
+
+def test_cli_names_a_missing_checkpoint_before_reading_any_data(tmp_path):
+    config_path = tiny_run(tmp_path, epochs=2)
+    proc = subprocess.run([sys.executable, "-m", "policy_distill_ros.cli", "train", "--config",
+                           str(config_path), "--dataset", str(tmp_path / "missing.npz"),
+                           "--resume", str(tmp_path / "nope"), "--no-progress"],
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 1
+    lines = [line for line in proc.stderr.splitlines() if line.strip()]
+    assert lines == [f"[ERROR] policy-distill.train: resume: no such checkpoint file or "
+                     f"directory {tmp_path / 'nope'}"], proc.stderr

@@ -30,7 +30,7 @@ import yaml
 
 from policy_distill_ros.core.spec import PolicySpec, load_policy_spec
 
-from .checkpoint import CheckpointOptions
+from .checkpoint import CheckpointOptions, resolve_resume
 from .dataset import BagStats, DatasetError, DistillDataset, dataset_from_bags, iter_bag_paths
 from .export import ExportConfig, ParityReport
 from .networks import TeacherPolicy, build_student, count_parameters
@@ -236,6 +236,7 @@ def run_from_args(args: argparse.Namespace, progress: bool = True,
         "checkpoint_every": args.checkpoint_every})
     if args.epochs is not None:
         config.train = dataclasses.replace(config.train, epochs=args.epochs)
+    resume = resolve_resume(args.resume) if args.resume else None   # before reading any data
     dataset = None
     if args.dataset:
         dataset = DistillDataset.load(args.dataset)
@@ -247,7 +248,7 @@ def run_from_args(args: argparse.Namespace, progress: bool = True,
         if _rank() == 0:
             dataset.save(args.save_dataset)
     return run_training(config, progress=progress, on_epoch=on_epoch, dataset=dataset,
-                        resume=args.resume)
+                        resume=resume)
 
 
 def run_training(config: RunConfig, progress: bool = True,
@@ -264,6 +265,7 @@ def run_training(config: RunConfig, progress: bool = True,
     no student.onnx behind (and an earlier one of the same run untouched).
     """
     started = time.time()
+    resume = resolve_resume(resume) if resume else None   # a wrong path fails before any work
     student_spec: PolicySpec = load_policy_spec(config.student_spec)
     teacher_spec: PolicySpec = load_policy_spec(config.teacher_spec)
     teacher, teacher_norm, teacher_info = load_teacher_any(config.teacher,
@@ -289,8 +291,7 @@ def run_training(config: RunConfig, progress: bool = True,
         raise TrainingError(f"student would have {s_params} parameters, more than "
                             f"{config.max_student_param_ratio:.1%} of the teacher's {t_params} "
                             f"(max_student_param_ratio); choose smaller hidden_sizes")
-    checkpoints = CheckpointOptions(config.checkpoint_dir, config.checkpoint_every,
-                                    Path(resume) if resume else None)
+    checkpoints = CheckpointOptions(config.checkpoint_dir, config.checkpoint_every, resume)
     result = fit(teacher, teacher_norm, dataset, config.train, progress=progress,
                  on_epoch=on_epoch, action_spec=student_spec.action, checkpoints=checkpoints)
     out_dir = config.out_dir

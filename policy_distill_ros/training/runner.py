@@ -56,10 +56,12 @@ class DistillRunner:
         if teacher.config.action_size != scfg.action_size:
             raise TrainingError(f"teacher has {teacher.config.action_size} actions, student "
                                 f"{scfg.action_size}")
+        self.checkpoints = checkpoints or CheckpointOptions()
+        resume = resolve_resume(self.checkpoints.resume) \
+            if self.checkpoints.resume is not None else None   # a wrong path fails before work
         self.config = config
         self.teacher, self.teacher_normalizer = teacher, teacher_normalizer
         self.progress, self.on_epoch = progress, on_epoch
-        self.checkpoints = checkpoints or CheckpointOptions()
         self.world_size, self.rank = distributed_world()
         self.device = training_device(config.device)
         if config.num_threads:
@@ -83,8 +85,8 @@ class DistillRunner:
         self.best_state: dict | None = None
         self.samples_done, self.train_time_s = 0, 0.0
         self._identity: dict | None = None
-        if self.checkpoints.resume is not None:
-            self.load(resolve_resume(self.checkpoints.resume))
+        if resume is not None:
+            self.load(resume)
 
     # -- checkpoints ------------------------------------------------------------------------
 
