@@ -140,3 +140,14 @@ def test_cli_names_a_missing_checkpoint_before_reading_any_data(tmp_path):
     lines = [line for line in proc.stderr.splitlines() if line.strip()]
     assert lines == [f"[ERROR] policy-distill.train: resume: no such checkpoint file or "
                      f"directory {tmp_path / 'nope'}"], proc.stderr
+
+
+def test_a_single_process_run_never_imports_the_data_parallel_module(tmp_path):
+    config_path = tiny_run(tmp_path, epochs=1)
+    probe = ("import sys; from policy_distill_ros.cli import main; "
+             f"code = main(['train', '--config', {str(config_path)!r}, '--dataset', "
+             f"{str(tmp_path / 'data.npz')!r}, '--no-progress']); "
+             "print('DDP_IMPORTED', 'policy_distill_ros.training.ddp' in sys.modules, code)")
+    proc = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True,
+                          timeout=300, cwd=tmp_path)
+    assert "DDP_IMPORTED False 0" in proc.stdout, proc.stdout + proc.stderr
