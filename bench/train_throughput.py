@@ -2,8 +2,9 @@
 
     .venv/bin/python bench/train_throughput.py [--samples 20000] [--epochs 5] [--bag-steps 2000]
 
-Ant widths (student 102 inputs, teacher from its spec: 45) and the default config/train.yaml student (history
-MLP [48, 48], 7,696 parameters) against a [512, 512, 256] teacher (419,600), BC + KL. Figures:
+Ant widths (student 102 inputs, teacher from its spec: 45) and the default config/train.yaml
+student (history MLP [48, 48], 7,696 parameters) against a [512, 512, 256] teacher (419,600),
+BC + KL. Figures:
 - bag -> dataset: a simulator bag of `--bag-steps` decisions replayed through the assemblers;
 - single process, 1 and 2 torch threads (the baseline is 1 thread);
 - torchrun 2 processes (gloo, 1 thread each), same data and config;
@@ -151,7 +152,8 @@ def main() -> int:
                                                          args.nproc)
     out["ratios_vs_1_thread"] = {
         "2_threads_samples_per_s": two["samples_per_s"] / base["samples_per_s"],
-        f"ddp_{args.nproc}_total_samples_per_s": dist["samples_per_s_total"] / base["samples_per_s"],
+        f"ddp_{args.nproc}_total_samples_per_s":
+        dist["samples_per_s_total"] / base["samples_per_s"],
         f"ddp_{args.nproc}_epoch_time": dist["epoch_time_s"] / base["epoch_time_s"],
         "checkpoint_every_epoch_wall": ckpt["wall_s_checkpoint_every_epoch"]
         / ckpt["wall_s_no_checkpoints"]}
