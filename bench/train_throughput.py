@@ -2,11 +2,14 @@
 
     .venv/bin/python bench/train_throughput.py [--samples 20000] [--epochs 5] [--bag-steps 2000]
 
-Ant widths (student 102 inputs, teacher 44) and the default config/train.yaml student (history
-MLP [48, 48], 7,696 parameters) against a [512, 512, 256] teacher (419,088), BC + KL. Figures:
+Ant widths (student 102 inputs, teacher from its spec: 45) and the default config/train.yaml
+student (history MLP [48, 48], 7,696 parameters) against a [512, 512, 256] teacher (419,600),
+BC + KL. Figures:
 - bag -> dataset: a simulator bag of `--bag-steps` decisions replayed through the assemblers;
 - single process, 1 and 2 torch threads (the baseline is 1 thread);
-- torchrun 2 processes (gloo, 1 thread each), same data and config.
+- torchrun 2 processes (gloo, 1 thread each), same data and config;
+- checkpoints: the single-process run with a checkpoint after every epoch vs without (wall time
+  per checkpoint, file size), and a resume from the middle checkpoint vs the straight run.
 Every ratio is against the baseline measured in the same run (the machine is shared).
 """
 from __future__ import annotations
@@ -36,6 +39,7 @@ from policy_distill_ros.training.trainer import TrainConfig, fit  # noqa: E402
 
 STUDENT = REPO / "config/specs/ant_student.yaml"
 TEACHER = REPO / "config/specs/ant_teacher.yaml"
+TEACHER_OBS = load_policy_spec(TEACHER).observation.size   # read, not assumed: the spec evolves
 
 
 def bag_rate(tmp: Path, steps: int) -> dict:
@@ -56,7 +60,7 @@ def bag_rate(tmp: Path, steps: int) -> dict:
 def synthetic(n: int, seed: int = 0) -> DistillDataset:
     rng = np.random.default_rng(seed)
     per = 500
-    teacher_obs = rng.normal(size=(n, 44)).astype(np.float32)
+    teacher_obs = rng.normal(size=(n, TEACHER_OBS)).astype(np.float32)
     student_obs = np.tile(teacher_obs[:, :34], (1, 3))
     return DistillDataset(student_obs, teacher_obs, rng.normal(size=(n, 8)) * 0.1,
                           np.arange(n) // per, {i: 0.0 for i in range((n + per - 1) // per)})
@@ -75,6 +79,28 @@ def single(ds: DistillDataset, teacher, norm, epochs: int, threads: int) -> dict
     m = result.metrics
     return {"samples_per_s": m["samples_per_s"], "epoch_time_s": m["epoch_time_s"],
             "teacher_pass_s": m["teacher_pass_s"], "final_val": result.history[-1]["val"]["total"]}
+
+
+def checkpointing(tmp: Path, ds: DistillDataset, teacher, norm, epochs: int) -> dict:
+    """Cost of a checkpoint every epoch, and whether a mid-run resume ends where straight does."""
+    from policy_distill_ros.training.checkpoint import CheckpointOptions
+    cfg = TrainConfig.from_dict(config_dict(epochs, 1), student_spec=load_policy_spec(STUDENT))
+    t0 = time.perf_counter()
+    plain = fit(teacher, norm, ds, cfg, progress=False)
+    plain_s = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    fit(teacher, norm, ds, cfg, progress=False,
+        checkpoints=CheckpointOptions(tmp / "ckpt", every_epochs=1))
+    every_s = time.perf_counter() - t0
+    files = sorted((tmp / "ckpt").glob("epoch_*.pt"))
+    middle = files[len(files) // 2 - 1] if len(files) > 1 else files[0]
+    resumed = fit(teacher, norm, ds, cfg, progress=False,
+                  checkpoints=CheckpointOptions(resume=middle))
+    a, b = plain.student.state_dict(), resumed.student.state_dict()
+    return {"wall_s_no_checkpoints": plain_s, "wall_s_checkpoint_every_epoch": every_s,
+            "ms_per_checkpoint": 1e3 * (every_s - plain_s) / len(files),
+            "checkpoint_bytes": files[-1].stat().st_size, "resumed_from": middle.name,
+            "resume_max_abs_param_diff": max(float((a[k] - b[k]).abs().max()) for k in a)}
 
 
 def ddp(tmp: Path, ds: DistillDataset, teacher, norm, epochs: int, nproc: int) -> dict:
@@ -109,8 +135,9 @@ def main() -> int:
     parser.add_argument("--nproc", type=int, default=2)
     args = parser.parse_args()
     torch.manual_seed(0)
-    teacher = TeacherPolicy(TeacherConfig(obs_size=44, action_size=8, hidden_sizes=(512, 512, 256)))
-    norm = EmpiricalNormalizer(NormalizerConfig(size=44)).freeze()
+    teacher = TeacherPolicy(TeacherConfig(obs_size=TEACHER_OBS, action_size=8,
+                                          hidden_sizes=(512, 512, 256)))
+    norm = EmpiricalNormalizer(NormalizerConfig(size=TEACHER_OBS)).freeze()
     ds = synthetic(args.samples)
     out = {"samples": args.samples, "epochs": args.epochs, "cpus": os.cpu_count(),
            "load_avg_1m": os.getloadavg()[0]}
@@ -120,12 +147,16 @@ def main() -> int:
             out["bag_to_dataset"] = bag_rate(tmp, args.bag_steps)
         out["single_1_thread"] = base = single(ds, teacher, norm, args.epochs, 1)
         out["single_2_threads"] = two = single(ds, teacher, norm, args.epochs, 2)
+        out["checkpoints"] = ckpt = checkpointing(tmp, ds, teacher, norm, args.epochs)
         out[f"ddp_{args.nproc}_processes"] = dist = ddp(tmp, ds, teacher, norm, args.epochs,
                                                          args.nproc)
     out["ratios_vs_1_thread"] = {
         "2_threads_samples_per_s": two["samples_per_s"] / base["samples_per_s"],
-        f"ddp_{args.nproc}_total_samples_per_s": dist["samples_per_s_total"] / base["samples_per_s"],
-        f"ddp_{args.nproc}_epoch_time": dist["epoch_time_s"] / base["epoch_time_s"]}
+        f"ddp_{args.nproc}_total_samples_per_s":
+        dist["samples_per_s_total"] / base["samples_per_s"],
+        f"ddp_{args.nproc}_epoch_time": dist["epoch_time_s"] / base["epoch_time_s"],
+        "checkpoint_every_epoch_wall": ckpt["wall_s_checkpoint_every_epoch"]
+        / ckpt["wall_s_no_checkpoints"]}
     print(json.dumps(out, indent=2))
     return 0
 

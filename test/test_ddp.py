@@ -103,3 +103,32 @@ def test_a_failing_rank_exits_non_zero_with_the_reason(tmp_path):
     assert code != 0
     assert "nope.npz" in out
     assert not (tmp_path / "run" / "student.onnx").exists()
+
+
+@pytest.mark.skipif(not TORCHRUN.exists(), reason="torchrun not installed next to python")
+def test_two_processes_resume_to_the_straight_runs_parameters(tmp_path):
+    """4 epochs straight vs epochs 3-4 resumed from the straight run's epoch-2 checkpoint, both
+    on 2 processes: the same parameters; a 1-process resume of it is refused by process count."""
+    from policy_distill_ros.training.checkpoint import load_checkpoint
+    config = tiny_run(tmp_path)
+    common = ["--config", str(config), "--dataset", str(tmp_path / "data.npz"),
+              "--checkpoint-every", "2"]
+    code, out = run_torchrun([*common, "--out", str(tmp_path / "straight")], nproc=2)
+    assert code == 0, out
+    ckpts = tmp_path / "straight" / "checkpoints"
+    assert sorted(p.name for p in ckpts.iterdir()) == ["epoch_0002.pt", "epoch_0004.pt"]
+    code, out = run_torchrun([*common, "--out", str(tmp_path / "resumed"),
+                              "--resume", str(ckpts / "epoch_0002.pt"),
+                              "--save-rank-state", str(tmp_path / "ranks")], nproc=2)
+    assert code == 0, out
+    a = load_checkpoint(ckpts / "epoch_0004.pt")
+    b = load_checkpoint(tmp_path / "resumed" / "checkpoints" / "epoch_0004.pt")
+    assert b["identity"]["world_size"] == 2
+    for key, value in a["algorithm"]["module"].items():
+        torch.testing.assert_close(value, b["algorithm"]["module"][key], rtol=1e-6, atol=1e-7)
+    r0 = load_file(str(tmp_path / "ranks/rank0.safetensors"))
+    r1 = load_file(str(tmp_path / "ranks/rank1.safetensors"))
+    assert all(torch.equal(r0[k], r1[k]) for k in r0)
+    code, out = run_torchrun([*common, "--out", str(tmp_path / "one"),
+                              "--resume", str(ckpts / "epoch_0002.pt")], nproc=1)
+    assert code != 0 and "world_size is 2 in the checkpoint, 1 in this run" in out

@@ -79,13 +79,15 @@ def _load_config(path: str) -> dict:
     return data
 
 
-def _initial_dataset(items, config_dir: Path, student_spec, teacher_spec):
+def initial_dataset(items, config_dir: Path, student_spec, teacher_spec):
+    """One dataset from bags, globs and dataset .npz files (relative to `config_dir` as in
+    `pipeline.resolve_path`); None when `items` is empty. Shared by dagger, sweep and quantize."""
     from policy_distill_ros.training.dataset import (DistillDataset, dataset_from_bags,
                                                      iter_bag_paths)
-    from policy_distill_ros.training.pipeline import _resolve
+    from policy_distill_ros.training.pipeline import resolve_path
     items = [items] if isinstance(items, str) else list(items or [])
-    npz = [_resolve(p, config_dir) for p in items if str(p).endswith(".npz")]
-    bags = [_resolve(p, config_dir) for p in items if not str(p).endswith(".npz")]
+    npz = [resolve_path(p, config_dir) for p in items if str(p).endswith(".npz")]
+    bags = [resolve_path(p, config_dir) for p in items if not str(p).endswith(".npz")]
     parts = [DistillDataset.load(p) for p in npz]
     if bags:
         parts.append(dataset_from_bags(iter_bag_paths(bags), student_spec, teacher_spec))
@@ -139,22 +141,24 @@ def run(args: argparse.Namespace) -> int:
     from policy_distill_ros.training.evaluation import (comparison_table,
                                                         evaluate_teacher_and_student,
                                                         format_table, held_out_seeds)
-    from policy_distill_ros.training.pipeline import _resolve, load_teacher_any
+    from policy_distill_ros.training.pipeline import resolve_path
+    from policy_distill_ros.training.teacher_loading import load_teacher_any
     from policy_distill_ros.training.trainer import TrainConfig, TrainingError, export_student
 
     try:
         config_path = Path(args.config)
         data = _load_config(args.config)
         cdir = config_path.resolve().parent
-        student_spec = load_policy_spec(_resolve(data["student_spec"], cdir))
-        teacher_spec = load_policy_spec(_resolve(data["teacher_spec"], cdir))
+        student_spec = load_policy_spec(resolve_path(data["student_spec"], cdir))
+        teacher_spec = load_policy_spec(resolve_path(data["teacher_spec"], cdir))
         norm_path = data.get("teacher_normalizer")
         teacher, normalizer, info = load_teacher_any(
-            _resolve(data["teacher"], cdir), _resolve(norm_path, cdir) if norm_path else None)
+            resolve_path(data["teacher"], cdir),
+            resolve_path(norm_path, cdir) if norm_path else None)
         steps = args.max_episode_steps if args.max_episode_steps is not None \
             else data.get("max_episode_steps")
-        sim_config = sim_config_from_args(_resolve(data.get("sim_config") or "config/sim.yaml",
-                                                   cdir), steps)
+        sim_config = sim_config_from_args(
+            resolve_path(data.get("sim_config") or "config/sim.yaml", cdir), steps)
         dagger_dict = dict(data.get("dagger") or {})
         if args.rounds is not None:
             dagger_dict["rounds"] = args.rounds
@@ -181,14 +185,14 @@ def run(args: argparse.Namespace) -> int:
                              f"got {args.ros_rounds}")
         if train_config.num_threads:
             torch.set_num_threads(train_config.num_threads)
-        initial = _initial_dataset(data.get("initial_data"), cdir, student_spec, teacher_spec)
+        initial = initial_dataset(data.get("initial_data"), cdir, student_spec, teacher_spec)
         out_dir = Path(args.out or data.get("out") or "runs/dagger").resolve()
         out_dir.mkdir(parents=True, exist_ok=True)
         LOG.info("teacher %s (sha256 %s...), %d rounds", data["teacher"], info.sha256[:12],
                  dagger_config.rounds)
         collector, ros_rounds = None, ()
         if args.ros_rounds:
-            teacher_dir = Path(_resolve(data["teacher"], cdir))
+            teacher_dir = Path(resolve_path(data["teacher"], cdir))
             if not (teacher_dir / "teacher.json").is_file():
                 raise ValueError(f"--ros-rounds: the nodes need a teacher directory, got "
                                  f"{teacher_dir}")

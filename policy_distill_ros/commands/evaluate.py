@@ -47,19 +47,11 @@ def load_teacher_and_spec(teacher_dir: str, spec_path: str | None,
     SB3 zip (+ normalizer statistics). The spec is `spec_path` when given, else the one the
     teacher records (info `policy_spec` or `observation_spec`+`action_spec`), else
     config/specs/ant_teacher.yaml."""
-    from policy_distill_ros.core.spec import PolicySpec, load_policy_spec
-    from policy_distill_ros.training.pipeline import load_teacher_any
+    from policy_distill_ros.core.spec import load_policy_spec
+    from policy_distill_ros.training.teacher_loading import load_teacher_any, recorded_spec
     teacher, normalizer, info = load_teacher_any(teacher_dir, normalizer_path)
-    if spec_path is not None:
-        spec = load_policy_spec(spec_path)
-    elif isinstance(info.info.get("policy_spec"), dict):
-        spec = load_policy_spec(info.info["policy_spec"])
-    elif isinstance(info.info.get("observation_spec"), dict) and \
-            isinstance(info.info.get("action_spec"), dict):
-        spec = PolicySpec.from_dict({"observation": info.info["observation_spec"],
-                                     "action": info.info["action_spec"],
-                                     "rate_hz": info.info.get("rate_hz", 20.0)})
-    else:
+    spec = load_policy_spec(spec_path) if spec_path is not None else recorded_spec(info)
+    if spec is None:
         spec = load_policy_spec(DEFAULT_TEACHER_SPEC)
     if spec.observation.size != teacher.config.obs_size:
         raise ValueError(f"teacher {teacher_dir} takes {teacher.config.obs_size} observations but "

@@ -50,19 +50,20 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def import_checkpoint(args: argparse.Namespace):
     """(teacher, normalizer, TeacherInfo) from the checkpoint named by the arguments."""
-    from policy_distill_ros.training import importers
+    from policy_distill_ros.training.teacher_loading import load_teacher_any
     if args.rsl_rl:
         if args.vecnormalize or args.obs_norm_json:
             raise ValueError("--vecnormalize / --obs-norm-json are for --sb3; an rsl_rl "
                              "checkpoint carries its own normalizer")
-        return importers.import_rsl_rl(args.rsl_rl, activation=args.activation,
-                                       agent_config=args.agent_config)
+        return load_teacher_any(args.rsl_rl, kind="rsl_rl", activation=args.activation,
+                                agent_config=args.agent_config)
     if args.activation or args.agent_config:
         raise ValueError("--activation / --agent-config are for --rsl-rl; an SB3 zip records "
                          "its own activation and layer sizes")
     if args.obs_norm_json:
-        return importers.import_sb3(args.sb3, args.obs_norm_json, normalizer_format="json")
-    return importers.import_sb3(args.sb3, args.vecnormalize)
+        return load_teacher_any(args.sb3, args.obs_norm_json, kind="sb3",
+                                normalizer_format="json")
+    return load_teacher_any(args.sb3, args.vecnormalize, kind="sb3")
 
 
 def _fmt(values) -> str:

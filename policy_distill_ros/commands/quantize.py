@@ -78,9 +78,9 @@ def _calibration_obs(args, student_spec, sim_config):
     from policy_distill_ros.training.inference_bench import student_observations
     from policy_distill_ros.training.rollout import check_training_seeds
     if args.calibration:
-        from .dagger import _initial_dataset
+        from .dagger import initial_dataset
         from policy_distill_ros.core.spec import load_policy_spec
-        data = _initial_dataset(args.calibration, Path.cwd(), student_spec,
+        data = initial_dataset(args.calibration, Path.cwd(), student_spec,
                                 load_policy_spec(args.teacher_spec))
         return data.student_obs, f"{len(data.student_obs)} recorded observations"
     seeds = check_training_seeds(range(args.calibration_episodes), "calibration")

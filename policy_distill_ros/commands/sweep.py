@@ -65,8 +65,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def _dataset(args, teacher, tnorm, student_spec, teacher_spec, sim_config):
     from policy_distill_ros.training.rollout import OnnxActor, collect, teacher_actor
     if args.data:
-        from .dagger import _initial_dataset
-        return _initial_dataset(args.data, Path.cwd(), student_spec, teacher_spec), \
+        from .dagger import initial_dataset
+        return initial_dataset(args.data, Path.cwd(), student_spec, teacher_spec), \
             f"{' '.join(args.data)}"
     labeler = teacher_actor(teacher, tnorm)
     parts, notes = [], []

@@ -1,13 +1,17 @@
 """`policy-distill train`: distill a student from recorded bags (no ROS needed).
 
     policy-distill train --config config/train.yaml [--bags BAG ...] [--out runs/NAME]
-                         [--nproc-per-node 2] [--announce]
+                         [--checkpoint-every N] [--resume PATH] [--nproc-per-node 2] [--announce]
 
 Writes runs/<name>/{student.onnx, report.md, metrics.json, losses.png,
 per_joint_action_error.png, config.yaml} (see training/pipeline.py) with a tqdm progress bar.
 `--nproc-per-node N` runs the same training data-parallel under torchrun (N processes, gloo on
-CPU, nccl on CUDA). `--announce` publishes the exported path on `model_updated` (latched), so a
-student node with `reload_on_announce` swaps the new model in.
+CPU, nccl on CUDA); one process never imports the DDP module. `--checkpoint-every N` writes
+runs/<name>/checkpoints/epoch_NNNN.pt every N epochs; `--resume PATH` (a checkpoint, or the
+checkpoints directory: its newest) continues the same run bit-for-bit on the same process count,
+and refuses, naming the field, a checkpoint of another config, teacher or dataset. `--announce`
+publishes the exported path on `model_updated` (latched), so a student node with
+`reload_on_announce` swaps the new model in.
 """
 from __future__ import annotations
 
@@ -25,7 +29,7 @@ LOG = logging.getLogger("policy-distill.train")
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    from policy_distill_ros.training.ddp import add_run_arguments
+    from policy_distill_ros.training.pipeline import add_run_arguments
     add_run_arguments(parser)
     parser.add_argument("--nproc-per-node", type=int, default=1,
                         help="data-parallel processes under torchrun (default 1: no DDP)")
@@ -47,7 +51,8 @@ def _torchrun(args: argparse.Namespace) -> tuple[int, Path | None]:
     for flag in ("bags",):
         if getattr(args, flag):
             forwarded += [f"--{flag}", *getattr(args, flag)]
-    for flag in ("out", "teacher", "epochs", "dataset", "save_dataset"):
+    for flag in ("out", "teacher", "epochs", "dataset", "save_dataset", "checkpoint_every",
+                 "resume"):
         value = getattr(args, flag)
         if value is not None:
             forwarded += [f"--{flag.replace('_', '-')}", str(value)]
@@ -105,7 +110,7 @@ def run(args: argparse.Namespace) -> int:
     if args.nproc_per_node > 1:
         code, onnx_path = _torchrun(args)
     else:
-        from policy_distill_ros.training.ddp import run_from_args
+        from policy_distill_ros.training.pipeline import run_from_args
         try:
             outputs = run_from_args(args, progress=not args.no_progress)
         except (DatasetError, TrainingError, ExportParityError, ValueError) as exc:

@@ -6,7 +6,9 @@ layout labels `epoch,epochs,train_loss,val_loss`, one per epoch), `~/status` (st
 latched: started / done <path> / failed <reason>), and on a passing export `model_updated`
 (std_msgs/String, latched: the student's path) for student nodes with `reload_on_announce`.
 Parameters are read at each trigger: `config_path`, `bags` (comma-separated; '' = the config's),
-`out` ('' = runs/<run_name>), `epochs` (0 = the config's). The logic is training/pipeline.py.
+`out` ('' = runs/<run_name>), `epochs` (0 = the config's), `checkpoint_every` (epochs between
+checkpoints in <out>/checkpoints; -1 = the config's, 0 = none) and `resume` (a checkpoint file or
+directory of this run to continue from; '' = start afresh). The logic is training/pipeline.py.
 """
 from __future__ import annotations
 
@@ -34,6 +36,10 @@ class TrainerNode(Node):
         declare(self, "out", "", "run directory; '' = runs/<run_name> of the config")
         declare(self, "epochs", 0, "override the config's epochs; 0 = keep", min_value=0,
                 max_value=1_000_000)
+        declare(self, "checkpoint_every", -1, "epochs between checkpoints; -1 = the config's, "
+                "0 = none", min_value=-1, max_value=1_000_000)
+        declare(self, "resume", "", "continue from this checkpoint file or checkpoint "
+                "directory (its newest); '' = start afresh")
         warn_unknown_parameters(self)
         self._progress = self.create_publisher(Float64MultiArray, "~/progress", 50)  # reliable
         self._status = self.create_publisher(String, "~/status", LATCHED_QOS)
@@ -48,7 +54,8 @@ class TrainerNode(Node):
             response.success, response.message = False, "busy: a training run is in progress"
             return response
         params = {name: self.get_parameter(name).value
-                  for name in ("config_path", "bags", "out", "epochs")}
+                  for name in ("config_path", "bags", "out", "epochs", "checkpoint_every",
+                               "resume")}
         self._worker = threading.Thread(target=self._run, args=(params,), daemon=True,
                                         name="trainer")
         self._worker.start()
@@ -61,14 +68,17 @@ class TrainerNode(Node):
 
             from policy_distill_ros.training.pipeline import load_run_config, run_training
             bags = [b.strip() for b in params["bags"].split(",") if b.strip()] or None
-            config = load_run_config(params["config_path"],
-                                     overrides={"bags": bags, "out": params["out"] or None})
+            every = params["checkpoint_every"]
+            config = load_run_config(params["config_path"], overrides={
+                "bags": bags, "out": params["out"] or None,
+                "checkpoint_every": every if every >= 0 else None})
             if params["epochs"]:
                 config.train = dataclasses.replace(config.train, epochs=params["epochs"])
             epochs = config.train.epochs
             self._say(f"started: {config.out_dir}")
             outputs = run_training(config, progress=False,
-                                   on_epoch=lambda record: self._on_epoch(record, epochs))
+                                   on_epoch=lambda record: self._on_epoch(record, epochs),
+                                   resume=params["resume"] or None)
         except Exception as exc:  # noqa: BLE001 - every failure is reported, the node lives on
             self.get_logger().error(f"training failed: {exc}")
             self._say(f"failed: {exc}")

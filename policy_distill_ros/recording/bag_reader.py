@@ -94,7 +94,8 @@ def _split_index(path: str) -> Tuple[int, str]:
     return (int(match.group(1)) if match else -1, path)
 
 
-def _scan_all(path: str) -> List[McapScan]:
+def scan_bag(path: str) -> List[McapScan]:
+    """Every MCAP file of a bag, scanned, channels defined only inside chunks found."""
     scans = []
     for file_path in bag_files(path):
         try:
@@ -151,7 +152,7 @@ def read_bag_raw(path: str, topics: Optional[Iterable[str]] = None) -> Iterator[
     Chunks are opened lazily, only when their start time is reached, so memory stays at a few
     chunks however long the bag is.
     """
-    scans = _scan_all(path)
+    scans = scan_bag(path)
     wanted = _wanted(topics, scans)
     heap: List[tuple] = []     # (time, 0=chunk to open | 1=message, order, position, payload)
     order = 0
@@ -203,7 +204,7 @@ def read_bag_raw(path: str, topics: Optional[Iterable[str]] = None) -> Iterator[
 
 def read_bag(path: str, topics: Optional[Iterable[str]] = None) -> Iterator[BagMessage]:
     """(topic, msgtype, log_time_ns, deserialized message) in log-time order."""
-    scans = _scan_all(path)
+    scans = scan_bag(path)
     store = default_typestore()
     schemas = [(s.name, s.encoding, s.data) for scan in scans for s in scan.schemas.values()]
     if any(_normalized(name) not in store.fielddefs for name, _e, _d in schemas):
@@ -227,7 +228,7 @@ def _normalized(msgtype: str) -> str:
 
 def bag_info(path: str) -> BagInfo:
     """Counts per topic, time span, recorded specs, and whether every file was closed."""
-    scans = _scan_all(path)
+    scans = scan_bag(path)
     topics: Dict[str, TopicInfo] = {}
     total, starts, ends, problems = 0, [], [], []
     custom: Dict[str, str] = {}

@@ -20,7 +20,7 @@ from mcap.records import Channel, Header, Message, Schema
 from mcap.writer import CompressionType, Writer
 
 from policy_distill_ros.recording import bag_metadata as meta
-from policy_distill_ros.recording.bag_reader import BagError, _scan_all, bag_files
+from policy_distill_ros.recording.bag_reader import BagError, bag_files, scan_bag
 from policy_distill_ros.recording.bag_writer import SPECS_METADATA_NAME
 from policy_distill_ros.recording.mcap_file import COMPRESSION, LIBRARY, PROFILE
 from policy_distill_ros.recording.mcap_scan import McapScan, read_chunk
@@ -41,11 +41,11 @@ def recover(path: str) -> RecoveryReport:
         raise BagError(f"recover needs a bag directory; {path} is not one")
     bag_files(path)   # raises a clear error for a missing/empty/broken bag
     report = RecoveryReport(bag=path)
-    for scan in _scan_all(path):
+    for scan in scan_bag(path):
         if not scan.complete:
             report.bytes_cut[scan.path] = _close_file(scan)
             report.repaired_files.append(scan.path)
-    scans = _scan_all(path)   # the files as they are now, all complete
+    scans = scan_bag(path)   # the files as they are now, all complete
     metadata = _metadata_from(path, scans)
     meta.write_metadata(path, metadata)
     report.message_count = sum(f.message_count for f in metadata.files)

@@ -205,11 +205,6 @@ def load_sim_config(path: str | Path, node_name: str = "sim_node") -> SimConfig:
         raise ValueError(f"{path}: {e}") from None
 
 
-def load_sim_seed(path: str | Path, node_name: str = "sim_node") -> int:
-    """The `seed` parameter of a sim params file (0 when absent)."""
-    return int(_params_or_mapping(path, node_name).get("seed", 0))
-
-
 def _params_or_mapping(path: str | Path, node_name: str) -> Mapping:
     """`node_name`'s parameters when the file is a ROS params file, else its bare mapping."""
     from policy_distill_ros.params_file import node_blocks, node_params

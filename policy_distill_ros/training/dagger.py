@@ -51,7 +51,7 @@ from .dataset import DistillDataset
 from .evaluation import evaluate_policy, validation_seeds
 from .normalizer import EmpiricalNormalizer
 from .rollout import VALIDATION_SEED_BASE, RolloutResult, collect, student_actor, teacher_actor
-from .trainer import (TrainConfig, TrainResult, _json_metrics, action_errors, episode_actions,
+from .trainer import (TrainConfig, TrainResult, action_errors, episode_actions, json_metrics,
                       executed_bounds, executed_targets, fit, teacher_outputs)
 
 __all__ = ["BETA_SCHEDULES", "DaggerConfig", "RoundRecord", "DaggerResult", "beta_for_round",
@@ -183,7 +183,7 @@ class DaggerResult:
     last: TrainResult | None = None           # the last round's student
 
     def to_dict(self) -> dict:
-        return {"rounds": [r.to_dict() for r in self.rounds], "final_metrics": _json_metrics(
+        return {"rounds": [r.to_dict() for r in self.rounds], "final_metrics": json_metrics(
             self.result.metrics), "dataset_samples": len(self.dataset),
             "selected_round": self.selected_round}
 

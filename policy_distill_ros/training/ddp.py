@@ -1,17 +1,19 @@
 """Data-parallel training under torchrun: every rank runs the same `pipeline.run_training`.
 
     .venv/bin/torchrun --nproc-per-node 2 -m policy_distill_ros.training.ddp \
-        --config config/train.yaml [--bags ...] [--out runs/NAME] [--dataset data.npz]
+        --config config/train.yaml [--bags ...] [--out runs/NAME] [--dataset data.npz] \
+        [--checkpoint-every N] [--resume PATH]
 
 (or `policy-distill train --nproc-per-node 2 ...`, which starts exactly this). Backend: nccl
 when CUDA is available (one GPU per local rank), gloo on CPU. Each rank builds the same dataset
 (deterministic), DistributedDataParallel averages gradients, a DistributedSampler shards every
-epoch, and rank 0 alone exports and writes the run directory.
+epoch, and rank 0 alone exports and writes the run directory and its checkpoints (every rank
+reads the one it resumes from). Only this entry point joins a process group: a single-process
+run (`policy-distill train` without `--nproc-per-node`) goes straight to `pipeline.py`.
 """
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import logging
 import os
 import sys
@@ -20,7 +22,9 @@ from typing import Optional, Sequence
 import torch
 import torch.distributed as dist
 
-__all__ = ["init_from_env", "is_main_process", "main"]
+from .pipeline import add_run_arguments, run_from_args
+
+__all__ = ["init_from_env", "main"]
 
 LOG = logging.getLogger("policy_distill_ros.ddp")
 
@@ -38,46 +42,6 @@ def init_from_env(backend: str = "auto") -> tuple[int, int]:
         torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", "0")))
     dist.init_process_group(backend=backend)
     return dist.get_rank(), dist.get_world_size()
-
-
-def is_main_process() -> bool:
-    return not (dist.is_available() and dist.is_initialized()) or dist.get_rank() == 0
-
-
-def add_run_arguments(parser: argparse.ArgumentParser) -> None:
-    """The run options shared by `policy-distill train` and this entry point."""
-    parser.add_argument("--config", default="config/train.yaml", help="training YAML")
-    parser.add_argument("--bags", nargs="+", help="bag directories (override the config)")
-    parser.add_argument("--out", help="run directory (default runs/<run_name>)")
-    parser.add_argument("--teacher", help="teacher (override the config)")
-    parser.add_argument("--epochs", type=int, help="override train.epochs")
-    parser.add_argument("--dataset", help="a saved dataset .npz instead of reading the bags")
-    parser.add_argument("--save-dataset", help="also save the dataset built from the bags (.npz)")
-
-
-def run_overrides(args: argparse.Namespace) -> dict:
-    return {"bags": args.bags, "out": args.out, "teacher": args.teacher}
-
-
-def run_from_args(args: argparse.Namespace, progress: bool = True, on_epoch=None):
-    """Load the config, the dataset (bags or --dataset) and run; returns RunOutputs."""
-    from .dataset import DistillDataset, dataset_from_bags, iter_bag_paths
-    from .pipeline import load_run_config, run_training
-    config = load_run_config(args.config, overrides=run_overrides(args))
-    if args.epochs is not None:
-        config.train = dataclasses.replace(config.train, epochs=args.epochs)
-    dataset = None
-    if args.dataset:
-        dataset = DistillDataset.load(args.dataset)
-    elif args.save_dataset:
-        from policy_distill_ros.core.spec import load_policy_spec
-        dataset = dataset_from_bags(iter_bag_paths(config.bags),
-                                    load_policy_spec(config.student_spec),
-                                    load_policy_spec(config.teacher_spec), config.action_topic,
-                                    config.allow_incomplete_bags)
-        if is_main_process():
-            dataset.save(args.save_dataset)
-    return run_training(config, progress=progress, on_epoch=on_epoch, dataset=dataset)
 
 
 def _save_rank_state(directory: str, result, rank: int) -> None:

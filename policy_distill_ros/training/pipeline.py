@@ -1,13 +1,15 @@
 """One training run from a YAML file: bags -> dataset -> fit -> ONNX export -> report.
 
-Shared by `policy-distill train`, the trainer node and `torchrun` data-parallel runs, so all three
-do exactly the same thing. Output directory `runs/<run_name>/`:
+Shared by `policy-distill train`, the trainer node and `torchrun` data-parallel runs (`ddp.py`),
+so all three do exactly the same thing; a single process never touches the DDP module. Output
+directory `runs/<run_name>/`:
 
     student.onnx                  the deployable student (parity-checked, atomic write)
     report.md                     teacher-vs-student table, data, training, export
     metrics.json                  everything the report shows (re-render with report.update_report)
     losses.png, per_joint_action_error.png
     config.yaml                   the resolved configuration of this run
+    checkpoints/epoch_NNNN.pt     with checkpoint_every N > 0: resumable state (checkpoint.py)
 
 Relative paths in the YAML are resolved against the working directory, then against the
 config file's directory and its parent (a `config/train.yaml` inside the package names
@@ -15,35 +17,40 @@ config file's directory and its parent (a `config/train.yaml` inside the package
 """
 from __future__ import annotations
 
+import argparse
 import dataclasses
 import logging
 import os
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Mapping, Sequence
+from typing import Any, Callable, Mapping
 
 import yaml
 
 from policy_distill_ros.core.spec import PolicySpec, load_policy_spec
 
+from .checkpoint import CheckpointOptions, resolve_resume
 from .dataset import BagStats, DatasetError, DistillDataset, dataset_from_bags, iter_bag_paths
 from .export import ExportConfig, ParityReport
 from .networks import TeacherPolicy, build_student, count_parameters
 from .normalizer import EmpiricalNormalizer, NormalizerConfig
 from .report import write_report
-from .teacher_io import TeacherInfo
+from .teacher_loading import load_teacher_any
 from .trainer import TrainConfig, TrainResult, TrainingError, export_student, fit
 
-__all__ = ["RunConfig", "RunOutputs", "load_run_config", "load_teacher_any", "run_training",
-           "find_config", "STUDENT_FILE", "CONFIG_FILE"]
+__all__ = ["RunConfig", "RunOutputs", "load_run_config", "run_training", "find_config",
+           "resolve_path", "add_run_arguments", "run_from_args", "STUDENT_FILE", "CONFIG_FILE",
+           "CHECKPOINT_DIR"]
 
 LOG = logging.getLogger(__name__)
 STUDENT_FILE = "student.onnx"
 CONFIG_FILE = "config.yaml"
+CHECKPOINT_DIR = "checkpoints"
 _RUN_KEYS = ("teacher", "teacher_normalizer", "student_spec", "teacher_spec", "bags",
              "action_topic", "min_episode_return", "run_name", "runs_dir", "out",
-             "max_student_param_ratio", "allow_incomplete_bags", "train", "export")
+             "max_student_param_ratio", "allow_incomplete_bags", "checkpoint_every", "train",
+             "export")
 
 
 @dataclass
@@ -63,6 +70,7 @@ class RunConfig:
     out: str | None = None                  # overrides runs_dir/run_name
     max_student_param_ratio: float | None = 0.02
     allow_incomplete_bags: bool = False
+    checkpoint_every: int = 0               # epochs between checkpoints; 0 = none
     export: ExportConfig = field(default_factory=ExportConfig)
 
     def __post_init__(self) -> None:
@@ -75,6 +83,10 @@ class RunConfig:
         if self.max_student_param_ratio is not None and not 0 < self.max_student_param_ratio:
             raise ValueError(f"max_student_param_ratio must be > 0 or null, got "
                              f"{self.max_student_param_ratio!r}")
+        if isinstance(self.checkpoint_every, bool) or not isinstance(self.checkpoint_every, int) \
+                or self.checkpoint_every < 0:
+            raise ValueError(f"checkpoint_every must be an integer >= 0 (epochs; 0 = off), got "
+                             f"{self.checkpoint_every!r}")
         if not isinstance(self.train, TrainConfig):
             raise ValueError("train must be a TrainConfig")
         if isinstance(self.export, dict):
@@ -84,6 +96,10 @@ class RunConfig:
     def out_dir(self) -> Path:
         return Path(self.out) if self.out else Path(self.runs_dir) / self.run_name
 
+    @property
+    def checkpoint_dir(self) -> Path:
+        return self.out_dir / CHECKPOINT_DIR
+
     def to_dict(self) -> dict:
         d = {k: getattr(self, k) for k in _RUN_KEYS}
         d["train"] = self.train.to_dict()
@@ -91,7 +107,9 @@ class RunConfig:
         return d
 
 
-def _resolve(path: str, config_dir: Path | None, must_exist: bool = True) -> str:
+def resolve_path(path: str, config_dir: Path | None, must_exist: bool = True) -> str:
+    """`path` from the working directory, else the config's directory or its parent (see the
+    module docstring); globs are kept when they match there."""
     candidates = [Path(path)]
     if config_dir is not None and not Path(path).is_absolute():
         candidates += [config_dir / path, config_dir.parent / path]
@@ -149,33 +167,14 @@ def load_run_config(path: str | os.PathLike | None = None, data: Mapping | None 
     try:
         for key in ("teacher", "student_spec", "teacher_spec", "teacher_normalizer"):
             if data.get(key):
-                data[key] = _resolve(str(data[key]), config_dir)
+                data[key] = resolve_path(str(data[key]), config_dir)
         bags = data["bags"] if isinstance(data["bags"], list) else [data["bags"]]
-        data["bags"] = [_resolve(str(b), config_dir, must_exist=False) for b in bags]
+        data["bags"] = [resolve_path(str(b), config_dir, must_exist=False) for b in bags]
         student_spec = load_policy_spec(data["student_spec"])
         data["train"] = TrainConfig.from_dict(dict(data["train"]), student_spec=student_spec)
         return RunConfig(**data)
     except (TypeError, ValueError) as exc:
         raise ValueError(f"{where}: {exc}") from None
-
-
-def load_teacher_any(path: str | os.PathLike, normalizer_path: str | os.PathLike | None = None
-                     ) -> tuple[TeacherPolicy, EmpiricalNormalizer | None, TeacherInfo]:
-    """A teacher directory (own format), an SB3 zip (+ VecNormalize .pkl or normalizer .json)
-    or an rsl_rl checkpoint (.pt)."""
-    from . import importers
-    from .teacher_io import load_teacher
-    path = Path(path)
-    if path.is_dir() or path.name == "teacher.json":
-        if normalizer_path:
-            raise ValueError(f"teacher {path}: a teacher directory carries its own normalizer; "
-                             f"remove teacher_normalizer")
-        return load_teacher(path)
-    if path.suffix == ".zip":   # a .json normalizer is read as JSON (checked, never unpickled)
-        return importers.import_sb3(path, normalizer_path)
-    if path.suffix in (".pt", ".pth"):
-        return importers.import_rsl_rl(path)
-    raise ValueError(f"teacher {path}: expected a teacher directory, an SB3 .zip or an rsl_rl .pt")
 
 
 @dataclass
@@ -191,7 +190,8 @@ class RunOutputs:
     summary: dict
 
 
-def _teacher_onnx_bytes(teacher: TeacherPolicy, normalizer: EmpiricalNormalizer | None) -> int | None:
+def _teacher_onnx_bytes(teacher: TeacherPolicy, normalizer: EmpiricalNormalizer | None
+                        ) -> int | None:
     """Size the teacher would have as an ONNX policy file (same exporter as the student)."""
     try:
         import torch
@@ -211,16 +211,61 @@ def _rank() -> int:
     return dist.get_rank() if dist.is_available() and dist.is_initialized() else 0
 
 
+def add_run_arguments(parser: argparse.ArgumentParser) -> None:
+    """The run options shared by `policy-distill train` and the torchrun entry (`ddp.py`)."""
+    parser.add_argument("--config", default="config/train.yaml", help="training YAML")
+    parser.add_argument("--bags", nargs="+", help="bag directories (override the config)")
+    parser.add_argument("--out", help="run directory (default runs/<run_name>)")
+    parser.add_argument("--teacher", help="teacher (override the config)")
+    parser.add_argument("--epochs", type=int, help="override train.epochs")
+    parser.add_argument("--dataset", help="a saved dataset .npz instead of reading the bags")
+    parser.add_argument("--save-dataset", help="also save the dataset built from the bags (.npz)")
+    parser.add_argument("--checkpoint-every", type=int, metavar="N",
+                        help="write <out>/checkpoints/epoch_NNNN.pt every N epochs and at the "
+                        "last (override checkpoint_every; 0 = none)")
+    parser.add_argument("--resume", metavar="PATH",
+                        help="continue this run from a checkpoint file, or from the newest in a "
+                        "checkpoint directory (same config, teacher, data and process count)")
+
+
+def run_from_args(args: argparse.Namespace, progress: bool = True,
+                  on_epoch: Callable[[dict], Any] | None = None) -> RunOutputs:
+    """Load the config, the dataset (bags or --dataset) and run `add_run_arguments`' options."""
+    config = load_run_config(args.config, overrides={
+        "bags": args.bags, "out": args.out, "teacher": args.teacher,
+        "checkpoint_every": args.checkpoint_every})
+    if args.epochs is not None:
+        config.train = dataclasses.replace(config.train, epochs=args.epochs)
+    resume = resolve_resume(args.resume) if args.resume else None   # before reading any data
+    dataset = None
+    if args.dataset:
+        dataset = DistillDataset.load(args.dataset)
+    elif args.save_dataset:
+        dataset = dataset_from_bags(iter_bag_paths(config.bags),
+                                    load_policy_spec(config.student_spec),
+                                    load_policy_spec(config.teacher_spec), config.action_topic,
+                                    config.allow_incomplete_bags)
+        if _rank() == 0:
+            dataset.save(args.save_dataset)
+    return run_training(config, progress=progress, on_epoch=on_epoch, dataset=dataset,
+                        resume=resume)
+
+
 def run_training(config: RunConfig, progress: bool = True,
                  on_epoch: Callable[[dict], Any] | None = None,
-                 dataset: DistillDataset | None = None) -> RunOutputs:
+                 dataset: DistillDataset | None = None,
+                 resume: str | os.PathLike | None = None) -> RunOutputs:
     """Build the dataset, train, export and report (see the module docstring).
+
+    `resume`: a checkpoint file, or a checkpoint directory (its newest), of this same run; a
+    checkpoint of another run (config, teacher, data, process count) is refused by field.
 
     Under torch.distributed every rank trains; rank 0 alone writes the outputs. Raises
     DatasetError / TrainingError / ExportParityError with the reason; a failed export leaves
     no student.onnx behind (and an earlier one of the same run untouched).
     """
     started = time.time()
+    resume = resolve_resume(resume) if resume else None   # a wrong path fails before any work
     student_spec: PolicySpec = load_policy_spec(config.student_spec)
     teacher_spec: PolicySpec = load_policy_spec(config.teacher_spec)
     teacher, teacher_norm, teacher_info = load_teacher_any(config.teacher,
@@ -246,8 +291,9 @@ def run_training(config: RunConfig, progress: bool = True,
         raise TrainingError(f"student would have {s_params} parameters, more than "
                             f"{config.max_student_param_ratio:.1%} of the teacher's {t_params} "
                             f"(max_student_param_ratio); choose smaller hidden_sizes")
+    checkpoints = CheckpointOptions(config.checkpoint_dir, config.checkpoint_every, resume)
     result = fit(teacher, teacher_norm, dataset, config.train, progress=progress,
-                 on_epoch=on_epoch, action_spec=student_spec.action)
+                 on_epoch=on_epoch, action_spec=student_spec.action, checkpoints=checkpoints)
     out_dir = config.out_dir
     summary = {
         "run_name": out_dir.name,

@@ -16,7 +16,7 @@ import os
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
-__all__ = ["render_report", "write_report", "update_report", "plot_losses",
+__all__ = ["render_report", "write_report", "update_report", "save_figure", "plot_losses",
            "plot_per_joint_error", "write_json_atomic", "REPORT_FILE", "METRICS_FILE",
            "LOSSES_PNG", "PER_JOINT_PNG"]
 
@@ -68,7 +68,8 @@ def _size(n_bytes: int | None) -> str:
 # ---------------------------------------------------------------------------------------------
 # figures
 
-def _save_figure(fig, path: Path) -> Path:
+def save_figure(fig, path: Path) -> Path:
+    """Write a matplotlib figure atomically (every plot of the package goes through here)."""
     import matplotlib.pyplot as plt
     fig.tight_layout()
     tmp = path.with_name(f".{path.stem}.tmp-{os.getpid()}.png")
@@ -102,7 +103,7 @@ def plot_losses(history: Sequence[Mapping], path: str | os.PathLike) -> Path:
     ax.grid(True, alpha=0.3)
     ax.legend(fontsize=8)
     ax.set_title("distillation losses")
-    return _save_figure(fig, path)
+    return save_figure(fig, path)
 
 
 def plot_per_joint_error(joints: Sequence[str], errors: Mapping[str, Mapping],
@@ -126,7 +127,7 @@ def plot_per_joint_error(joints: Sequence[str], errors: Mapping[str, Mapping],
     ax.grid(True, axis="y", alpha=0.3)
     if names:
         ax.legend(fontsize=8)
-    return _save_figure(fig, path)
+    return save_figure(fig, path)
 
 
 # ---------------------------------------------------------------------------------------------

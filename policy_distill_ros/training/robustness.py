@@ -170,7 +170,7 @@ def plot_robustness(rows: Sequence[dict], path: str | Path, title: str = "") -> 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from .report import _save_figure
+    from .report import save_figure
 
     names = [r["scenario"] for r in rows]
     x = np.arange(len(names))
@@ -196,4 +196,4 @@ def plot_robustness(rows: Sequence[dict], path: str | Path, title: str = "") -> 
     ax.legend(loc="upper right")
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    return _save_figure(fig, path)
+    return save_figure(fig, path)

@@ -138,7 +138,7 @@ def plot_pareto(rows: Sequence[dict], path: str | Path, title: str = "") -> Path
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from .report import _save_figure
+    from .report import save_figure
 
     axes_spec = (("params", "parameters", True),
                  ("p99_us", "ONNX Runtime p99 latency (us, 1 thread)", False),
@@ -169,7 +169,7 @@ def plot_pareto(rows: Sequence[dict], path: str | Path, title: str = "") -> Path
     fig.suptitle(title or "student size trade-off", fontsize=10)
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    return _save_figure(fig, path)
+    return save_figure(fig, path)
 
 
 def rows_with_front(rows: list[dict], keys: Sequence[str] = ("params", "p99_us", "session_mib")

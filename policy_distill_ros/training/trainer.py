@@ -1,26 +1,18 @@
-"""The distillation loop: a frozen teacher, a dataset of recorded states, a small student.
+"""Distillation's public face: its config, its result, `fit`, and the figures around them.
 
-`fit(teacher, teacher_normalizer, dataset, config)`:
-
-1. splits the dataset by whole episodes (train / validation);
-2. re-evaluates the teacher once on the recorded *teacher* observations (no_grad batches; its
-   Gaussian mean, log std and the hidden features the loss matches), teacher frozen throughout;
-3. fits the student's in-graph normalizer on the training *student* observations (frozen after);
-4. trains the student (and the feature projections) with `losses.DistillationLoss`, AdamW,
-   optional cosine schedule and gradient clipping, keeping the best-validation parameters;
-5. returns a `TrainResult` whose student + normalizer go to `export_student` (ONNX, parity
-   checked, metadata from the spec, provenance).
-
-Data parallel: when `torch.distributed` is initialised (torchrun, see `training/ddp.py`) the
-same function trains with DistributedDataParallel: a DistributedSampler shards each epoch, the
-gradients are averaged, every rank ends with identical parameters and only rank 0 reports.
+`fit(teacher, teacher_normalizer, dataset, config)` trains a small student to act like a frozen
+teacher on recorded states and returns a `TrainResult` whose student + normalizer go to
+`export_student` (ONNX, parity checked, metadata from the spec, provenance). The work is split
+the way rsl_rl splits PPO from its runner: `distillation.py` is the algorithm (teacher targets,
+loss, one epoch of updates, its state), `runner.py` the loop (epochs, logging, best epoch, early
+stop, checkpoints every N epochs and resume, `checkpoint.py`). The same code trains one process
+or, under torchrun (`ddp.py`), several with DistributedDataParallel.
 
 Recurrent students (`kind: gru`) train on windows of `sequence_length` consecutive steps of one
 episode, the hidden state starting at zero at each window.
 """
 from __future__ import annotations
 
-import copy
 import dataclasses
 import logging
 import math
@@ -30,18 +22,15 @@ from typing import Any, Callable
 
 import numpy as np
 import torch
-from torch import nn
-from torch.utils.data import DistributedSampler
 
 from .dataset import DistillDataset
 from .losses import DistillationLoss, LossConfig
-from .networks import BasePolicy, PolicyOutput, StudentConfig, TeacherPolicy, build_student, \
-    count_parameters
-from .normalizer import EmpiricalNormalizer, NormalizerConfig
+from .networks import BasePolicy, PolicyOutput, StudentConfig, TeacherPolicy
+from .normalizer import EmpiricalNormalizer
 
 __all__ = ["TrainConfig", "TrainResult", "fit", "teacher_outputs", "student_actions",
            "action_errors", "export_student", "TrainingError", "executed_bounds",
-           "executed_targets"]
+           "executed_targets", "episode_actions", "json_metrics"]
 
 LOG = logging.getLogger(__name__)
 LR_SCHEDULES = ("constant", "cosine")
@@ -98,7 +87,8 @@ class TrainConfig:
         if isinstance(self.loss, dict):
             self.loss = LossConfig.from_dict(self.loss)
         if not isinstance(self.student, StudentConfig):
-            raise ValueError(f"{owner}.student must be a StudentConfig, got {type(self.student).__name__}")
+            raise ValueError(f"{owner}.student must be a StudentConfig, got "
+                             f"{type(self.student).__name__}")
         if not isinstance(self.loss, LossConfig):
             raise ValueError(f"{owner}.loss must be a LossConfig, got {type(self.loss).__name__}")
         for name in ("epochs", "batch_size", "teacher_batch_size", "sequence_length"):
@@ -115,11 +105,13 @@ class TrainConfig:
             if getattr(self, name) is not None:
                 _number(owner, name, getattr(self, name), low=0, low_open=True)
         if self.lr_schedule not in LR_SCHEDULES:
-            raise ValueError(f"{owner}.lr_schedule must be one of {LR_SCHEDULES}, got {self.lr_schedule!r}")
+            raise ValueError(f"{owner}.lr_schedule must be one of {LR_SCHEDULES}, got "
+                             f"{self.lr_schedule!r}")
         if self.device not in DEVICES:
             raise ValueError(f"{owner}.device must be one of {DEVICES}, got {self.device!r}")
         if not isinstance(self.restore_best, bool):
-            raise ValueError(f"{owner}.restore_best must be true or false, got {self.restore_best!r}")
+            raise ValueError(f"{owner}.restore_best must be true or false, got "
+                             f"{self.restore_best!r}")
 
     def to_dict(self) -> dict:
         d = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
@@ -174,24 +166,6 @@ class TrainResult:
         return student_actions(self.student, self.student_normalizer, obs)
 
 
-# ---------------------------------------------------------------------------------------------
-# helpers
-
-def _device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if name == "cuda" and not torch.cuda.is_available():
-        raise TrainingError("TrainConfig.device is 'cuda' but no CUDA device is available")
-    return torch.device(name)
-
-
-def _dist():
-    """(world_size, rank) of an initialised process group, else (1, 0)."""
-    if torch.distributed.is_available() and torch.distributed.is_initialized():
-        return torch.distributed.get_world_size(), torch.distributed.get_rank()
-    return 1, 0
-
-
 @torch.no_grad()
 def teacher_outputs(teacher: TeacherPolicy, teacher_normalizer: EmpiricalNormalizer | None,
                     teacher_obs: np.ndarray | torch.Tensor, layers: tuple[str, ...] = (),
@@ -224,21 +198,6 @@ def teacher_outputs(teacher: TeacherPolicy, teacher_normalizer: EmpiricalNormali
     return PolicyOutput(torch.cat(means) if means else empty,
                         torch.cat(log_stds) if log_stds else empty,
                         {k: torch.cat(v) for k, v in feats.items() if v})
-
-
-@torch.no_grad()
-def _standardize_features(train: PolicyOutput, val: PolicyOutput,
-                          eps: float = 1e-3) -> tuple[PolicyOutput, PolicyOutput]:
-    """Teacher features per unit, standardized with the training rows' statistics: the matching
-    loss then weighs every unit alike whatever its scale (raw ELU units of a 512-wide layer span
-    orders of magnitude, and a few large or constant ones dominated the L2 term), and its value
-    is comparable to the BC term's across teachers."""
-    if not train.features:
-        return train, val
-    stats = {k: (f.mean(0), f.std(0) + eps) for k, f in train.features.items()}
-    scale = lambda out: out._replace(features={   # noqa: E731
-        k: (f - stats[k][0]) / stats[k][1] for k, f in out.features.items()})
-    return scale(train), scale(val) if val.features else val
 
 
 def executed_bounds(action_spec) -> tuple[torch.Tensor, torch.Tensor] | None:
@@ -299,126 +258,6 @@ def action_errors(predicted: np.ndarray, target: np.ndarray) -> dict:
             "per_joint_rmse": np.sqrt(np.mean(diff ** 2, axis=0)).tolist()}
 
 
-class _TrainModule(nn.Module):
-    """Student + loss (projections) in one module, so DDP averages every trained gradient."""
-
-    def __init__(self, student: BasePolicy, normalizer: EmpiricalNormalizer,
-                 loss: DistillationLoss) -> None:
-        super().__init__()
-        self.student = student
-        self.normalizer = normalizer
-        self.loss = loss
-
-    def forward(self, obs: torch.Tensor, teacher: PolicyOutput, episode_starts=None):
-        x = self.normalizer(obs)
-        if self.student.is_recurrent:
-            out = self.student(x, return_features=self.loss.needs_features,
-                               episode_starts=episode_starts)
-        else:
-            out = self.student(x, return_features=self.loss.needs_features)
-        return self.loss(out, teacher)
-
-
-def _windows(episode_id: np.ndarray, length: int) -> np.ndarray:
-    """Start rows of non-overlapping windows of `length` consecutive rows of one episode (plus
-    the last full window of each episode, so every row is covered); episodes shorter than the
-    window give one window from their start (padded by repeating the last row)."""
-    starts = []
-    boundaries = np.flatnonzero(np.diff(episode_id)) + 1
-    for lo, hi in zip(np.r_[0, boundaries], np.r_[boundaries, len(episode_id)]):
-        if hi - lo <= length:
-            starts.append(lo)
-            continue
-        s = list(range(lo, hi - length + 1, length))
-        if s[-1] != hi - length:
-            s.append(hi - length)
-        starts.extend(s)
-    return np.asarray(starts, dtype=np.int64)
-
-
-def _window_rows(starts: np.ndarray, length: int, episode_id: np.ndarray) -> np.ndarray:
-    """[W, length] row indices; a window running past its episode repeats the last row."""
-    rows = starts[:, None] + np.arange(length)[None, :]
-    rows = np.minimum(rows, len(episode_id) - 1)
-    same = episode_id[rows] == episode_id[starts][:, None]
-    last = np.maximum.accumulate(np.where(same, rows, 0), axis=1)
-    return np.where(same, rows, last)
-
-
-class _Batches:
-    """Tensors on the device and the rows (or windows) each step draws."""
-
-    def __init__(self, dataset: DistillDataset, teacher_out: PolicyOutput, device: torch.device,
-                 recurrent: bool, sequence_length: int) -> None:
-        self.obs = torch.as_tensor(dataset.student_obs, device=device)
-        self.teacher = PolicyOutput(teacher_out.mean.to(device), teacher_out.log_std.to(device),
-                                    {k: v.to(device) for k, v in teacher_out.features.items()})
-        self.recurrent = recurrent
-        if recurrent:
-            starts = _windows(dataset.episode_id, sequence_length)
-            self.units = torch.as_tensor(_window_rows(starts, sequence_length,
-                                                      dataset.episode_id), device=device)
-        else:
-            self.units = None
-        self.count = len(self.units) if recurrent else len(dataset)
-
-    def get(self, index: torch.Tensor):
-        rows = self.units[index] if self.recurrent else index
-        t = self.teacher
-        teacher = PolicyOutput(t.mean[rows], t.log_std[rows], {k: v[rows] for k, v in t.features.items()})
-        return self.obs[rows], teacher, rows.shape[0] if self.recurrent else len(rows)
-
-
-def _iterate(count: int, batch_size: int, sampler: DistributedSampler | None, epoch: int,
-             generator: torch.Generator) -> list[torch.Tensor]:
-    if sampler is not None:
-        sampler.set_epoch(epoch)
-        order = torch.as_tensor(list(iter(sampler)), dtype=torch.long)
-    else:
-        order = torch.randperm(count, generator=generator)
-    return list(torch.split(order, batch_size))
-
-
-def _freeze_unused(module: _TrainModule, batches: "_Batches", n: int) -> list[nn.Parameter]:
-    """Parameters no loss term reaches (e.g. log_std when only BC is on) are frozen for the
-    run: DDP requires every trained parameter to get a gradient. Returns them (to unfreeze)."""
-    module.zero_grad(set_to_none=True)
-    obs, teacher, _ = batches.get(torch.arange(n, device=batches.obs.device))
-    total, _ = module(obs, teacher)
-    total.backward()
-    unused = [p for p in module.parameters() if p.requires_grad and p.grad is None]
-    module.zero_grad(set_to_none=True)
-    for p in unused:
-        p.requires_grad_(False)
-    return unused
-
-
-@torch.no_grad()
-def _evaluate(module: _TrainModule, batches: _Batches, batch_size: int) -> dict[str, float]:
-    module.eval()
-    totals: dict[str, float] = {}
-    seen = 0
-    try:
-        for index in torch.split(torch.arange(batches.count), batch_size):
-            obs, teacher, n = batches.get(index.to(batches.obs.device))
-            _, terms = module(obs, teacher)
-            for name, value in terms.items():
-                totals[name] = totals.get(name, 0.0) + float(value) * n
-            seen += n
-    finally:
-        module.train()
-    return {k: v / seen for k, v in totals.items()} if seen else {}
-
-
-def _all_reduce_mean(values: dict[str, float], world_size: int, device) -> dict[str, float]:
-    if world_size == 1 or not values:
-        return values
-    keys = sorted(values)
-    t = torch.tensor([values[k] for k in keys], dtype=torch.float64, device=device)
-    torch.distributed.all_reduce(t)
-    return {k: float(v) / world_size for k, v in zip(keys, t.tolist())}
-
-
 # ---------------------------------------------------------------------------------------------
 # fit
 
@@ -427,7 +266,7 @@ def fit(teacher: TeacherPolicy, teacher_normalizer: EmpiricalNormalizer | None,
         progress: bool = True, on_epoch: Callable[[dict], Any] | None = None,
         val_dataset: DistillDataset | None = None,
         student_normalizer: EmpiricalNormalizer | None = None,
-        action_spec=None) -> TrainResult:
+        action_spec=None, checkpoints=None) -> TrainResult:
     """Distill `teacher` into a student on `dataset` (see the module docstring).
 
     `student` (optional) continues training an existing network (progressive distillation,
@@ -438,195 +277,13 @@ def fit(teacher: TeacherPolicy, teacher_normalizer: EmpiricalNormalizer | None,
     executes: the loss is limit-aware (`losses.limit_aware_error`: where the teacher's mean is
     beyond a limit, any student output at or beyond it is exact) and the KL's teacher Gaussian is
     centred on the clipped mean; without it the raw mean is the target (no limits known).
+    `checkpoints` (`checkpoint.CheckpointOptions`): write checkpoints every N epochs and/or
+    resume from one.
     """
-    if not isinstance(dataset, DistillDataset):
-        raise TypeError(f"fit: dataset must be a DistillDataset, got {type(dataset).__name__}")
-    scfg = config.student
-    if student is not None:
-        scfg = student.config
-    if dataset.student_obs.shape[1] != scfg.obs_size or dataset.action_size != scfg.action_size:
-        raise TrainingError(
-            f"dataset student obs/actions are {dataset.student_obs.shape[1]}/"
-            f"{dataset.action_size} wide; the student config expects {scfg.obs_size}/"
-            f"{scfg.action_size} (was the dataset built with another student spec?)")
-    if teacher.config.action_size != scfg.action_size:
-        raise TrainingError(f"teacher has {teacher.config.action_size} actions, student "
-                            f"{scfg.action_size}")
-    world_size, rank = _dist()
-    device = _device(config.device)
-    if world_size > 1 and device.type == "cuda":
-        device = torch.device("cuda", torch.cuda.current_device())
-    if config.num_threads:
-        torch.set_num_threads(config.num_threads)
-    torch.manual_seed(config.seed)
-    np.random.seed(config.seed)
-
-    if val_dataset is None:
-        train_set, val_set = dataset.split_by_episode(config.val_fraction, config.seed)
-    else:
-        train_set, val_set = dataset, val_dataset
-    if not len(train_set):
-        raise TrainingError("no training samples")
-
-    teacher_before = {k: v.detach().clone() for k, v in teacher.state_dict().items()}
-    layers = tuple(dict.fromkeys(t for t, _ in config.loss.feature_pairs)) \
-        if config.loss.feature_weight > 0 else ()
-    started = time.perf_counter()
-    t_train = teacher_outputs(teacher, teacher_normalizer, train_set.teacher_obs, layers,
-                              config.teacher_batch_size)
-    t_val = teacher_outputs(teacher, teacher_normalizer, val_set.teacher_obs, layers,
-                            config.teacher_batch_size)
-    t_train, t_val = _standardize_features(t_train, t_val)
-    # a squashed (SAC) teacher's mean is pre-tanh: its targets stay in that space
-    bounds = None if teacher.squash_output else executed_bounds(action_spec)
-    teacher_pass_s = time.perf_counter() - started
-
-    if student is None:
-        student = build_student(scfg)
-    if student_normalizer is None:
-        student_normalizer = EmpiricalNormalizer(NormalizerConfig(
-            size=scfg.obs_size, eps=config.normalizer_eps, clip=config.normalizer_clip))
-        student_normalizer.update(torch.as_tensor(train_set.student_obs))
-    student_normalizer.freeze()
-    loss = DistillationLoss(config.loss, teacher.feature_sizes(), student.feature_sizes(),
-                            action_bounds=bounds) if config.loss.feature_weight > 0 \
-        else DistillationLoss(config.loss, action_bounds=bounds)
-    module = _TrainModule(student, student_normalizer, loss).to(device)
-    module.train()
-    trained: nn.Module = module
-    sampler = None
-    recurrent = student.is_recurrent
-    train_batches = _Batches(train_set, t_train, device, recurrent, config.sequence_length)
-    val_batches = _Batches(val_set, t_val, device, recurrent, config.sequence_length)
-    batch_size = max(1, config.batch_size // config.sequence_length) if recurrent \
-        else config.batch_size
-    unused = _freeze_unused(module, train_batches, min(batch_size, train_batches.count))
-    if world_size > 1:
-        trained = nn.parallel.DistributedDataParallel(
-            module, device_ids=[device.index] if device.type == "cuda" else None)
-        sampler = DistributedSampler(range(train_batches.count), num_replicas=world_size,
-                                     rank=rank, shuffle=True, seed=config.seed)
-    params = [p for p in module.parameters() if p.requires_grad]
-    optimizer = torch.optim.AdamW(params, lr=config.lr, weight_decay=config.weight_decay)
-    scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(
-        optimizer, T_max=config.epochs, eta_min=config.lr * config.min_lr_ratio) \
-        if config.lr_schedule == "cosine" else None
-    generator = torch.Generator().manual_seed(config.seed)
-
-    history: list[dict] = []
-    best_val, best_epoch, best_state = math.inf, -1, None
-    bar = None
-    if progress and rank == 0:
-        from tqdm.auto import tqdm
-        bar = tqdm(total=config.epochs, desc="distill", unit="epoch", dynamic_ncols=True)
-    samples_done, train_time_s = 0, 0.0
-    try:
-        for epoch in range(config.epochs):
-            t0 = time.perf_counter()
-            sums: dict[str, float] = {}
-            seen = 0
-            for index in _iterate(train_batches.count, batch_size, sampler, epoch, generator):
-                obs, teacher_batch, n = train_batches.get(index.to(device))
-                total, terms = trained(obs, teacher_batch)
-                if not torch.isfinite(total):
-                    raise TrainingError(f"loss became {float(total)} at epoch {epoch + 1}: "
-                                        f"lower lr ({config.lr:g}) or enable grad_clip")
-                optimizer.zero_grad(set_to_none=True)
-                total.backward()
-                if config.grad_clip is not None:
-                    nn.utils.clip_grad_norm_(params, config.grad_clip)
-                optimizer.step()
-                for name, value in terms.items():
-                    sums[name] = sums.get(name, 0.0) + float(value.detach()) * n
-                seen += n
-            epoch_s = time.perf_counter() - t0
-            train_time_s += epoch_s
-            steps_per_sample = config.sequence_length if recurrent else 1
-            samples_done += seen * steps_per_sample
-            lr_now = optimizer.param_groups[0]["lr"]
-            if scheduler is not None:
-                scheduler.step()
-            train_terms = _all_reduce_mean({k: v / max(seen, 1) for k, v in sums.items()},
-                                           world_size, device)
-            val_terms = _evaluate(module, val_batches, 4096) if val_batches.count else {}
-            record = {"epoch": epoch + 1, "lr": lr_now, "time_s": epoch_s,
-                      "train": train_terms, "val": val_terms}
-            history.append(record)
-            monitored = val_terms.get("total", train_terms.get("total", math.inf))
-            if monitored < best_val:
-                best_val, best_epoch = monitored, epoch + 1
-                if config.restore_best:
-                    best_state = copy.deepcopy(module.state_dict())
-            if bar is not None:
-                bar.update(1)
-                bar.set_postfix(train=f"{train_terms.get('total', float('nan')):.4g}",
-                                val=f"{val_terms.get('total', float('nan')):.4g}")
-            stop = False
-            if on_epoch is not None and rank == 0:
-                stop = on_epoch(record) is False
-            if config.early_stop_patience and epoch + 1 - best_epoch >= config.early_stop_patience:
-                LOG.info("early stop at epoch %d (best %d)", epoch + 1, best_epoch)
-                stop = True
-            if world_size > 1:  # every rank stops together
-                flag = torch.tensor([1.0 if stop else 0.0], device=device)
-                torch.distributed.all_reduce(flag)
-                stop = bool(flag.item() > 0)
-            if stop:
-                break
-    finally:
-        if bar is not None:
-            bar.close()
-    for p in unused:
-        p.requires_grad_(True)
-    if best_state is not None:
-        module.load_state_dict(best_state)
-    module.to("cpu").eval()
-    student.eval()
-
-    for name, before in teacher_before.items():   # the teacher is frozen: check, never assume
-        if not torch.equal(before, teacher.state_dict()[name]):
-            raise TrainingError(f"teacher parameter {name} changed during training")
-
-    if len(val_set):
-        metrics = _final_metrics(teacher, student, student_normalizer, val_set, t_val, "val",
-                                 bounds)
-    else:
-        metrics = _final_metrics(teacher, student, student_normalizer, train_set, t_train,
-                                 "train", bounds)
-    metrics.update({
-        "epochs_run": len(history), "best_epoch": best_epoch,
-        "best_val_loss": best_val if math.isfinite(best_val) else None,
-        "train_samples": len(train_set), "val_samples": len(val_set),
-        "train_episodes": int(len(train_set.episodes)), "val_episodes": int(len(val_set.episodes)),
-        "teacher_pass_s": teacher_pass_s, "train_time_s": train_time_s,
-        "epoch_time_s": train_time_s / max(len(history), 1),
-        "samples_per_s": samples_done / train_time_s if train_time_s > 0 else None,
-        "samples_per_s_all_ranks": samples_done * world_size / train_time_s
-        if train_time_s > 0 else None,
-        "world_size": world_size, "device": str(device),
-        "targets": "executed (limit-aware: teacher mean clipped to the action limits)"
-        if bounds is not None else "teacher mean (no action limits given)",
-    })
-    return TrainResult(student, student_normalizer, history, metrics, config, loss.cpu(),
-                       val_set if len(val_set) else None)
-
-
-def _final_metrics(teacher, student, normalizer, evaluated: DistillDataset, t_out: PolicyOutput,
-                   on: str, bounds=None) -> dict:
-    """Action errors of the student vs the teacher's deterministic action and vs the recorded
-    action, on the validation set (the training set when there is none); with action limits
-    both sides are what the robot executes (clipped)."""
-    with torch.no_grad():
-        teacher_action = teacher.deterministic(executed_targets(t_out, bounds)).numpy()
-    predicted = episode_actions(student, normalizer, evaluated)
-    if bounds is not None:
-        predicted = np.clip(predicted, bounds[0].numpy(), bounds[1].numpy())
-    return {"evaluated_on": on,
-            "student_params": count_parameters(student),
-            "teacher_params": count_parameters(teacher),
-            "val_action_error_vs_teacher": action_errors(predicted, teacher_action),
-            "val_action_error_vs_recorded": action_errors(predicted, evaluated.actions),
-            "val_teacher_error_vs_recorded": action_errors(teacher_action, evaluated.actions)}
+    from .runner import DistillRunner   # the runner builds on this module's types
+    return DistillRunner(teacher, teacher_normalizer, dataset, config, student, progress,
+                         on_epoch, val_dataset, student_normalizer, action_spec,
+                         checkpoints).learn()
 
 
 @torch.no_grad()
@@ -670,7 +327,7 @@ def export_student(result: TrainResult, student_spec, path, provenance: dict | N
     prov = dict(provenance or {})
     prov.setdefault("losses", result.config.loss.to_dict())
     metrics = dict(prov.get("metrics") or {})
-    metrics.update(_json_metrics(result.metrics))
+    metrics.update(json_metrics(result.metrics))
     prov["metrics"] = metrics
     prov.setdefault("student", result.student.config.to_dict())
     prov.setdefault("created", time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()))
@@ -679,7 +336,7 @@ def export_student(result: TrainResult, student_spec, path, provenance: dict | N
                          export_config or ExportConfig())
 
 
-def _json_metrics(metrics: dict) -> dict:
+def json_metrics(metrics: dict) -> dict:
     """The scalar training figures (per-joint lists kept short enough for metadata)."""
     out = {}
     for key, value in metrics.items():
