@@ -17,7 +17,6 @@ import tempfile
 import time
 from pathlib import Path
 
-
 REPO = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(REPO), str(REPO / "test")]
 os.environ.setdefault("ROS_DOMAIN_ID", str(1 + os.getpid() % 100))

@@ -7,8 +7,9 @@ Both return their weights so a test can compute the expected output with numpy.
 """
 from __future__ import annotations
 
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
 
 import numpy as np
 import onnx

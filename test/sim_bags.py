@@ -8,9 +8,9 @@ with an independent path through the same spec.
 """
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 from builtin_interfaces.msg import Time

@@ -15,7 +15,6 @@ from policy_distill_ros.core.fields import FieldError, extract, header_stamp_s, 
 from policy_distill_ros.core.observation import ObservationAssembler
 from policy_distill_ros.core.spec import ObservationSpec, ObsTerm, PolicySpec, SpecError
 
-
 # ---------------------------------------------------------------------------------------------
 # stand-in messages (rosbags-like: plain attributes)
 

@@ -7,8 +7,15 @@ import numpy as np
 import pytest
 import yaml
 
-from policy_distill_ros.core.spec import (ActionSpec, ObservationSpec, ObsTerm, PolicySpec,
-                                          SpecError, dump_policy_spec, load_policy_spec)
+from policy_distill_ros.core.spec import (
+    ActionSpec,
+    ObservationSpec,
+    ObsTerm,
+    PolicySpec,
+    SpecError,
+    dump_policy_spec,
+    load_policy_spec,
+)
 
 REPO = Path(__file__).resolve().parents[1]
 

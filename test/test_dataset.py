@@ -8,8 +8,12 @@ import numpy as np
 import pytest
 
 from policy_distill_ros.recording.recover import recover
-from policy_distill_ros.training.dataset import (DatasetError, DistillDataset, dataset_from_bag,
-                                                 dataset_from_bags)
+from policy_distill_ros.training.dataset import (
+    DatasetError,
+    DistillDataset,
+    dataset_from_bag,
+    dataset_from_bags,
+)
 from sim_bags import record_sim_bag, specs
 
 
@@ -193,19 +197,18 @@ def test_bag_recorded_from_the_real_nodes_replays_what_the_student_node_saw(tmp_
     so the dataset holds exactly the vectors the node assembled (last_action and history
     included). The spec reads one sensor topic: with two, which of a frame's messages reached
     the node before its trigger is a DDS delivery race the bag cannot record."""
+    import threading
     import time
 
     import rclpy
-    import threading
-
     from lifecycle_msgs.msg import Transition
     from lifecycle_msgs.srv import ChangeState
     from rclpy.executors import SingleThreadedExecutor
     from sensor_msgs.msg import JointState
 
     from node_process import node_process, read_log
-    from policy_models import make_linear_policy
     from policy_distill_ros.recording.bag_reader import bag_info
+    from policy_models import make_linear_policy
     from ros_harness import wait_until
 
     full, _ = specs()

@@ -48,8 +48,7 @@ from node_process import node_process
 from policy_distill_ros.recording.bag_reader import bag_info, read_bag, read_bag_raw
 from policy_distill_ros.recording.recover import recover
 from policy_models import make_linear_policy
-from ros_harness import (RECORD, RobotPeer, echo_stamp_s, is_fallback, wait_for_log,
-                         wait_until)
+from ros_harness import RECORD, RobotPeer, echo_stamp_s, is_fallback, wait_for_log, wait_until
 from test_recorder_node import count_in_bag
 from test_student_node import JOINTS, LOWER, OFFSET, UPPER
 from test_student_node import SPEC as STUDENT_SPEC

@@ -97,6 +97,7 @@ def test_shipped_teacher_matches_its_sb3_checkpoint():
     if meta["info"].get("imported_from") != zip_path.name:
         pytest.skip("models/ant_teacher was not imported from the SB3 checkpoint")
     from stable_baselines3 import PPO
+
     from policy_distill_ros.training.pipeline import load_teacher_any
     from policy_distill_ros.training.teacher_io import teacher_hash
     teacher, normalizer, _ = load_teacher_any(zip_path, norm_path)

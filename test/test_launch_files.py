@@ -19,7 +19,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from policy_distill_ros.params_file import node_params, pattern_matches
+from policy_distill_ros.params_file import node_params
 
 REPO = Path(__file__).resolve().parents[1]
 LAUNCH_FILES = sorted((REPO / "launch").glob("*.launch.py"))

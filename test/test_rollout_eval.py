@@ -13,13 +13,25 @@ from policy_distill_ros.core.observation import ObservationAssembler
 from policy_distill_ros.core.policy_file import read_metadata
 from policy_distill_ros.sim.ant import AntSim
 from policy_distill_ros.training.dataset import dataset_from_bag
-from policy_distill_ros.training.evaluation import (HELD_OUT_SEED_BASE, evaluate_policy,
-                                                    held_out_seeds, policy_file_figures,
-                                                    validation_seeds)
+from policy_distill_ros.training.evaluation import (
+    HELD_OUT_SEED_BASE,
+    evaluate_policy,
+    held_out_seeds,
+    policy_file_figures,
+    validation_seeds,
+)
 from policy_distill_ros.training.networks import count_parameters
-from policy_distill_ros.training.rollout import (STUDENT, TEACHER, VALIDATION_SEED_BASE,
-                                                 FunctionActor, MultiViewSim, OnnxActor, collect,
-                                                 student_actor, teacher_actor)
+from policy_distill_ros.training.rollout import (
+    STUDENT,
+    TEACHER,
+    VALIDATION_SEED_BASE,
+    FunctionActor,
+    MultiViewSim,
+    OnnxActor,
+    collect,
+    student_actor,
+    teacher_actor,
+)
 from policy_distill_ros.training.trainer import export_student, fit
 
 

@@ -153,6 +153,7 @@ def wait_for_nodes(probe, launch: Launch, namespace: str, names: list[str]) -> N
 def read_parameters(probe, node_fqn: str, names: list[str]) -> dict:
     from rcl_interfaces.srv import GetParameters
     from rclpy.parameter import parameter_value_to_python
+
     from ros_harness import call_service
     response, _ = call_service(probe, GetParameters, f"{node_fqn}/get_parameters",
                                GetParameters.Request(names=names), timeout_s=60.0)

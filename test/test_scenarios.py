@@ -8,17 +8,25 @@ import dataclasses
 import numpy as np
 import pytest
 
+from distill_fixtures import specs
 from policy_distill_ros.cli import main as cli_main
 from policy_distill_ros.sim.ant import AntSim
 from policy_distill_ros.sim.config import SimConfig
 from policy_distill_ros.sim.frame import IMU, JOINT_STATES, ODOMETRY
-from policy_distill_ros.sim.scenarios import (FaultySensorSim, SensorFaults, default_scenarios,
-                                              scenario_by_name)
-from policy_distill_ros.training.robustness import (ScenarioResult, degradation,
-                                                    plot_robustness, robustness_table,
-                                                    run_scenario_episodes)
+from policy_distill_ros.sim.scenarios import (
+    FaultySensorSim,
+    SensorFaults,
+    default_scenarios,
+    scenario_by_name,
+)
+from policy_distill_ros.training.robustness import (
+    ScenarioResult,
+    degradation,
+    plot_robustness,
+    robustness_table,
+    run_scenario_episodes,
+)
 from policy_distill_ros.training.rollout import FunctionActor
-from distill_fixtures import specs
 
 SEED = 1_000_003
 BASE = SimConfig(max_episode_steps=40)

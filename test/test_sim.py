@@ -9,8 +9,15 @@ import pytest
 
 from policy_distill_ros.sim.ant import AntSim
 from policy_distill_ros.sim.config import SensorNoise, SimConfig
-from policy_distill_ros.sim.frame import (CONTACT_FORCES, DYNAMICS, EPISODE, EPISODE_LABELS, IMU,
-                                          JOINT_STATES, ODOMETRY)
+from policy_distill_ros.sim.frame import (
+    CONTACT_FORCES,
+    DYNAMICS,
+    EPISODE,
+    EPISODE_LABELS,
+    IMU,
+    JOINT_STATES,
+    ODOMETRY,
+)
 from policy_distill_ros.sim.randomization import DYNAMICS_LABELS
 
 ANT_HINGES = ("hip_1", "ankle_1", "hip_2", "ankle_2", "hip_3", "ankle_3", "hip_4", "ankle_4")

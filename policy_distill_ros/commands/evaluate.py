@@ -95,9 +95,12 @@ def run(args: argparse.Namespace) -> int:
 
     from policy_distill_ros.core.policy_file import PolicyFileError
     from policy_distill_ros.core.spec import load_policy_spec
-    from policy_distill_ros.training.evaluation import (HELD_OUT_SEED_BASE, comparison_table,
-                                                        evaluate_teacher_and_student,
-                                                        held_out_seeds)
+    from policy_distill_ros.training.evaluation import (
+        HELD_OUT_SEED_BASE,
+        comparison_table,
+        evaluate_teacher_and_student,
+        held_out_seeds,
+    )
     torch.set_num_threads(max(1, args.threads))
     try:
         seeds = held_out_seeds(args.episodes, HELD_OUT_SEED_BASE if args.seed_base is None

@@ -7,8 +7,8 @@ says that the weights are random; its actions are not meant to move a robot anyw
 """
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 import numpy as np
 

@@ -8,8 +8,9 @@ last good value is kept, so the caller decides (fallback) with full information.
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, Mapping, Sequence
+from typing import Any
 
 import numpy as np
 

@@ -11,9 +11,10 @@ import json
 import math
 import os
 import tempfile
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Mapping, Sequence
+from typing import Any
 
 import numpy as np
 
@@ -123,7 +124,7 @@ class PolicyMetadata:
 
     @classmethod
     def from_spec(cls, spec: PolicySpec, recurrent_state: Sequence[RecurrentState] = (),
-                  provenance: Mapping[str, Any] | None = None) -> "PolicyMetadata":
+                  provenance: Mapping[str, Any] | None = None) -> PolicyMetadata:
         return cls(spec.observation, spec.action, spec.rate_hz,
                    recurrent_state=tuple(recurrent_state), provenance=dict(provenance or {}))
 
@@ -143,7 +144,7 @@ class PolicyMetadata:
         }
 
     @classmethod
-    def from_props(cls, props: Mapping[str, str], source: str = "model") -> "PolicyMetadata":
+    def from_props(cls, props: Mapping[str, str], source: str = "model") -> PolicyMetadata:
         """Parse metadata; a missing or malformed key raises PolicyLoadError naming it."""
         for key in _KEYS:
             if key not in props:

@@ -11,7 +11,6 @@ from __future__ import annotations
 import importlib
 import sys
 import time
-from typing import Dict
 
 import rclpy
 import rclpy.logging
@@ -75,8 +74,8 @@ class RecorderNode(Node):
         self.writer = BagWriter(self.config.writer_config(self.bag_path,
                                                           self.config.custom_data())).open()
         self.failed = False
-        self._subs: Dict[str, object] = {}
-        self._subscribed_reliable: Dict[str, bool] = {}
+        self._subs: dict[str, object] = {}
+        self._subscribed_reliable: dict[str, bool] = {}
         self._started = time.monotonic()
         self._warned_missing = False
         self._discovery = self.create_timer(DISCOVERY_PERIOD_S, self._discover)

@@ -17,14 +17,20 @@ import sys
 import numpy as np
 from nav_msgs.msg import Odometry
 from rcl_interfaces.msg import SetParametersResult
-from rclpy.parameter import Parameter
 from rclpy.node import Node
+from rclpy.parameter import Parameter
 from rosgraph_msgs.msg import Clock
 from sensor_msgs.msg import Imu, JointState
 from std_msgs.msg import Float64MultiArray, MultiArrayDimension
 
-from policy_distill_ros.nodes.ros_common import (COMMAND_QOS, SENSOR_QOS, declare, s_to_stamp,
-                                                 spin_node, warn_unknown_parameters)
+from policy_distill_ros.nodes.ros_common import (
+    COMMAND_QOS,
+    SENSOR_QOS,
+    declare,
+    s_to_stamp,
+    spin_node,
+    warn_unknown_parameters,
+)
 from policy_distill_ros.sim import frame as topics
 from policy_distill_ros.sim.ant import AntSim
 from policy_distill_ros.sim.config import ROBOTS, sim_config_from_params

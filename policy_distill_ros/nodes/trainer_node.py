@@ -18,8 +18,12 @@ from rclpy.node import Node
 from std_msgs.msg import Float64MultiArray, MultiArrayDimension, String
 from std_srvs.srv import Trigger
 
-from policy_distill_ros.nodes.ros_common import (LATCHED_QOS, declare, spin_node,
-                                                 warn_unknown_parameters)
+from policy_distill_ros.nodes.ros_common import (
+    LATCHED_QOS,
+    declare,
+    spin_node,
+    warn_unknown_parameters,
+)
 
 PROGRESS_LABELS = ("epoch", "epochs", "train_loss", "val_loss")
 

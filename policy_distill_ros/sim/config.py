@@ -7,9 +7,10 @@ odd robot later.
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
 
 import yaml
 
@@ -149,7 +150,7 @@ class SimConfig:
         return 1.0 / self.control_dt_s
 
     @classmethod
-    def nominal(cls, **overrides: Any) -> "SimConfig":
+    def nominal(cls, **overrides: Any) -> SimConfig:
         """No randomization, no noise: the robot exactly as modelled (tests, evaluation)."""
         base = dict(friction_range=(1.0, 1.0), payload_kg_range=(0.0, 0.0),
                     motor_strength_range=(1.0, 1.0))
@@ -157,7 +158,7 @@ class SimConfig:
         return cls(**base)
 
     @classmethod
-    def from_dict(cls, data: Mapping[str, Any]) -> "SimConfig":
+    def from_dict(cls, data: Mapping[str, Any]) -> SimConfig:
         return _from_mapping(cls, data, "sim config")
 
     def to_dict(self) -> dict:

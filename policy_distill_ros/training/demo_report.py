@@ -10,8 +10,9 @@ from __future__ import annotations
 
 import json
 import math
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, Dict, Mapping, Optional
+from typing import Any
 
 from .report import write_json_atomic, write_text_atomic
 
@@ -20,7 +21,7 @@ RETURNS_PNG = "returns.png"
 ROUNDS_PNG = "dagger_rounds.png"
 
 
-def _read(path: Path) -> Dict[str, Any]:
+def _read(path: Path) -> dict[str, Any]:
     try:
         return json.loads(path.read_text())
     except (OSError, json.JSONDecodeError):
@@ -33,19 +34,19 @@ def _num(value: Any, fmt: str = ".1f") -> str:
     return format(value, fmt)
 
 
-def _size(n_bytes: Optional[int]) -> str:
+def _size(n_bytes: int | None) -> str:
     if not n_bytes:
         return "-"
     return f"{n_bytes / 1024:.1f} KiB" if n_bytes < 1024 ** 2 else f"{n_bytes / 1024 ** 2:.2f} MiB"
 
 
-def _ratio(a: Optional[float], b: Optional[float]) -> Optional[float]:
+def _ratio(a: float | None, b: float | None) -> float | None:
     if a is None or b is None or not b:
         return None
     return a / b
 
 
-def plot_returns(evals: Mapping[str, Mapping], path: Path) -> Optional[Path]:
+def plot_returns(evals: Mapping[str, Mapping], path: Path) -> Path | None:
     """Held-out return per episode seed, one marker series per policy."""
     series = {name: e for name, e in evals.items() if e.get("returns")}
     if not series:
@@ -71,7 +72,7 @@ def plot_returns(evals: Mapping[str, Mapping], path: Path) -> Optional[Path]:
     return path
 
 
-def plot_rounds(rounds, teacher_return: Optional[float], path: Path) -> Optional[Path]:
+def plot_rounds(rounds, teacher_return: float | None, path: Path) -> Path | None:
     """The DAgger curve: each round's student on the validation seeds, and the return of the
     round's own (mixed) rollouts, against the teacher's held-out return."""
     points = [(r["round"], r.get("val_mean_return"), r.get("rollout_mean_return"), r.get("via"))
@@ -109,7 +110,7 @@ def plot_rounds(rounds, teacher_return: Optional[float], path: Path) -> Optional
     return path
 
 
-def summarize(out: Path, timings: Mapping[str, float]) -> Dict[str, Any]:
+def summarize(out: Path, timings: Mapping[str, float]) -> dict[str, Any]:
     final, bc_eval = _read(out / "eval_final.json"), _read(out / "eval_bc.json")
     teacher, student = final.get("teacher", {}), final.get("student", {})
     bc = bc_eval.get("student", {})

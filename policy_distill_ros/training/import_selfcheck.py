@@ -10,8 +10,8 @@ Nothing here unpickles: the libraries' classes are built from shapes and fed the
 """
 from __future__ import annotations
 
+from collections.abc import Callable
 from types import SimpleNamespace
-from typing import Callable
 
 import numpy as np
 import torch

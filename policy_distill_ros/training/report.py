@@ -13,8 +13,9 @@ from __future__ import annotations
 import json
 import math
 import os
+from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any, Mapping, Sequence
+from typing import Any
 
 __all__ = ["render_report", "write_report", "update_report", "plot_losses",
            "plot_per_joint_error", "write_json_atomic", "REPORT_FILE", "METRICS_FILE",

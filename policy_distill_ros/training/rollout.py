@@ -21,8 +21,9 @@ so no validation or evaluation episode is ever trained on.
 from __future__ import annotations
 
 import time
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Callable, Iterable, Mapping, Protocol, Sequence
+from typing import Protocol
 
 import numpy as np
 import torch

@@ -12,9 +12,9 @@ resident set of a fresh process that loads the file and runs it (`inference_memo
 from __future__ import annotations
 
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Sequence
 
 __all__ = ["Rung", "DEFAULT_LADDER", "parse_ladder", "train_rung",
            "pareto_front", "rows_with_front", "plot_pareto", "SWEEP_COLUMNS"]

@@ -7,7 +7,8 @@ checked against it, and against the network's input and output sizes, before any
 from __future__ import annotations
 
 import os
-from typing import Any, Mapping
+from collections.abc import Mapping
+from typing import Any
 
 import numpy as np
 import torch
