@@ -159,12 +159,13 @@ class DeadlineEnforcer:
         if last is not None and t_s < last - TIME_JUMP_S:
             self.time_jumps += 1
             last = None  # a time jump: no gap to judge
-        missed = 0 if last is None else misses_in_gap(t_s - last, self.deadline_s)
+        gap_s = None if last is None else t_s - last  # None: a first action has no gap
+        missed = 0 if gap_s is None else misses_in_gap(gap_s, self.deadline_s)
         self.last_gap_misses = missed
-        if missed:
+        if gap_s is not None and missed:
             self.closed_misses += missed
             self.on_time_streak = 0
-            return self._miss(missed, f"an action {(t_s - last) * 1e3:.1f} ms after the "
+            return self._miss(missed, f"an action {gap_s * 1e3:.1f} ms after the "
                                       f"previous one (deadline {self.deadline_s * 1e3:.1f} ms)")
         if not good:
             self.on_time_streak = 0
