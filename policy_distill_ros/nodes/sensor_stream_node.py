@@ -44,6 +44,9 @@ def joints_read_by(model_path: str) -> list[str]:
 
 
 class SensorStreamNode(Node):
+    """Publishes `sim.sensor_stream.SensorStream` samples from a LoopTimer thread, off the
+    executor, so a busy callback cannot shift the stream's rate."""
+
     def __init__(self) -> None:
         super().__init__("sensor_stream_node")
         joint_names = list(declare(self, "joint_names", [""], "joints to publish; [''] = from "

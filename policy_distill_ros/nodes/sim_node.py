@@ -57,6 +57,9 @@ def _labelled_array(values, labels) -> Float64MultiArray:
 
 
 class SimNode(Node):
+    """The simulator behind ROS topics (see the module docstring); the physics is `sim.AntSim`,
+    so this class only maps parameters, frames and commands to and from messages."""
+
     def __init__(self) -> None:
         super().__init__("sim_node")
         robot = declare(self, "robot", "ant", "simulated robot", choices=ROBOTS)
@@ -239,6 +242,7 @@ class SimNode(Node):
 
 
 def main(args=None) -> int:
+    """`ros2 run policy_distill_ros sim_node`: exit code 0 on Ctrl-C or SIGTERM (spin_node)."""
     return spin_node(SimNode, args)
 
 
