@@ -165,7 +165,10 @@ def run(args: argparse.Namespace) -> int:
     if out.exists() and not first:
         shutil.rmtree(out)  # a demo run is reproducible; stale stages must not mix in
     (out / "bags").mkdir(parents=True, exist_ok=True)
-    skip = lambda stage: STAGES.index(stage) < first   # noqa: E731
+
+    def skip(stage: str) -> bool:
+        return STAGES.index(stage) < first
+
     logs = out / "logs"
     sizes = plan_sizes(args)
     progress = not args.no_progress

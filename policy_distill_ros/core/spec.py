@@ -121,7 +121,10 @@ class ObsTerm:
         w = f"observation term '{self.name}'"
         if self.kind not in TERM_KINDS:
             raise SpecError(f"{w}: kind {self.kind!r} is not one of {TERM_KINDS}")
-        set_ = lambda k, v: object.__setattr__(self, k, v)  # noqa: E731 (frozen dataclass)
+
+        def set_(key: str, value: Any) -> None:  # normalize a field of this frozen dataclass
+            object.__setattr__(self, key, value)
+
         if self.joints is not None:
             set_("joints", _names(self.joints, f"{w}.joints"))
         if self.labels is not None:
