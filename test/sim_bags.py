@@ -220,7 +220,7 @@ def _interleave(log, rng):
     for topic, items in queues.items():
         lag = 0.0
         positions = [i for i, (t, _) in enumerate(log) if t == topic]
-        for pos, data in zip(positions, items):
+        for pos, data in zip(positions, items, strict=True):
             lag = max(0.0, lag + rng.uniform(-3.0, 3.0))
             keyed.append((pos + lag, topic, heads[topic], data))
             heads[topic] += 1

@@ -68,7 +68,9 @@ def test_layout_by_hand_history_last_action_and_scaling(tmp_path):
     t_sl = teacher_spec.observation.term_slices()
     dyn = rec.frames[0].topics["privileged/dynamics"]
     labels = list(dyn.names["data"])
-    raw = [dyn.fields["data"][labels.index(k)] for k in ("friction", "payload_kg", "motor_strength")]
+    raw = [
+        dyn.fields["data"][labels.index(k)] for k in ("friction", "payload_kg", "motor_strength")
+    ]
     np.testing.assert_allclose(ds.teacher_obs[0, t_sl["dynamics"]],
                                np.asarray(raw) - [0.9, 0.15, 1.0], atol=1e-6)
 

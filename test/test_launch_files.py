@@ -117,7 +117,8 @@ Node.declare_parameter = recording
 rclpy.init(args=["--ros-args", "-p", "autostart:=false"])
 module = importlib.import_module("policy_distill_ros.nodes." + sys.argv[1])
 classes = [c for _, c in inspect.getmembers(module, inspect.isclass)
-           if issubclass(c, Node) and c.__module__ == module.__name__ and not c.__name__.startswith("_")]
+           if issubclass(c, Node) and c.__module__ == module.__name__
+           and not c.__name__.startswith("_")]
 error = None
 for cls in classes:
     try:

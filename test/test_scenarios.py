@@ -59,7 +59,7 @@ def test_bias_shifts_only_the_sensors_by_the_bias(clean):
                                                     angular_velocity_bias_rps=0.05))
     biased = frames(sim)
     sim.close()
-    for a, b in zip(clean, biased):
+    for a, b in zip(clean, biased, strict=True):
         dq = field(b, JOINT_STATES, "position") - field(a, JOINT_STATES, "position")
         np.testing.assert_allclose(np.abs(dq), 0.1, atol=1e-12)
         dw = field(b, IMU, "angular_velocity") - field(a, IMU, "angular_velocity")

@@ -18,7 +18,8 @@ import json
 import logging
 from pathlib import Path
 
-HELP = "closed-loop teacher vs student on held-out randomized episodes (return, distance, size, latency)"
+HELP = ("closed-loop teacher vs student on held-out randomized episodes "
+        "(return, distance, size, latency)")
 LOG = logging.getLogger("policy-distill.eval")
 DEFAULT_SIM_CONFIG = "config/sim.yaml"
 DEFAULT_TEACHER_SPEC = "config/specs/ant_teacher.yaml"

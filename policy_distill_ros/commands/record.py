@@ -1,4 +1,5 @@
-"""`policy-distill record`: teacher demonstrations from the embedded simulator into a rosbag2 (MCAP).
+"""`policy-distill record`: teacher demonstrations from the embedded simulator into a rosbag2
+(MCAP).
 
     policy-distill record [--teacher models/ant_teacher] [--episodes 10] [--out bags/]
                           [--max-episode-steps N] [--seed 0] [--mode drive|label|mix --beta B]
@@ -192,7 +193,10 @@ def plan_run(args: argparse.Namespace, workdir: Path) -> Plan:
 
     plan = Plan(teacher, mode, bag_path, args.episodes,
                 int(sim.get("max_episode_steps", 1000)), workdir, topics)
-    log = lambda name: str(workdir / f"{name}.log")   # noqa: E731
+
+    def log(name: str) -> str:
+        return str(workdir / f"{name}.log")
+
     plan.processes[RECORDER] = NodeProcess("recorder_node", RECORDER, recorder,
                                            log_path=log(RECORDER))
     plan.processes[MONITOR] = NodeProcess("timing_monitor_node", MONITOR, monitor,
@@ -247,7 +251,7 @@ class EpisodeListener(CliPeer):
         self.last: dict | None = None
 
     def _on_episode(self, msg) -> None:
-        values = dict(zip(EPISODE_LABELS, msg.data))
+        values = dict(zip(EPISODE_LABELS, msg.data, strict=False))
         if self.last is not None and values == self.last:
             return   # a re-published frame (lockstep timeout)
         self.last = values
@@ -359,7 +363,7 @@ def read_back(bag_path: Path) -> tuple:
             x_by_stamp[stamp] = float(msg.pose.pose.position.x)
             continue
         labels = msg.layout.dim[0].label.split(",") if msg.layout.dim else EPISODE_LABELS
-        v = dict(zip(labels, msg.data))
+        v = dict(zip(labels, msg.data, strict=False))
         log_times.append(item.log_time_ns)
         ep = episodes.setdefault(int(v["episode_id"]), {"first_stamp": v["stamp_s"]})
         ep.update(last_stamp=v["stamp_s"], steps=int(v["step"]), ret=v["episode_return"],

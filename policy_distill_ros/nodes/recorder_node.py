@@ -40,6 +40,9 @@ def message_class(msgtype: str):
 
 
 class RecorderNode(Node):
+    """Subscribes raw to each configured topic once it has a publisher and hands the bytes to
+    `BagWriter`; `destroy_node` closes the bag, so Ctrl-C leaves a complete file."""
+
     def __init__(self) -> None:
         super().__init__("recorder_node")
         self._logger_name = self.get_logger().name   # still usable after the context is gone
@@ -122,7 +125,7 @@ class RecorderNode(Node):
         channel = self.writer.add_topic(topic, msgtype, qos=[OfferedQos(
             reliability=r, durability=d,
             history=_HISTORY.get(p.qos_profile.history, "keep_last"),
-            depth=int(p.qos_profile.depth)) for (r, d), p in zip(offered, publishers)])
+            depth=int(p.qos_profile.depth)) for (r, d), p in zip(offered, publishers, strict=True)])
         qos = QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=self.config.qos_depth,
                          reliability=ReliabilityPolicy.RELIABLE if reliability == "reliable"
                          else ReliabilityPolicy.BEST_EFFORT,

@@ -104,7 +104,7 @@ class SimConfig:
     # They penalise the hopping gait in which PPO's ant flips over (legged_gym penalises the same).
     vertical_velocity_cost_weight: float = 0.0
     tilt_cost_weight: float = 0.0
-    fall_cost: float = 0.0                               # once, on the step an episode ends unhealthy
+    fall_cost: float = 0.0  # once, on the step an episode ends unhealthy
     # > 0: the forward reward stops growing at this speed (m/s), so a faster, bouncier gait
     # earns nothing more than a steady walk at the cap (0: Ant-v5's uncapped reward).
     forward_speed_cap_mps: float = 0.0

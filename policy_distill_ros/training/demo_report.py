@@ -55,7 +55,7 @@ def plot_returns(evals: Mapping[str, Mapping], path: Path) -> Path | None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
     fig, ax = plt.subplots(figsize=(8, 4))
-    for (name, e), marker in zip(series.items(), "o^sv"):
+    for (name, e), marker in zip(series.items(), "o^sv", strict=False):
         x = range(len(e["returns"]))
         ax.plot(x, e["returns"], marker=marker, linestyle="none",
                 label=f"{name}: mean {e['mean_return']:.0f}")
@@ -88,7 +88,7 @@ def plot_rounds(rounds, teacher_return: float | None, path: Path) -> Path | None
             label="student alone, validation seeds 900000+k")
     mixed = [(p[0], p[2]) for p in points if p[2] is not None and p[0] > 0]
     if mixed:
-        ax.plot(*zip(*mixed), marker="^", linestyle="--", alpha=0.7,
+        ax.plot(*zip(*mixed, strict=True), marker="^", linestyle="--", alpha=0.7,
                 label="the round's rollouts (student + beta x teacher)")
     for rnd, _, _, via in points:
         if via == "ros":
@@ -148,67 +148,83 @@ def summarize(out: Path, timings: Mapping[str, float]) -> dict[str, Any]:
 def render(s: Mapping[str, Any]) -> str:
     t, st, bc = s["teacher"], s["student"], s["bc_student"]
     stream, sim = s["deploy_stream"], s["deploy_sim"]
-    pct = lambda r: f"{100 * r:.1f} %" if r is not None else "-"  # noqa: E731
+
+    def pct(r: float | None) -> str:
+        return f"{100 * r:.1f} %" if r is not None else "-"
+
     ros = s["ros_dagger_episodes"]
-    lines = ["# policy-distill demo: teacher vs student", "",
-             f"**Final student: {pct(s['return_ratio'])} of the teacher's return, "
-             f"{pct(s.get('forward_ratio'))} of its forward distance, "
-             f"{pct(s['param_ratio'])} of its parameters, no privileged input** "
-             f"({st.get('episodes', '-')} held-out episodes; DAgger round {s.get('selected_round')}, chosen on validation "
-             f"seeds).", "",
-             "| | teacher | student (BC only) | final student (DAgger) |",
-             "| --- | --- | --- | --- |",
-             f"| mean return, held-out episodes | {_num(t.get('mean_return'))} "
-             f"± {_num(t.get('std_return'))} | {_num(bc.get('mean_return'))} "
-             f"± {_num(bc.get('std_return'))} | {_num(st.get('mean_return'))} "
-             f"± {_num(st.get('std_return'))} |",
-             f"| return, % of teacher | 100 % | {pct(s['bc_return_ratio'])} "
-             f"| {pct(s['return_ratio'])} |",
-             f"| forward distance per episode (m) | {_num(t.get('mean_forward_distance_m'), '.2f')} "
-             f"| {_num(bc.get('mean_forward_distance_m'), '.2f')} "
-             f"| {_num(st.get('mean_forward_distance_m'), '.2f')} |",
-             f"| parameters | {_num(t.get('params'), ',d')} | {_num(bc.get('params'), ',d')} "
-             f"| {_num(st.get('params'), ',d')} ({pct(s['param_ratio'])} of teacher) |",
-             "| privileged inputs | yes | no | no |",
-             f"| ONNX size | {_size(s['teacher_onnx_bytes'])} | {_size(bc.get('onnx_bytes'))} "
-             f"| {_size(st.get('onnx_bytes'))} |",
-             f"| inference latency p50 / p99 (us, 1 thread) | {_num(t.get('latency_p50_us'))} / "
-             f"{_num(t.get('latency_p99_us'))} (torch) | {_num(bc.get('latency_p50_us'))} / "
-             f"{_num(bc.get('latency_p99_us'))} | {_num(st.get('latency_p50_us'))} / "
-             f"{_num(st.get('latency_p99_us'))} |",
-             f"| loop latency p50 / p99 (ms), student node at "
-             f"{_num(s['deploy_stream_rate_hz'], 'g')} Hz | | | "
-             f"{_num(stream.get('latency_p50_ms'), '.3f')} / "
-             f"{_num(stream.get('latency_p99_ms'), '.3f')} |",
-             f"| deadline misses (stream / closed loop with sim) | | | "
-             f"{_num(stream.get('deadline_misses'), '.0f')} / "
-             f"{_num(sim.get('deadline_misses'), '.0f')} |",
-             f"| fallback actions (stream / closed loop with sim) | | | "
-             f"{_num(stream.get('student_fallbacks'), '.0f')} / "
-             f"{_num(sim.get('student_fallbacks'), '.0f')} |",
-             f"| student state at the end of deployment (stream / sim) | | | "
-             f"{s['deploy_states']['stream'] or '-'} / {s['deploy_states']['sim'] or '-'} |",
-             "", f"![returns]({RETURNS_PNG})", "",
-             f"Parity of the exported student (torch vs ONNX Runtime, max abs error): "
-             f"{_num(s['export'].get('max_abs_error'), '.2e')}.",
-             f"Data: {s['demonstration_episodes']} teacher episodes recorded through the nodes "
-             f"({_num(s['record_steps_per_s'], '.0f')} lockstep steps/s) + "
-             f"{s['dagger_episodes']} student-driven episodes labelled by the teacher "
-             f"({ros} of them through the ROS nodes); {_num(s['samples'], 'd')} samples "
-             f"aggregated. Training throughput (BC stage): "
-             f"{_num(s.get('train_samples_per_s'), ',.0f')} samples/s.",
-             "BC stage details: [bc/report.md](bc/report.md) (losses, per-joint error).", "",
-             "## DAgger rounds", "", f"![DAgger rounds]({ROUNDS_PNG})", "",
-             "| round | beta | via | new samples | total | rollout return | validation return "
-             "| on-policy mse before / after |", "| --- | --- | --- | --- | --- | --- | --- | --- |"]
+    lines = [
+        "# policy-distill demo: teacher vs student",
+        "",
+        f"**Final student: {pct(s['return_ratio'])} of the teacher's return, "
+        f"{pct(s.get('forward_ratio'))} of its forward distance, "
+        f"{pct(s['param_ratio'])} of its parameters, no privileged input** "
+        f"({st.get('episodes', '-')} held-out episodes; "
+        f"DAgger round {s.get('selected_round')}, chosen on validation seeds).",
+        "",
+        "| | teacher | student (BC only) | final student (DAgger) |",
+        "| --- | --- | --- | --- |",
+        f"| mean return, held-out episodes | {_num(t.get('mean_return'))} "
+        f"± {_num(t.get('std_return'))} | {_num(bc.get('mean_return'))} "
+        f"± {_num(bc.get('std_return'))} | {_num(st.get('mean_return'))} "
+        f"± {_num(st.get('std_return'))} |",
+        f"| return, % of teacher | 100 % | {pct(s['bc_return_ratio'])} "
+        f"| {pct(s['return_ratio'])} |",
+        f"| forward distance per episode (m) | {_num(t.get('mean_forward_distance_m'), '.2f')} "
+        f"| {_num(bc.get('mean_forward_distance_m'), '.2f')} "
+        f"| {_num(st.get('mean_forward_distance_m'), '.2f')} |",
+        f"| parameters | {_num(t.get('params'), ',d')} | {_num(bc.get('params'), ',d')} "
+        f"| {_num(st.get('params'), ',d')} ({pct(s['param_ratio'])} of teacher) |",
+        "| privileged inputs | yes | no | no |",
+        f"| ONNX size | {_size(s['teacher_onnx_bytes'])} | {_size(bc.get('onnx_bytes'))} "
+        f"| {_size(st.get('onnx_bytes'))} |",
+        f"| inference latency p50 / p99 (us, 1 thread) | {_num(t.get('latency_p50_us'))} / "
+        f"{_num(t.get('latency_p99_us'))} (torch) | {_num(bc.get('latency_p50_us'))} / "
+        f"{_num(bc.get('latency_p99_us'))} | {_num(st.get('latency_p50_us'))} / "
+        f"{_num(st.get('latency_p99_us'))} |",
+        f"| loop latency p50 / p99 (ms), student node at "
+        f"{_num(s['deploy_stream_rate_hz'], 'g')} Hz | | | "
+        f"{_num(stream.get('latency_p50_ms'), '.3f')} / "
+        f"{_num(stream.get('latency_p99_ms'), '.3f')} |",
+        f"| deadline misses (stream / closed loop with sim) | | | "
+        f"{_num(stream.get('deadline_misses'), '.0f')} / "
+        f"{_num(sim.get('deadline_misses'), '.0f')} |",
+        f"| fallback actions (stream / closed loop with sim) | | | "
+        f"{_num(stream.get('student_fallbacks'), '.0f')} / "
+        f"{_num(sim.get('student_fallbacks'), '.0f')} |",
+        f"| student state at the end of deployment (stream / sim) | | | "
+        f"{s['deploy_states']['stream'] or '-'} / {s['deploy_states']['sim'] or '-'} |",
+        "",
+        f"![returns]({RETURNS_PNG})",
+        "",
+        f"Parity of the exported student (torch vs ONNX Runtime, max abs error): "
+        f"{_num(s['export'].get('max_abs_error'), '.2e')}.",
+        f"Data: {s['demonstration_episodes']} teacher episodes recorded through the nodes "
+        f"({_num(s['record_steps_per_s'], '.0f')} lockstep steps/s) + "
+        f"{s['dagger_episodes']} student-driven episodes labelled by the teacher "
+        f"({ros} of them through the ROS nodes); {_num(s['samples'], 'd')} samples "
+        f"aggregated. Training throughput (BC stage): "
+        f"{_num(s.get('train_samples_per_s'), ',.0f')} samples/s.",
+        "BC stage details: [bc/report.md](bc/report.md) (losses, per-joint error).",
+        "",
+        "## DAgger rounds",
+        "",
+        f"![DAgger rounds]({ROUNDS_PNG})",
+        "",
+        "| round | beta | via | new samples | total | rollout return | validation return "
+        "| on-policy mse before / after |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- |",
+    ]
     for r in s.get("dagger_rounds", []):
         mark = " (selected)" if r.get("round") == s.get("selected_round") else ""
-        lines.append(f"| {r.get('round')}{mark} | {_num(r.get('beta'), '.3f')} | "
-                     f"{r.get('via', '-') if r.get('round') else 'teacher bag'} | "
-                     f"{_num(r.get('new_samples'), ',d')} | {_num(r.get('dataset_samples'), ',d')} | "
-                     f"{_num(r.get('rollout_mean_return'))} | {_num(r.get('val_mean_return'))} | "
-                     f"{_num(r.get('on_policy_error_before'), '.4f')} / "
-                     f"{_num(r.get('on_policy_error_after'), '.4f')} |")
+        lines.append(
+            f"| {r.get('round')}{mark} | {_num(r.get('beta'), '.3f')} | "
+            f"{r.get('via', '-') if r.get('round') else 'teacher bag'} | "
+            f"{_num(r.get('new_samples'), ',d')} | {_num(r.get('dataset_samples'), ',d')} | "
+            f"{_num(r.get('rollout_mean_return'))} | {_num(r.get('val_mean_return'))} | "
+            f"{_num(r.get('on_policy_error_before'), '.4f')} / "
+            f"{_num(r.get('on_policy_error_after'), '.4f')} |"
+        )
     total = s["timings_s"].get("total")
     lines += ["", f"Wall-clock: {_num(total / 60 if total else None, '.1f')} min in total.", "",
               "| stage | wall-clock (s) |", "| --- | --- |"]

@@ -197,7 +197,7 @@ def format_table(rows: Iterable[dict], columns: Sequence[tuple[str, str, str]]) 
     lines = []
     for n, r in enumerate(cells):
         lines.append("  ".join(c.ljust(w) if i == 0 else c.rjust(w)
-                               for i, (c, w) in enumerate(zip(r, widths))))
+                               for i, (c, w) in enumerate(zip(r, widths, strict=True))))
         if n == 0:
             lines.append("  ".join("-" * w for w in widths))
     return "\n".join(lines)
