@@ -58,18 +58,26 @@ import torch
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from policy_distill_ros.commands.evaluate import load_teacher_and_spec, sim_config_from_args  # noqa: E402
-from policy_distill_ros.core.spec import load_policy_spec  # noqa: E402
-from policy_distill_ros.training.dagger import DaggerConfig, run_dagger  # noqa: E402
-from policy_distill_ros.training.evaluation import (evaluate_policy, format_table,  # noqa: E402
-                                                    held_out_seeds, policy_file_figures)
-from policy_distill_ros.training.networks import count_parameters  # noqa: E402
-from policy_distill_ros.training.normalizer import EmpiricalNormalizer, NormalizerConfig  # noqa: E402
-from policy_distill_ros.training.progressive import ProgressiveConfig, run_progressive  # noqa: E402
-from policy_distill_ros.training.rollout import (STUDENT, FunctionActor, OnnxActor,  # noqa: E402
-                                                 collect, teacher_actor)
-from policy_distill_ros.training.trainer import (TrainConfig, executed_bounds,  # noqa: E402
-                                                 export_student, fit)
+from policy_distill_ros.commands.evaluate import load_teacher_and_spec, sim_config_from_args
+from policy_distill_ros.core.spec import load_policy_spec
+from policy_distill_ros.training.dagger import DaggerConfig, run_dagger
+from policy_distill_ros.training.evaluation import (
+    evaluate_policy,
+    format_table,
+    held_out_seeds,
+    policy_file_figures,
+)
+from policy_distill_ros.training.networks import count_parameters
+from policy_distill_ros.training.normalizer import EmpiricalNormalizer, NormalizerConfig
+from policy_distill_ros.training.progressive import ProgressiveConfig, run_progressive
+from policy_distill_ros.training.rollout import (
+    STUDENT,
+    FunctionActor,
+    OnnxActor,
+    collect,
+    teacher_actor,
+)
+from policy_distill_ros.training.trainer import TrainConfig, executed_bounds, export_student, fit
 
 METHODS = ("bc", "bc_kl", "bc_kl_t2", "bc_feat", "dagger", "progressive", "imitation_bc")
 COLUMNS = (("method", "method", ""), ("mean_return", "return", ".1f"), ("std_return", "std", ".1f"),

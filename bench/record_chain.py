@@ -17,16 +17,15 @@ import tempfile
 import time
 from pathlib import Path
 
-
 REPO = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(REPO), str(REPO / "test")]
 os.environ.setdefault("ROS_DOMAIN_ID", str(1 + os.getpid() % 100))
 os.environ.setdefault("ROS_AUTOMATIC_DISCOVERY_RANGE", "LOCALHOST")
 
-from policy_distill_ros.cli import main as cli_main  # noqa: E402
-from policy_distill_ros.sim.config import SimConfig  # noqa: E402
-from policy_distill_ros.sim.spec_env import make_spec_env  # noqa: E402
-from policy_distill_ros.training.teacher_runner import TeacherRunner  # noqa: E402
+from policy_distill_ros.cli import main as cli_main
+from policy_distill_ros.sim.config import SimConfig
+from policy_distill_ros.sim.spec_env import make_spec_env
+from policy_distill_ros.training.teacher_runner import TeacherRunner
 
 
 def in_process_steps_per_s(teacher: Path, steps: int) -> float:

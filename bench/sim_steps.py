@@ -18,8 +18,8 @@ sys.path.insert(0, str(REPO))
 os.environ.setdefault("ROS_DOMAIN_ID", str(1 + os.getpid() % 100))
 os.environ.setdefault("ROS_AUTOMATIC_DISCOVERY_RANGE", "LOCALHOST")
 
-from policy_distill_ros.sim.ant import AntSim  # noqa: E402
-from policy_distill_ros.sim.config import SimConfig  # noqa: E402
+from policy_distill_ros.sim.ant import AntSim
+from policy_distill_ros.sim.config import SimConfig
 
 
 def raw_gym_steps_per_s(steps: int) -> float:

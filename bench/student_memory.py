@@ -30,8 +30,8 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(REPO / "bench"))
 
-from policy_distill_ros.core.memory import process_memory_mib  # noqa: E402
-from student_latency import HIDDEN, LEGS, bench_env, make_model, start, stop  # noqa: E402
+from policy_distill_ros.core.memory import process_memory_mib
+from student_latency import HIDDEN, LEGS, bench_env, make_model, start, stop
 
 STARTUP_TIMEOUT_S = 60.0
 

@@ -30,12 +30,12 @@ import yaml
 REPO = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(REPO), str(REPO / "test")]
 
-from policy_distill_ros.core.spec import load_policy_spec  # noqa: E402
-from policy_distill_ros.training.dataset import DistillDataset, dataset_from_bag  # noqa: E402
-from policy_distill_ros.training.networks import TeacherConfig, TeacherPolicy  # noqa: E402
-from policy_distill_ros.training.normalizer import EmpiricalNormalizer, NormalizerConfig  # noqa: E402
-from policy_distill_ros.training.teacher_io import save_teacher  # noqa: E402
-from policy_distill_ros.training.trainer import TrainConfig, fit  # noqa: E402
+from policy_distill_ros.core.spec import load_policy_spec
+from policy_distill_ros.training.dataset import DistillDataset, dataset_from_bag
+from policy_distill_ros.training.networks import TeacherConfig, TeacherPolicy
+from policy_distill_ros.training.normalizer import EmpiricalNormalizer, NormalizerConfig
+from policy_distill_ros.training.teacher_io import save_teacher
+from policy_distill_ros.training.trainer import TrainConfig, fit
 
 STUDENT = REPO / "config/specs/ant_student.yaml"
 TEACHER = REPO / "config/specs/ant_teacher.yaml"
@@ -152,11 +152,12 @@ def main() -> int:
                                                          args.nproc)
     out["ratios_vs_1_thread"] = {
         "2_threads_samples_per_s": two["samples_per_s"] / base["samples_per_s"],
-        f"ddp_{args.nproc}_total_samples_per_s":
-        dist["samples_per_s_total"] / base["samples_per_s"],
+        f"ddp_{args.nproc}_total_samples_per_s": (dist["samples_per_s_total"]
+                                                  / base["samples_per_s"]),
         f"ddp_{args.nproc}_epoch_time": dist["epoch_time_s"] / base["epoch_time_s"],
-        "checkpoint_every_epoch_wall": ckpt["wall_s_checkpoint_every_epoch"]
-        / ckpt["wall_s_no_checkpoints"]}
+        "checkpoint_every_epoch_wall": (ckpt["wall_s_checkpoint_every_epoch"]
+                                        / ckpt["wall_s_no_checkpoints"]),
+    }
     print(json.dumps(out, indent=2))
     return 0
 

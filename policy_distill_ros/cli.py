@@ -10,7 +10,7 @@ import argparse
 import importlib
 import logging
 import sys
-from typing import Optional, Sequence
+from collections.abc import Sequence
 
 # name -> module under policy_distill_ros.commands, in the order `--help` lists them.
 COMMANDS = {
@@ -56,7 +56,7 @@ def load_command(name: str):
     return importlib.import_module(f"policy_distill_ros.commands.{COMMANDS[name]}")
 
 
-def main(argv: Optional[Sequence[str]] = None) -> int:
+def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     top = build_parser()
     known, rest = top.parse_known_args(argv)

@@ -13,7 +13,7 @@ During a shutdown (Ctrl-C, or another node's exit) the nodes' own exits are expe
 """
 from __future__ import annotations
 
-from typing import Callable, List, Optional
+from collections.abc import Callable
 
 from launch.actions import Shutdown
 
@@ -25,7 +25,7 @@ class RequiredNodeExited(RuntimeError):
 def required(node_name: str) -> Callable:
     """`on_exit=` for a launch_ros Node: its exit ends the launch (see the module docstring)."""
 
-    def on_exit(event, context) -> Optional[List]:
+    def on_exit(event, context) -> list | None:
         if context.is_shutdown:
             return None
         if event.returncode == 0:

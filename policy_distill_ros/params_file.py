@@ -11,8 +11,9 @@ against rclpy).
 from __future__ import annotations
 
 import re
+from collections.abc import Iterator, Mapping
 from pathlib import Path
-from typing import Any, Dict, Iterator, Mapping, Tuple, Union
+from typing import Any
 
 import yaml
 
@@ -33,15 +34,15 @@ def pattern_matches(pattern: str, node_name: str, namespace: str = "/") -> bool:
     return re.fullmatch("".join(parts), "/" + target) is not None
 
 
-def node_blocks(data: Mapping[str, Any]) -> Iterator[Tuple[str, Dict[str, Any]]]:
+def node_blocks(data: Mapping[str, Any]) -> Iterator[tuple[str, dict[str, Any]]]:
     """(key, ros__parameters) of every node block of a parsed params file, in file order."""
     for key, block in (data or {}).items():
         if isinstance(block, Mapping) and isinstance(block.get(PARAMS_KEY), Mapping):
             yield str(key), dict(block[PARAMS_KEY])
 
 
-def node_params(source: Union[str, Path, Mapping[str, Any]], node_name: str,
-                namespace: str = "/") -> Dict[str, Any]:
+def node_params(source: str | Path | Mapping[str, Any], node_name: str,
+                namespace: str = "/") -> dict[str, Any]:
     """The parameters a node `namespace/node_name` gets from a params file ({} when none apply).
 
     `source`: a file path or its parsed content. Nested mappings (dotted parameter names) merge.
@@ -51,7 +52,7 @@ def node_params(source: Union[str, Path, Mapping[str, Any]], node_name: str,
     else:
         with open(source) as f:
             data = yaml.safe_load(f) or {}
-    merged: Dict[str, Any] = {}
+    merged: dict[str, Any] = {}
     if isinstance(data, Mapping):
         for key, params in node_blocks(data):
             if pattern_matches(key, node_name, namespace):
@@ -59,7 +60,7 @@ def node_params(source: Union[str, Path, Mapping[str, Any]], node_name: str,
     return merged
 
 
-def _merge(into: Dict[str, Any], params: Mapping[str, Any]) -> None:
+def _merge(into: dict[str, Any], params: Mapping[str, Any]) -> None:
     for key, value in params.items():
         if isinstance(value, Mapping) and isinstance(into.get(key), dict):
             _merge(into[key], value)
@@ -67,9 +68,9 @@ def _merge(into: Dict[str, Any], params: Mapping[str, Any]) -> None:
             into[key] = dict(value) if isinstance(value, Mapping) else value
 
 
-def flat_params(params: Mapping[str, Any], prefix: str = "") -> Dict[str, Any]:
+def flat_params(params: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
     """Nested mappings as the dotted parameter names a node declares (`sensor_noise.imu_std`)."""
-    flat: Dict[str, Any] = {}
+    flat: dict[str, Any] = {}
     for key, value in params.items():
         if isinstance(value, Mapping):
             flat.update(flat_params(value, f"{prefix}{key}."))

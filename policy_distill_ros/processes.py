@@ -13,16 +13,16 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterator, List, Mapping, Optional, Sequence
 
 import yaml
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 
 
-def write_params_file(node_name: str, params: Mapping, directory: Optional[str] = None) -> str:
+def write_params_file(node_name: str, params: Mapping, directory: str | None = None) -> str:
     """A ROS params file `{node_name: {ros__parameters: ...}}`, the format `--params-file` reads."""
     fd, path = tempfile.mkstemp(prefix=f"{node_name}_", suffix=".yaml", dir=directory)
     with os.fdopen(fd, "w") as f:
@@ -39,12 +39,12 @@ class NodeProcess:
     params: Mapping = field(default_factory=dict)
     ros_args: Sequence[str] = ()
     env: Mapping[str, str] = field(default_factory=dict)
-    log_path: Optional[str] = None
-    proc: Optional[subprocess.Popen] = None
-    _params_path: Optional[str] = None
+    log_path: str | None = None
+    proc: subprocess.Popen | None = None
+    _params_path: str | None = None
 
-    def start(self) -> "NodeProcess":
-        args: List[str] = [sys.executable, "-u", "-m", f"policy_distill_ros.nodes.{self.module}",
+    def start(self) -> NodeProcess:
+        args: list[str] = [sys.executable, "-u", "-m", f"policy_distill_ros.nodes.{self.module}",
                            "--ros-args", "-r", f"__node:={self.node_name}"]
         if self.params:
             self._params_path = write_params_file(self.node_name, self.params)
@@ -68,7 +68,7 @@ class NodeProcess:
     def alive(self) -> bool:
         return self.proc is not None and self.proc.poll() is None
 
-    def stop(self, timeout_s: float = 10.0) -> Optional[int]:
+    def stop(self, timeout_s: float = 10.0) -> int | None:
         """SIGINT (what Ctrl-C sends, so nodes close bags and stop loops), then SIGKILL."""
         if self.proc is None:
             return None
@@ -95,7 +95,7 @@ class NodeProcess:
         with open(self.log_path, errors="replace") as f:
             return f.read()
 
-    def __enter__(self) -> "NodeProcess":
+    def __enter__(self) -> NodeProcess:
         return self.start()
 
     def __exit__(self, *exc) -> None:
@@ -131,7 +131,7 @@ class CliPeer:
         self._rclpy.try_shutdown()
 
 
-def log_directory(log_dir: Optional[str], prefix: str) -> Path:
+def log_directory(log_dir: str | None, prefix: str) -> Path:
     """Where a command's node logs go: `log_dir` (created), else a new temporary directory."""
     path = Path(log_dir) if log_dir else Path(tempfile.mkdtemp(prefix=prefix))
     path.mkdir(parents=True, exist_ok=True)

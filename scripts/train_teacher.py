@@ -36,8 +36,8 @@ and reward weights).
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import csv
+import dataclasses
 import json
 import time
 from pathlib import Path
@@ -52,8 +52,7 @@ from stable_baselines3.common.vec_env import DummyVecEnv, VecMonitor, VecNormali
 from policy_distill_ros.core.spec import load_policy_spec
 from policy_distill_ros.sim.config import SimConfig, load_sim_config
 from policy_distill_ros.sim.spec_env import make_spec_env
-from policy_distill_ros.training.evaluation import (evaluate_policy, held_out_seeds,
-                                                    validation_seeds)
+from policy_distill_ros.training.evaluation import evaluate_policy, held_out_seeds, validation_seeds
 from policy_distill_ros.training.rollout import TEACHER, FunctionActor
 
 REPO = Path(__file__).resolve().parents[1]

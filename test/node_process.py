@@ -5,7 +5,7 @@ Thin test-facing wrapper over `policy_distill_ros.processes`, which the CLI uses
 from __future__ import annotations
 
 import contextlib
-from typing import Iterator, Mapping, Optional
+from collections.abc import Iterator, Mapping
 
 from policy_distill_ros.processes import NodeProcess, write_params_file
 
@@ -13,9 +13,9 @@ write_params = write_params_file
 
 
 @contextlib.contextmanager
-def node_process(module: str, node_name: str, params: Optional[Mapping] = None,
-                 extra_args: tuple = (), env: Optional[Mapping[str, str]] = None,
-                 log_path: Optional[str] = None) -> Iterator["NodeProcess"]:
+def node_process(module: str, node_name: str, params: Mapping | None = None,
+                 extra_args: tuple = (), env: Mapping[str, str] | None = None,
+                 log_path: str | None = None) -> Iterator[NodeProcess]:
     """Run `python -m policy_distill_ros.nodes.<module>` with a params file; SIGINT, then kill.
 
     Yields the `subprocess.Popen` (with `.log_path` and `.node` set) for compatibility.

@@ -7,8 +7,9 @@ Both return their weights so a test can compute the expected output with numpy.
 """
 from __future__ import annotations
 
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
 
 import numpy as np
 import onnx
@@ -38,10 +39,17 @@ def _as_spec(spec: PolicySpec | Mapping[str, Any] | str | Path) -> PolicySpec:
     return spec if isinstance(spec, PolicySpec) else load_policy_spec(spec)
 
 
-def make_linear_policy(path: str | Path, spec: PolicySpec | Mapping[str, Any], weight: Any = None, bias: Any = None,
-                       *, tanh: bool = False, provenance: Mapping[str, Any] | None = None,
-                       obs_size: int | None = None, seed: int = 0,
-                       ) -> tuple[np.ndarray, np.ndarray]:
+def make_linear_policy(
+    path: str | Path,
+    spec: PolicySpec | Mapping[str, Any],
+    weight: Any = None,
+    bias: Any = None,
+    *,
+    tanh: bool = False,
+    provenance: Mapping[str, Any] | None = None,
+    obs_size: int | None = None,
+    seed: int = 0,
+) -> tuple[np.ndarray, np.ndarray]:
     """Write obs[1,N] -> actions[1,M] = obs @ W + b (tanh optional) with `spec` as metadata.
 
     `obs_size` overrides the graph's input width (to build a deliberately inconsistent file).
@@ -79,8 +87,9 @@ def _save_unchecked(model: onnx.ModelProto, meta: PolicyMetadata, path: str | Pa
     Path(path).write_bytes(model.SerializeToString())
 
 
-def make_recurrent_policy(path: str | Path, spec: PolicySpec | Mapping[str, Any], hidden_size: int = 4,
-                          *, seed: int = 0) -> dict[str, np.ndarray]:
+def make_recurrent_policy(
+    path: str | Path, spec: PolicySpec | Mapping[str, Any], hidden_size: int = 4, *, seed: int = 0
+) -> dict[str, np.ndarray]:
     """Write a recurrent policy with state `h_in`/`h_out` of shape [1, hidden_size].
 
     Returns the weights {"Wx", "Wh", "bh", "Wo", "bo"} (float32).

@@ -8,14 +8,14 @@ from __future__ import annotations
 
 import threading
 import time
+from collections.abc import Callable, Sequence
 from contextlib import contextmanager
-from typing import Callable, Dict, List, Sequence
 
 import numpy as np
 import rclpy
 from diagnostic_msgs.msg import DiagnosticArray
 from rclpy.executors import SingleThreadedExecutor
-from rclpy.qos import (DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPolicy)
+from rclpy.qos import DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPolicy
 from sensor_msgs.msg import Imu, JointState
 from std_msgs.msg import Float64, Float64MultiArray
 
@@ -104,12 +104,12 @@ class RobotPeer:
         self.publish_joints = True
         self.publish_imu = True
         self.stamp_offset_s = 0.0
-        self.sent_stamps: List[tuple] = []   # (sec, nanosec) of every sensor publication
+        self.sent_stamps: list[tuple] = []   # (sec, nanosec) of every sensor publication
         self.lock = threading.Lock()
-        self.commands: List[tuple] = []      # (receive_s, data)
-        self.echoes: List[JointState] = []
-        self.diagnostics: List[DiagnosticArray] = []
-        self.floats: Dict[str, List[float]] = {}
+        self.commands: list[tuple] = []      # (receive_s, data)
+        self.echoes: list[JointState] = []
+        self.diagnostics: list[DiagnosticArray] = []
+        self.floats: dict[str, list[float]] = {}
         self._js_pub = self.node.create_publisher(JointState, "joint_states", BEST_EFFORT)
         self._imu_pub = self.node.create_publisher(Imu, "imu", BEST_EFFORT)
         self.node.create_subscription(Float64MultiArray, "policy_command", self._on_command,
@@ -165,7 +165,7 @@ class RobotPeer:
         with self.lock:
             return len(self.echoes)
 
-    def echoes_since(self, index: int) -> List[JointState]:
+    def echoes_since(self, index: int) -> list[JointState]:
         with self.lock:
             return list(self.echoes[index:])
 

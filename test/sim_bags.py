@@ -8,9 +8,9 @@ with an independent path through the same spec.
 """
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 from builtin_interfaces.msg import Time
@@ -220,7 +220,7 @@ def _interleave(log, rng):
     for topic, items in queues.items():
         lag = 0.0
         positions = [i for i, (t, _) in enumerate(log) if t == topic]
-        for pos, data in zip(positions, items):
+        for pos, data in zip(positions, items, strict=True):
             lag = max(0.0, lag + rng.uniform(-3.0, 3.0))
             keyed.append((pos + lag, topic, heads[topic], data))
             heads[topic] += 1

@@ -12,8 +12,12 @@ from pathlib import Path
 import pytest
 import torch
 
-from policy_distill_ros.training.checkpoint import (CheckpointError, CheckpointOptions,
-                                                    latest_checkpoint, load_checkpoint)
+from policy_distill_ros.training.checkpoint import (
+    CheckpointError,
+    CheckpointOptions,
+    latest_checkpoint,
+    load_checkpoint,
+)
 from policy_distill_ros.training.trainer import TrainingError, fit
 from test_ddp import tiny_run
 from test_trainer import config, make_teacher, toy_dataset
@@ -47,7 +51,7 @@ def test_straight_run_equals_half_then_resume(tmp_path, kind):
                   checkpoints=CheckpointOptions(tmp_path / "ckpt", every_epochs=3,
                                                 resume=tmp_path / "ckpt"))
     assert [r["epoch"] for r in resumed.history] == list(range(1, 7))
-    for a, b in zip(straight.history, resumed.history):
+    for a, b in zip(straight.history, resumed.history, strict=True):
         assert a["train"] == pytest.approx(b["train"], rel=1e-6) and a["lr"] == b["lr"]
         assert a["val"] == pytest.approx(b["val"], rel=1e-6)
     assert_same_parameters(straight.student.state_dict(), resumed.student.state_dict())

@@ -5,8 +5,14 @@ import math
 import numpy as np
 import pytest
 
-from policy_distill_ros.core.enforcement import (FALLBACK, LATCHED, NOMINAL, DeadlineEnforcer,
-                                                 InputPeriod, misses_in_gap)
+from policy_distill_ros.core.enforcement import (
+    FALLBACK,
+    LATCHED,
+    NOMINAL,
+    DeadlineEnforcer,
+    InputPeriod,
+    misses_in_gap,
+)
 
 
 def feed(e: DeadlineEnforcer, times, good=True):

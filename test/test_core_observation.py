@@ -15,7 +15,6 @@ from policy_distill_ros.core.fields import FieldError, extract, header_stamp_s, 
 from policy_distill_ros.core.observation import ObservationAssembler
 from policy_distill_ros.core.spec import ObservationSpec, ObsTerm, PolicySpec, SpecError
 
-
 # ---------------------------------------------------------------------------------------------
 # stand-in messages (rosbags-like: plain attributes)
 
@@ -207,7 +206,10 @@ def test_wrong_size_and_inf_are_problems_for_that_topic():
 def test_history_oldest_first_term_major_with_padding():
     spec = small_spec(history=3)
     asm = ObservationAssembler(spec.observation, spec.action.size)
-    step = lambda k: [k, k + 0.1, k + 0.2, 10 * k, 0, 0, -k, -k - 0.5]  # noqa: E731
+
+    def step(k):
+        return [k, k + 0.1, k + 0.2, 10 * k, 0, 0, -k, -k - 0.5]
+
     seen = []
     for k in (1, 2, 3, 4):
         asm.on_message("joint_states", js(["a", "b", "c"], [k, k + 0.1, k + 0.2]), k)
@@ -216,7 +218,10 @@ def test_history_oldest_first_term_major_with_padding():
         asm.set_last_action([-k, -k - 0.5])
         seen.append(asm.build(k).vector)
     # builds pushed per k: (k, last action of k-1), (k, last action k)
-    s = lambda k, la: step(k)[:6] + la  # noqa: E731
+
+    def s(k, la):
+        return step(k)[:6] + la
+
     np.testing.assert_allclose(seen[0], s(1, [0, 0]) + s(1, [0, 0]) + s(1, [-1, -1.5]), rtol=1e-6)
     np.testing.assert_allclose(seen[1], s(1, [-1, -1.5]) + s(2, [-1, -1.5]) + s(2, [-2, -2.5]),
                                rtol=1e-6)
@@ -346,7 +351,8 @@ def test_rosbags_messages_give_the_same_observation_as_rclpy_messages():
 
     spec = PolicySpec.from_dict({
         "observation": {"history_length": 2, "terms": [
-            {"name": "pos", "topic": "joint_states", "field": "position", "joints": ["a", "b", "c"]},
+            {"name": "pos", "topic": "joint_states", "field": "position",
+             "joints": ["a", "b", "c"]},
             {"name": "vel", "topic": "joint_states", "field": "velocity", "joints": ["b", "a"],
              "scale": 0.5},
             {"name": "quat", "topic": "imu", "field": "orientation", "size": 4},

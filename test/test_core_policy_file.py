@@ -8,9 +8,16 @@ import numpy as np
 import onnx
 import pytest
 
-from policy_distill_ros.core.policy_file import (FORMAT_KEY, OnnxPolicy, PolicyLoadError,
-                                                 PolicyMetadata, PolicyMismatchError,
-                                                 RecurrentState, read_metadata, save_policy)
+from policy_distill_ros.core.policy_file import (
+    FORMAT_KEY,
+    OnnxPolicy,
+    PolicyLoadError,
+    PolicyMetadata,
+    PolicyMismatchError,
+    RecurrentState,
+    read_metadata,
+    save_policy,
+)
 from policy_distill_ros.core.spec import PolicySpec
 from policy_models import make_linear_policy, make_recurrent_policy, recurrent_reference
 

@@ -7,8 +7,15 @@ import numpy as np
 import pytest
 import yaml
 
-from policy_distill_ros.core.spec import (ActionSpec, ObservationSpec, ObsTerm, PolicySpec,
-                                          SpecError, dump_policy_spec, load_policy_spec)
+from policy_distill_ros.core.spec import (
+    ActionSpec,
+    ObservationSpec,
+    ObsTerm,
+    PolicySpec,
+    SpecError,
+    dump_policy_spec,
+    load_policy_spec,
+)
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -124,7 +131,9 @@ def test_action_postprocess_scales_offsets_and_clips():
 def test_scalar_or_per_element_scale_and_unbounded_action():
     act = ActionSpec(joints=("x", "y", "z"), scale=(1.0, 2.0, 3.0))
     np.testing.assert_allclose(act.postprocess([1e6, 1.0, 1.0]), [1e6, 2.0, 3.0])
-    term = ObsTerm(name="t", topic="imu", field="orientation", size=4, offset=1.0, scale=[1, 2, 3, 4])
+    term = ObsTerm(
+        name="t", topic="imu", field="orientation", size=4, offset=1.0, scale=[1, 2, 3, 4]
+    )
     np.testing.assert_allclose(term.offset_array(), [1, 1, 1, 1])
     np.testing.assert_allclose(term.scale_array(), [1, 2, 3, 4])
 

@@ -58,6 +58,19 @@ def test_latency_edge_cases():
         LatencyStats(window=0)
 
 
+def test_latency_reset_forgets_every_sample_and_keeps_the_window():
+    stats = LatencyStats(window=3)
+    for x in (0.5, 0.1, 0.2, 0.3):
+        stats.add(x)
+    stats.reset()
+    assert stats.count == 0 and stats.window == 3 and stats.window_values().size == 0
+    assert np.isnan(stats.total_percentiles()["max"])
+    for x in (1e-3, 2e-3, 3e-3, 4e-3):
+        stats.add(x)
+    np.testing.assert_array_equal(stats.window_values(), [2e-3, 3e-3, 4e-3])
+    assert stats.total_percentiles()["max"] == 4e-3 and stats.count == 4
+
+
 def test_period_stats_jitter():
     p = PeriodStats(nominal_period_s=0.01, window=10)
     assert p.summary()["rate_hz"] == 0.0

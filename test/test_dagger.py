@@ -8,13 +8,23 @@ import numpy as np
 import pytest
 import yaml
 
-from distill_fixtures import (STUDENT_SPEC, TEACHER_SPEC, make_teacher, save_random_teacher,
-                              sim_config, specs, train_config)
+from distill_fixtures import (
+    STUDENT_SPEC,
+    TEACHER_SPEC,
+    make_teacher,
+    save_random_teacher,
+    sim_config,
+    specs,
+    train_config,
+)
 from policy_distill_ros import cli
 from policy_distill_ros.core.policy_file import OnnxPolicy
 from policy_distill_ros.training.dagger import DaggerConfig, beta_for_round, run_dagger
-from policy_distill_ros.training.evaluation import (HELD_OUT_SEED_BASE, evaluate_policy,
-                                                    validation_seeds)
+from policy_distill_ros.training.evaluation import (
+    HELD_OUT_SEED_BASE,
+    evaluate_policy,
+    validation_seeds,
+)
 from policy_distill_ros.training.rollout import collect, student_actor, teacher_actor
 from policy_distill_ros.training.trainer import action_errors, episode_actions
 

@@ -8,8 +8,12 @@ import numpy as np
 import pytest
 
 from policy_distill_ros.recording.recover import recover
-from policy_distill_ros.training.dataset import (DatasetError, DistillDataset, dataset_from_bag,
-                                                 dataset_from_bags)
+from policy_distill_ros.training.dataset import (
+    DatasetError,
+    DistillDataset,
+    dataset_from_bag,
+    dataset_from_bags,
+)
 from sim_bags import record_sim_bag, specs
 
 
@@ -64,7 +68,9 @@ def test_layout_by_hand_history_last_action_and_scaling(tmp_path):
     t_sl = teacher_spec.observation.term_slices()
     dyn = rec.frames[0].topics["privileged/dynamics"]
     labels = list(dyn.names["data"])
-    raw = [dyn.fields["data"][labels.index(k)] for k in ("friction", "payload_kg", "motor_strength")]
+    raw = [
+        dyn.fields["data"][labels.index(k)] for k in ("friction", "payload_kg", "motor_strength")
+    ]
     np.testing.assert_allclose(ds.teacher_obs[0, t_sl["dynamics"]],
                                np.asarray(raw) - [0.9, 0.15, 1.0], atol=1e-6)
 
@@ -193,19 +199,18 @@ def test_bag_recorded_from_the_real_nodes_replays_what_the_student_node_saw(tmp_
     so the dataset holds exactly the vectors the node assembled (last_action and history
     included). The spec reads one sensor topic: with two, which of a frame's messages reached
     the node before its trigger is a DDS delivery race the bag cannot record."""
+    import threading
     import time
 
     import rclpy
-    import threading
-
     from lifecycle_msgs.msg import Transition
     from lifecycle_msgs.srv import ChangeState
     from rclpy.executors import SingleThreadedExecutor
     from sensor_msgs.msg import JointState
 
     from node_process import node_process, read_log
-    from policy_models import make_linear_policy
     from policy_distill_ros.recording.bag_reader import bag_info
+    from policy_models import make_linear_policy
     from ros_harness import wait_until
 
     full, _ = specs()

@@ -39,7 +39,7 @@ def started_pids(log: str) -> list[int]:
 def assert_all_gone(pids: list[int]) -> None:
     assert len(pids) == 3, pids
     for pid in pids:
-        wait_until(lambda: not _alive(pid), 5, f"child {pid} to be gone")
+        wait_until(lambda pid=pid: not _alive(pid), 5, f"child {pid} to be gone")
 
 
 def _alive(pid: int) -> bool:

@@ -1,4 +1,5 @@
-"""ONNX export: normalization inside the graph, torch vs ONNX Runtime parity, blocked bad exports."""
+"""ONNX export: normalization inside the graph, torch vs ONNX Runtime parity, blocked bad
+exports."""
 
 from __future__ import annotations
 
@@ -26,11 +27,13 @@ OBS, ACT, HIST = 12, 3, 3
 
 def make_student(kind: str, squash: bool = False):
     torch.manual_seed(7)
-    cfg = StudentConfig(kind=kind, obs_size=OBS, action_size=ACT, hidden_sizes=(32, 32), history_length=HIST,
-                        conv_channels=(8, 8), gru_hidden_size=16, squash_output=squash)
+    cfg = StudentConfig(kind=kind, obs_size=OBS, action_size=ACT, hidden_sizes=(32, 32),
+                        history_length=HIST, conv_channels=(8, 8), gru_hidden_size=16,
+                        squash_output=squash)
     student = build_student(cfg)
     norm = EmpiricalNormalizer(NormalizerConfig(size=OBS))
-    norm.update(torch.randn(500, OBS) * torch.linspace(0.1, 5.0, OBS) + torch.linspace(-3.0, 3.0, OBS))
+    scale, shift = torch.linspace(0.1, 5.0, OBS), torch.linspace(-3.0, 3.0, OBS)
+    norm.update(torch.randn(500, OBS) * scale + shift)
     return student, norm
 
 
@@ -56,7 +59,8 @@ def test_exported_graph_matches_torch_with_normalization_inside(kind, exporter):
     assert dims == [1, OBS]
     assert model.opset_import[0].version >= 17
     # the raw observation goes in: the normalizer's statistics are in the graph
-    initializers = {tuple(np.round(onnx.numpy_helper.to_array(t).reshape(-1), 5)) for t in model.graph.initializer}
+    initializers = {tuple(np.round(onnx.numpy_helper.to_array(t).reshape(-1), 5))
+                    for t in model.graph.initializer}
     assert tuple(np.round(norm.mean.numpy(), 5)) in initializers
     report = check_parity(module, model, parity_inputs(sample_obs(), norm, config), config)
     assert report.passed, report
@@ -95,7 +99,8 @@ def test_parity_failure_blocks_the_export_and_writes_nothing(tmp_path):
     target.write_bytes(b"previous good model")
     trace_row = torch.full((1, OBS), 1.0)  # positive sum: the +1 branch is traced
     with pytest.raises(ExportParityError, match="blocked") as info:
-        export_policy(student, norm, meta=None, path=target, sample_obs=torch.cat([trace_row, -trace_row]))
+        export_policy(student, norm, meta=None, path=target,
+                      sample_obs=torch.cat([trace_row, -trace_row]))
     assert "TracerWarning" in str(info.value)  # the exporter's hint is passed on
     assert info.value.report is not None and not info.value.report.passed
     assert info.value.report.max_abs_error == pytest.approx(1.0, abs=1e-5)
@@ -122,15 +127,16 @@ def test_export_config_validation():
     assert ExportConfig().opset == 17 and ExportConfig(exporter="dynamo").opset == 18
 
 
-# ------------------------------------------------------------------ full export with metadata (needs core)
+# ----------------------------------------------------------- full export with metadata (needs core)
 
 SPEC = {
     "observation": {
         "history_length": 1,
         "terms": [
-            {"name": "joint_pos", "topic": "joint_states", "field": "position", "joints": ["hip", "knee"]},
-            {"name": "joint_vel", "topic": "joint_states", "field": "velocity", "joints": ["hip", "knee"],
-             "scale": 0.1},
+            {"name": "joint_pos", "topic": "joint_states", "field": "position",
+             "joints": ["hip", "knee"]},
+            {"name": "joint_vel", "topic": "joint_states", "field": "velocity",
+             "joints": ["hip", "knee"], "scale": 0.1},
             {"name": "base_ang_vel", "topic": "imu", "field": "angular_velocity", "size": 3},
             {"name": "last_action", "kind": "last_action"},
         ],
@@ -151,8 +157,8 @@ def spec_metadata():
         "rate_hz": json.dumps(SPEC["rate_hz"]),
         "history_layout": "oldest_first_term_major",
         "recurrent_state": json.dumps([]),
-        "provenance": json.dumps({"teacher_hash": "abc123", "dataset": "unit-test", "losses": {"bc_weight": 1.0},
-                                  "metrics": {}}),
+        "provenance": json.dumps({"teacher_hash": "abc123", "dataset": "unit-test",
+                                  "losses": {"bc_weight": 1.0}, "metrics": {}}),
     })
 
 
@@ -160,8 +166,8 @@ def spec_metadata():
 def test_export_policy_writes_a_file_core_loads_with_parity_in_provenance(tmp_path, kind):
     policy_file, meta = spec_metadata()
     torch.manual_seed(9)
-    student = build_student(StudentConfig(kind=kind, obs_size=SPEC_OBS, action_size=SPEC_ACT, hidden_sizes=(16,),
-                                          gru_hidden_size=8))
+    student = build_student(StudentConfig(kind=kind, obs_size=SPEC_OBS, action_size=SPEC_ACT,
+                                          hidden_sizes=(16,), gru_hidden_size=8))
     norm = EmpiricalNormalizer(NormalizerConfig(size=SPEC_OBS))
     norm.update(torch.randn(200, SPEC_OBS) * 2 + 1)
     samples = torch.randn(16, SPEC_OBS)
@@ -169,7 +175,8 @@ def test_export_policy_writes_a_file_core_loads_with_parity_in_provenance(tmp_pa
     assert report.passed and report.max_abs_error <= 1e-5
     assert sorted(p.name for p in tmp_path.iterdir()) == ["student.onnx"]
     stored = policy_file.read_metadata(tmp_path / "student.onnx")
-    assert stored.provenance["metrics"]["onnx_parity"]["max_abs_error"] == pytest.approx(report.max_abs_error)
+    parity = stored.provenance["metrics"]["onnx_parity"]
+    assert parity["max_abs_error"] == pytest.approx(report.max_abs_error)
     assert stored.provenance["teacher_hash"] == "abc123"
     if kind == "gru":
         assert stored.recurrent_state == [{"input": "h_in", "output": "h_out", "shape": [1, 1, 8]}]
@@ -201,5 +208,6 @@ def test_attach_metadata_is_read_back_by_onnxruntime():
     entry.key, entry.value = "rate_hz", "stale"
     tagged = attach_metadata(model, Props())
     session = ort.InferenceSession(tagged.SerializeToString(), providers=["CPUExecutionProvider"])
-    assert session.get_modelmeta().custom_metadata_map == {"policy_distill_ros.format": "1", "rate_hz": "50.0"}
+    assert session.get_modelmeta().custom_metadata_map == {"policy_distill_ros.format": "1",
+                                                          "rate_hz": "50.0"}
     assert len(model.metadata_props) == 1  # the input model is not modified

@@ -27,6 +27,7 @@ import sys
 import time
 import uuid
 from contextlib import ExitStack, contextmanager
+from itertools import pairwise
 
 import numpy as np
 import onnxruntime as ort
@@ -48,8 +49,7 @@ from node_process import node_process
 from policy_distill_ros.recording.bag_reader import bag_info, read_bag, read_bag_raw
 from policy_distill_ros.recording.recover import recover
 from policy_models import make_linear_policy
-from ros_harness import (RECORD, RobotPeer, echo_stamp_s, is_fallback, wait_for_log,
-                         wait_until)
+from ros_harness import RECORD, RobotPeer, echo_stamp_s, is_fallback, wait_for_log, wait_until
 from test_recorder_node import count_in_bag
 from test_student_node import JOINTS, LOWER, OFFSET, UPPER
 from test_student_node import SPEC as STUDENT_SPEC
@@ -196,7 +196,7 @@ def test_nan_and_inf_in_joint_states_and_imu(peer, model):
     ]
     with student(model) as proc:
         assert_commands(settle(peer), good)
-        for text, inject in injections:
+        for _text, inject in injections:
             inject()
             assert_commands(settle(peer, fallback=True), DEFAULT_POSE)
             set_joints(peer, SHUFFLED)
@@ -287,7 +287,7 @@ EPISODE_STEPS = 12
 def _fresh_episode_command(session, js: JointState) -> np.ndarray:
     """The command for the first step of an episode: the history is that one step repeated
     (oldest-first padding after a reset) and the last action is zero."""
-    by_name = dict(zip(js.name, zip(js.position, js.velocity)))
+    by_name = dict(zip(js.name, zip(js.position, js.velocity, strict=True), strict=True))
     pos = np.array([by_name[j][0] for j in ANT_JOINTS])
     vel = np.clip(np.array([by_name[j][1] for j in ANT_JOINTS]) * 0.1, -10.0, 10.0)
     step = np.concatenate([pos, vel, np.zeros(8)])
@@ -364,7 +364,7 @@ def test_time_jumps_backwards_on_sim_reset(peer, tmp_path):
     assert len(jumps) >= 2, "echo stamps never went backwards"
     # Every episode gets actions (several per episode, not only the first).
     starts = jumps + [len(echoes)]
-    assert all(b - a >= 3 for a, b in zip(starts, starts[1:])), starts
+    assert all(b - a >= 3 for a, b in pairwise(starts)), starts
     assert all(np.all(np.isfinite(e.position)) for e in echoes)
     checked, skipped = 0, []
     for k in jumps:
@@ -621,7 +621,7 @@ def test_missed_deadlines_answered_by_the_monitor(peer, model, tmp_path, cause):
     # One definition (core.enforcement: whole deadlines in each gap between published actions)
     # on the same publish times: the three agree within 10 % (+-2 for the last gap, which the
     # observer may see after the monitor's count was read).
-    for name, count in counts.items():
+    for count in counts.values():
         assert abs(count - observer_misses) <= max(2, 0.1 * observer_misses), counts
 
 

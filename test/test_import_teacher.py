@@ -97,6 +97,7 @@ def test_shipped_teacher_matches_its_sb3_checkpoint():
     if meta["info"].get("imported_from") != zip_path.name:
         pytest.skip("models/ant_teacher was not imported from the SB3 checkpoint")
     from stable_baselines3 import PPO
+
     from policy_distill_ros.training.pipeline import load_teacher_any
     from policy_distill_ros.training.teacher_io import teacher_hash
     teacher, normalizer, _ = load_teacher_any(zip_path, norm_path)
@@ -185,8 +186,9 @@ def test_sac_commands_equal_sb3_predict_on_asymmetric_bounds(sac_model, tmp_path
 def test_sac_spec_that_differs_from_predict_is_refused(sac_model, tmp_path, action, needs):
     _, src = sac_model
     spec = _spec_file(tmp_path / "spec.yaml", **action)
-    with pytest.raises(SystemExit, match=rf"spec.yaml: the action spec .* differ from SB3's predict\(\) by "
-                                         rf"up to [0-9.]+; with action_space \[\[-1\], \[3\]\] it {needs}"):
+    refusal = (rf"spec.yaml: the action spec .* differ from SB3's predict\(\) by "
+               rf"up to [0-9.]+; with action_space \[\[-1\], \[3\]\] it {needs}")
+    with pytest.raises(SystemExit, match=refusal):
         cli_main(["import-teacher", "--sb3", str(src / "sac.zip"), "--spec", str(spec),
                   "--out", str(tmp_path / "t")])
     assert not (tmp_path / "t").exists()
@@ -221,8 +223,9 @@ def test_flags_of_the_other_library_are_refused(sb3_model, tmp_path):
     _one_line_refusal(["import-teacher", "--sb3", str(tmp_path / "model.pt"), "--vecnormalize",
                        str(tmp_path / "vn.pkl"), "--activation", "tanh", "--spec", spec, "--out",
                        str(tmp_path / "t")], "--activation / --agent-config are for --rsl-rl")
-    _one_line_refusal(["import-teacher", "--sb3", str(tmp_path / "model.pt"), "--spec", spec, "--out",
-                       str(tmp_path / "t")], str(tmp_path / "model.pt"), "not an SB3 model zip")
+    _one_line_refusal(["import-teacher", "--sb3", str(tmp_path / "model.pt"), "--spec", spec,
+                       "--out", str(tmp_path / "t")], str(tmp_path / "model.pt"),
+                      "not an SB3 model zip")
     _one_line_refusal(["import-teacher", "--rsl-rl", str(tmp_path / "model.pt"), "--obs-norm-json",
                        str(src / "obs_norm.json"), "--spec", spec, "--out", str(tmp_path / "t")],
                       "--vecnormalize / --obs-norm-json are for --sb3")
@@ -236,16 +239,18 @@ def test_bad_inputs_through_the_command_are_one_line(sb3_model, tmp_path):
                        str(tmp_path / "binary.yaml"), "--out", str(tmp_path / "t")],
                       "binary.yaml: not a text file")
     (tmp_path / "random.pt").write_bytes(np.random.default_rng(0).bytes(4096))
-    _one_line_refusal(["import-teacher", "--rsl-rl", str(tmp_path / "random.pt"), "--activation", "elu",
-                       "--spec", spec, "--out", str(tmp_path / "t")], "random.pt: not a torch checkpoint")
+    _one_line_refusal(["import-teacher", "--rsl-rl", str(tmp_path / "random.pt"), "--activation",
+                       "elu", "--spec", spec, "--out", str(tmp_path / "t")],
+                      "random.pt: not a torch checkpoint")
     (tmp_path / "empty.pt").write_bytes(b"")
-    _one_line_refusal(["import-teacher", "--rsl-rl", str(tmp_path / "empty.pt"), "--activation", "elu",
-                       "--spec", spec, "--out", str(tmp_path / "t")], "empty.pt: empty file")
+    _one_line_refusal(["import-teacher", "--rsl-rl", str(tmp_path / "empty.pt"), "--activation",
+                       "elu", "--spec", spec, "--out", str(tmp_path / "t")], "empty.pt: empty file")
     (tmp_path / "vn.pkl").write_bytes(np.random.default_rng(1).bytes(512))
     _one_line_refusal(["import-teacher", "--sb3", str(src / "ppo.zip"), "--vecnormalize",
                        str(tmp_path / "vn.pkl"), "--spec", spec, "--out", str(tmp_path / "t")],
                       "vn.pkl: refused or unreadable VecNormalize file")
-    (tmp_path / "norm.json").write_text(json.dumps({"mean": [0.0, float("nan"), 0.0], "var": [1, 1, 1]}))
+    stats = {"mean": [0.0, float("nan"), 0.0], "var": [1, 1, 1]}
+    (tmp_path / "norm.json").write_text(json.dumps(stats))
     _one_line_refusal(["import-teacher", "--sb3", str(src / "ppo.zip"), "--obs-norm-json",
                        str(tmp_path / "norm.json"), "--spec", spec, "--out", str(tmp_path / "t")],
                       "norm.json: mean holds 1 NaN/Inf")

@@ -19,7 +19,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from policy_distill_ros.params_file import node_params, pattern_matches
+from policy_distill_ros.params_file import node_params
 
 REPO = Path(__file__).resolve().parents[1]
 LAUNCH_FILES = sorted((REPO / "launch").glob("*.launch.py"))
@@ -117,7 +117,8 @@ Node.declare_parameter = recording
 rclpy.init(args=["--ros-args", "-p", "autostart:=false"])
 module = importlib.import_module("policy_distill_ros.nodes." + sys.argv[1])
 classes = [c for _, c in inspect.getmembers(module, inspect.isclass)
-           if issubclass(c, Node) and c.__module__ == module.__name__ and not c.__name__.startswith("_")]
+           if issubclass(c, Node) and c.__module__ == module.__name__
+           and not c.__name__.startswith("_")]
 error = None
 for cls in classes:
     try:

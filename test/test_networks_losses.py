@@ -41,7 +41,9 @@ def student_config(kind: str, **overrides) -> StudentConfig:
 
 def test_normalizer_running_update_equals_full_batch_statistics():
     torch.manual_seed(0)
-    data = torch.randn(300, 5) * torch.tensor([1.0, 2.0, 0.5, 10.0, 3.0]) + torch.tensor([0.0, 1.0, -2.0, 5.0, 7.0])
+    scale = torch.tensor([1.0, 2.0, 0.5, 10.0, 3.0])
+    shift = torch.tensor([0.0, 1.0, -2.0, 5.0, 7.0])
+    data = torch.randn(300, 5) * scale + shift
     norm = EmpiricalNormalizer(NormalizerConfig(size=5))
     for chunk in torch.split(data, [1, 17, 82, 200]):
         norm.update(chunk)
@@ -64,8 +66,8 @@ def test_normalizer_formulas_clip_and_freeze():
     assert float(var_eps.count) == 10
 
 
-@pytest.mark.parametrize("bad", [dict(size=0), dict(size=3, eps=0.0), dict(size=3, eps_placement="both"),
-                                 dict(size=3, clip=-1.0)])
+@pytest.mark.parametrize("bad", [dict(size=0), dict(size=3, eps=0.0),
+                                 dict(size=3, eps_placement="both"), dict(size=3, clip=-1.0)])
 def test_normalizer_config_rejects_bad_values(bad):
     with pytest.raises(ValueError, match="NormalizerConfig"):
         NormalizerConfig(**bad)
@@ -130,14 +132,16 @@ def test_gru_sequence_equals_steps_and_episode_starts_reset_state():
 
 def test_teacher_state_dependent_std_is_clamped_and_squash_applies_tanh():
     cfg = TeacherConfig(obs_size=4, action_size=2, hidden_sizes=(8,), activation="relu",
-                        std_mode="state_dependent", log_std_min=-1.0, log_std_max=0.5, squash_output=True)
+                        std_mode="state_dependent", log_std_min=-1.0, log_std_max=0.5,
+                        squash_output=True)
     teacher = TeacherPolicy(cfg)
     with torch.no_grad():
         teacher.log_std_head.bias.fill_(100.0)
     out = teacher(torch.randn(3, 4), return_features=True)
     assert torch.all(out.log_std == 0.5)
     assert set(out.features) == {"layer_0"}
-    torch.testing.assert_close(teacher.act(torch.ones(1, 4)), torch.tanh(teacher(torch.ones(1, 4)).mean))
+    ones = torch.ones(1, 4)
+    torch.testing.assert_close(teacher.act(ones), torch.tanh(teacher(ones).mean))
 
 
 def test_count_parameters_matches_layer_arithmetic():
@@ -205,7 +209,8 @@ def test_categorical_kl_temperature_softens_teacher_and_scales_by_t_squared():
         q = torch.softmax(student / temperature, -1)
         manual = (p * (p.log() - q.log())).sum() * temperature ** 2
         torch.testing.assert_close(categorical_kl(teacher, student, temperature), manual)
-    entropy = [float(torch.distributions.Categorical(logits=teacher / t).entropy()) for t in (0.5, 1.0, 4.0)]
+    entropy = [float(torch.distributions.Categorical(logits=teacher / t).entropy())
+               for t in (0.5, 1.0, 4.0)]
     assert entropy[0] < entropy[1] < entropy[2]
     assert float(categorical_kl(teacher, teacher, 2.0)) == pytest.approx(0.0, abs=1e-7)
 
@@ -218,28 +223,33 @@ def test_bc_loss_kinds_and_shape_check():
         bc_loss(a, torch.zeros(4, 3))
 
 
-# ---------------------------------------------------------------- losses: behaviour on a toy problem
+# ------------------------------------------------------------- losses: behaviour on a toy problem
 
 TERM_CONFIGS = {
     "bc_mse": LossConfig(bc_weight=1.0, bc_kind="mse"),
     "bc_huber": LossConfig(bc_weight=1.0, bc_kind="huber"),
     "kl": LossConfig(bc_weight=0.0, kl_weight=1.0, temperature=1.5),
-    "feature_l2": LossConfig(bc_weight=0.0, feature_weight=1.0, feature_pairs=(("layer_0", "layer_0"),)),
+    "feature_l2": LossConfig(bc_weight=0.0, feature_weight=1.0,
+                             feature_pairs=(("layer_0", "layer_0"),)),
     "feature_cosine": LossConfig(bc_weight=0.0, feature_weight=1.0, feature_kind="cosine",
                                  feature_pairs=(("layer_1", "layer_1"),)),
-    "feature_cross_width": LossConfig(bc_weight=0.0, feature_weight=1.0, feature_pairs=(("layer_1", "layer_0"),)),
-    "categorical": LossConfig(action_type="discrete", bc_weight=0.0, kl_weight=1.0, temperature=2.0),
+    "feature_cross_width": LossConfig(bc_weight=0.0, feature_weight=1.0,
+                                      feature_pairs=(("layer_1", "layer_0"),)),
+    "categorical": LossConfig(action_type="discrete", bc_weight=0.0, kl_weight=1.0,
+                              temperature=2.0),
     "cross_entropy": LossConfig(action_type="discrete", bc_weight=1.0, bc_kind="cross_entropy"),
 }
 
 
 def toy_pair(seed: int = 3) -> tuple[TeacherPolicy, TeacherPolicy]:
     torch.manual_seed(seed)
-    cfg = TeacherConfig(obs_size=6, action_size=3, hidden_sizes=(16, 12), activation="tanh", init_std=0.5)
+    cfg = TeacherConfig(obs_size=6, action_size=3, hidden_sizes=(16, 12), activation="tanh",
+                        init_std=0.5)
     return TeacherPolicy(cfg), TeacherPolicy(cfg)
 
 
-@pytest.mark.parametrize("name", sorted(set(TERM_CONFIGS) - {"cross_entropy", "feature_cross_width"}))
+@pytest.mark.parametrize("name", sorted(set(TERM_CONFIGS)
+                                        - {"cross_entropy", "feature_cross_width"}))
 def test_each_loss_is_zero_for_identical_nets_and_positive_otherwise(name):
     teacher, student = toy_pair()
     cfg = TERM_CONFIGS[name]
@@ -295,7 +305,8 @@ def test_teacher_gets_no_gradient_even_when_not_marked_frozen():
 
 def test_combined_total_is_weighted_sum_of_terms():
     teacher, student = toy_pair(seed=6)
-    cfg = LossConfig(bc_weight=2.0, kl_weight=0.5, feature_weight=3.0, feature_pairs=(("layer_1", "layer_1"),))
+    cfg = LossConfig(bc_weight=2.0, kl_weight=0.5, feature_weight=3.0,
+                     feature_pairs=(("layer_1", "layer_1"),))
     loss = DistillationLoss(cfg, teacher.feature_sizes(), student.feature_sizes())
     obs = torch.randn(16, 6)
     total, terms = loss(student(obs, True), teacher(obs, True))
@@ -323,7 +334,8 @@ def test_feature_matching_names_a_missing_layer():
     with pytest.raises(ValueError, match="layer_7"):
         DistillationLoss(LossConfig(feature_weight=1.0, feature_pairs=(("layer_7", "layer_0"),)),
                          teacher.feature_sizes(), student.feature_sizes())
-    assert LossConfig.from_dict(TERM_CONFIGS["feature_cosine"].to_dict()) == TERM_CONFIGS["feature_cosine"]
+    cosine = TERM_CONFIGS["feature_cosine"]
+    assert LossConfig.from_dict(cosine.to_dict()) == cosine
 
 
 def test_limit_aware_error_is_the_error_of_the_executed_action():

@@ -8,8 +8,11 @@ import torch
 from distill_fixtures import make_teacher, sim_config, specs, train_config
 from policy_distill_ros.training.networks import StudentConfig, build_student, count_parameters
 from policy_distill_ros.training.normalizer import EmpiricalNormalizer, NormalizerConfig
-from policy_distill_ros.training.progressive import (ProgressiveConfig, StudentAsTeacher,
-                                                     run_progressive)
+from policy_distill_ros.training.progressive import (
+    ProgressiveConfig,
+    StudentAsTeacher,
+    run_progressive,
+)
 from policy_distill_ros.training.rollout import collect, teacher_actor
 from policy_distill_ros.training.trainer import fit, teacher_outputs
 

@@ -8,14 +8,18 @@ import onnx
 import pytest
 import torch
 
+from distill_fixtures import specs
 from policy_distill_ros.core.policy_file import OnnxPolicy, PolicyMetadata, read_metadata
 from policy_distill_ros.core.spec import PolicySpec
 from policy_distill_ros.training.export import export_policy
 from policy_distill_ros.training.networks import StudentConfig, build_student
 from policy_distill_ros.training.normalizer import EmpiricalNormalizer, NormalizerConfig
-from policy_distill_ros.training.quantize import (DEFAULT_PARITY_ATOL, QuantizationParityError,
-                                                  quantize_policy, variant_path)
-from distill_fixtures import specs
+from policy_distill_ros.training.quantize import (
+    DEFAULT_PARITY_ATOL,
+    QuantizationParityError,
+    quantize_policy,
+    variant_path,
+)
 
 VARIANTS = ("int8", "int8_dynamic", "fp16")
 
@@ -167,10 +171,10 @@ def test_student_node_runs_the_int8_student(tmp_path):
 def test_quantize_command_calibrates_on_recorded_data_and_reports(tmp_path, capsys):
     import json
 
+    from distill_fixtures import sim_config
     from policy_distill_ros.cli import main as cli_main
     from policy_distill_ros.training.dataset import DistillDataset
     from policy_distill_ros.training.inference_bench import student_observations
-    from distill_fixtures import sim_config
     student_spec, teacher_spec = specs()
     model = tmp_path / "student.onnx"
     make_student(model, student_spec)

@@ -82,7 +82,7 @@ def test_record_two_short_episodes_reads_back_completely(tmp_path):
     assert all(action.header.frame_id == "" for _, _, action in joined.pairs)
 
     # episodes: ids 0 and 1, steps 0..50, returns as printed
-    episodes = [dict(zip(m.message.layout.dim[0].label.split(","), m.message.data))
+    episodes = [dict(zip(m.message.layout.dim[0].label.split(","), m.message.data, strict=True))
                 for m in read_bag(str(bag), ["/episode"])]
     assert sorted({int(e["episode_id"]) for e in episodes}) == [0, 1]
     finals = list({(int(e["episode_id"]), int(e["step"])): e for e in episodes
@@ -127,7 +127,9 @@ def test_record_dagger_mix_with_a_student(tmp_path):
         stamp = (item.message.header.stamp.sec, item.message.header.stamp.nanosec)
         by_topic[item.topic][stamp] = np.array(item.message.position)
     executed = by_topic["/policy_action"]
-    assert set(executed) == set(by_topic["/teacher_label"]) == set(by_topic["/student/policy_action"])
+    assert (
+        set(executed) == set(by_topic["/teacher_label"]) == set(by_topic["/student/policy_action"])
+    )
     sources = []
     for stamp, action in executed.items():
         if np.array_equal(action, by_topic["/teacher_label"][stamp]):

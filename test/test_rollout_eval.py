@@ -13,13 +13,25 @@ from policy_distill_ros.core.observation import ObservationAssembler
 from policy_distill_ros.core.policy_file import read_metadata
 from policy_distill_ros.sim.ant import AntSim
 from policy_distill_ros.training.dataset import dataset_from_bag
-from policy_distill_ros.training.evaluation import (HELD_OUT_SEED_BASE, evaluate_policy,
-                                                    held_out_seeds, policy_file_figures,
-                                                    validation_seeds)
+from policy_distill_ros.training.evaluation import (
+    HELD_OUT_SEED_BASE,
+    evaluate_policy,
+    held_out_seeds,
+    policy_file_figures,
+    validation_seeds,
+)
 from policy_distill_ros.training.networks import count_parameters
-from policy_distill_ros.training.rollout import (STUDENT, TEACHER, VALIDATION_SEED_BASE,
-                                                 FunctionActor, MultiViewSim, OnnxActor, collect,
-                                                 student_actor, teacher_actor)
+from policy_distill_ros.training.rollout import (
+    STUDENT,
+    TEACHER,
+    VALIDATION_SEED_BASE,
+    FunctionActor,
+    MultiViewSim,
+    OnnxActor,
+    collect,
+    student_actor,
+    teacher_actor,
+)
 from policy_distill_ros.training.trainer import export_student, fit
 
 
@@ -98,9 +110,10 @@ def test_rollout_rows_equal_the_recorded_bag_path(tmp_path):
                        SimConfig(max_episode_steps=12), sim_seed=3)
     for k, seed in enumerate(seeds):
         rows = np.flatnonzero(from_bag.episode_id == k)
-        commands = [c for c, e in zip(rec.commands, rec.episode_id) if e == k]
+        commands = [c for c, e in zip(rec.commands, rec.episode_id, strict=True) if e == k]
         actions = iter(commands)   # float64, as executed (offset 0, scale 1: raw = command)
-        ep = sim.run_episode(seed, FunctionActor(lambda obs: next(actions), TEACHER))
+        replay = FunctionActor(lambda obs, actions=actions: next(actions), TEACHER)
+        ep = sim.run_episode(seed, replay)
         n = len(ep.actions)
         assert n == len(rows) - 1
         np.testing.assert_array_equal(ep.obs[STUDENT], from_bag.student_obs[rows[:n]])

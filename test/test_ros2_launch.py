@@ -153,12 +153,13 @@ def wait_for_nodes(probe, launch: Launch, namespace: str, names: list[str]) -> N
 def read_parameters(probe, node_fqn: str, names: list[str]) -> dict:
     from rcl_interfaces.srv import GetParameters
     from rclpy.parameter import parameter_value_to_python
+
     from ros_harness import call_service
     response, _ = call_service(probe, GetParameters, f"{node_fqn}/get_parameters",
                                GetParameters.Request(names=names), timeout_s=60.0)
     values = [parameter_value_to_python(value) for value in response.values]
     return {name: list(v) if isinstance(v, (array.array, tuple, list)) else v
-            for name, v in zip(names, values)}
+            for name, v in zip(names, values, strict=True)}
 
 
 def assert_params_read_back(probe, params_file: Path, node: str, namespace: str,
@@ -268,7 +269,10 @@ def test_params_read_back_equal_the_params_file(launched, probe) -> None:
 def test_topics_under_the_namespace(launched, probe) -> None:
     ns, launch = launched["namespace"], launched["launch"]
     wait_for_nodes(probe, launch, ns, launched["nodes"])
-    full = lambda name: _full(ns, name)  # noqa: E731
+
+    def full(name: str) -> str:
+        return _full(ns, name)
+
     if launched["file"] == "student.launch.py":
         # the hot path on the node users address (`ros2 node info <ns>/student_node`)
         wait_for_endpoints(probe, "student_node", ns, {full("joint_states"), full("imu")},

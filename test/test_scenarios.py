@@ -8,17 +8,25 @@ import dataclasses
 import numpy as np
 import pytest
 
+from distill_fixtures import specs
 from policy_distill_ros.cli import main as cli_main
 from policy_distill_ros.sim.ant import AntSim
 from policy_distill_ros.sim.config import SimConfig
 from policy_distill_ros.sim.frame import IMU, JOINT_STATES, ODOMETRY
-from policy_distill_ros.sim.scenarios import (FaultySensorSim, SensorFaults, default_scenarios,
-                                              scenario_by_name)
-from policy_distill_ros.training.robustness import (ScenarioResult, degradation,
-                                                    plot_robustness, robustness_table,
-                                                    run_scenario_episodes)
+from policy_distill_ros.sim.scenarios import (
+    FaultySensorSim,
+    SensorFaults,
+    default_scenarios,
+    scenario_by_name,
+)
+from policy_distill_ros.training.robustness import (
+    ScenarioResult,
+    degradation,
+    plot_robustness,
+    robustness_table,
+    run_scenario_episodes,
+)
 from policy_distill_ros.training.rollout import FunctionActor
-from distill_fixtures import specs
 
 SEED = 1_000_003
 BASE = SimConfig(max_episode_steps=40)
@@ -51,7 +59,7 @@ def test_bias_shifts_only_the_sensors_by_the_bias(clean):
                                                     angular_velocity_bias_rps=0.05))
     biased = frames(sim)
     sim.close()
-    for a, b in zip(clean, biased):
+    for a, b in zip(clean, biased, strict=True):
         dq = field(b, JOINT_STATES, "position") - field(a, JOINT_STATES, "position")
         np.testing.assert_allclose(np.abs(dq), 0.1, atol=1e-12)
         dw = field(b, IMU, "angular_velocity") - field(a, IMU, "angular_velocity")

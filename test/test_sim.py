@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import math
+from itertools import pairwise
 
 import mujoco
 import numpy as np
@@ -9,8 +10,15 @@ import pytest
 
 from policy_distill_ros.sim.ant import AntSim
 from policy_distill_ros.sim.config import SensorNoise, SimConfig
-from policy_distill_ros.sim.frame import (CONTACT_FORCES, DYNAMICS, EPISODE, EPISODE_LABELS, IMU,
-                                          JOINT_STATES, ODOMETRY)
+from policy_distill_ros.sim.frame import (
+    CONTACT_FORCES,
+    DYNAMICS,
+    EPISODE,
+    EPISODE_LABELS,
+    IMU,
+    JOINT_STATES,
+    ODOMETRY,
+)
 from policy_distill_ros.sim.randomization import DYNAMICS_LABELS
 
 ANT_HINGES = ("hip_1", "ankle_1", "hip_2", "ankle_2", "hip_3", "ankle_3", "hip_4", "ankle_4")
@@ -53,7 +61,7 @@ def test_same_seed_same_commands_give_identical_frames():
     cmds = commands(100)
     a, b = rollout(AntSim(config, seed=7), cmds), rollout(AntSim(config, seed=7), cmds)
     assert len(a) == len(b) > 100  # crossed episode boundaries
-    for fa, fb in zip(a, b):
+    for fa, fb in zip(a, b, strict=True):
         assert_frames_equal(fa, fb)
 
 
@@ -79,7 +87,7 @@ def test_dynamics_topic_reports_what_the_model_uses(seed):
     frame = sim.reset()
     labels = frame.topics[DYNAMICS].names["data"]
     assert tuple(labels) == DYNAMICS_LABELS
-    values = dict(zip(labels, frame.field(DYNAMICS, "data")))
+    values = dict(zip(labels, frame.field(DYNAMICS, "data"), strict=True))
     m = sim.model
     floor = m.geom("floor").id
     torso = m.body("torso").id
@@ -184,9 +192,9 @@ def test_sensor_noise_touches_sensors_but_not_physics_or_privileged_data():
     clean = rollout(AntSim(SimConfig(), seed=5), cmds)
     noisy = rollout(AntSim(SimConfig(sensor_noise=noise), seed=5), cmds)
     diff = np.array([n.field(JOINT_STATES, "position") - c.field(JOINT_STATES, "position")
-                     for n, c in zip(noisy, clean)])
+                     for n, c in zip(noisy, clean, strict=True)])
     assert diff.std() == pytest.approx(0.02, rel=0.2)
-    for n, c in zip(noisy, clean):
+    for n, c in zip(noisy, clean, strict=True):
         np.testing.assert_array_equal(n.field(ODOMETRY, "pose.pose.position"),
                                       c.field(ODOMETRY, "pose.pose.position"))
         np.testing.assert_array_equal(n.field(JOINT_STATES, "velocity"),
@@ -207,7 +215,7 @@ def test_episodes_count_up_and_sim_time_continues_across_resets():
             stamps.append(frame.stamp_s)
             episodes.append(frame.episode_id)
         assert frame.step == 5
-        values = dict(zip(EPISODE_LABELS, frame.field(EPISODE, "data")))
+        values = dict(zip(EPISODE_LABELS, frame.field(EPISODE, "data"), strict=True))
         assert values["truncated"] == 1.0 and values["step"] == 5
         assert values["episode_id"] == episode and values["stamp_s"] == frame.stamp_s
         assert values["episode_return"] == pytest.approx(frame.episode_return)
@@ -221,7 +229,7 @@ def test_reset_time_on_episode_restarts_sim_time():
     sim = AntSim(SimConfig.nominal(max_episode_steps=3, reset_time_on_episode=True), seed=0)
     for _ in range(2):
         assert sim.reset().stamp_s == 0.0
-        for k in range(3):
+        for _ in range(3):
             frame, *_ = sim.step(np.zeros(8))
         assert frame.stamp_s == pytest.approx(0.15)
 
@@ -299,7 +307,7 @@ def test_runner_resets_after_terminal_frames_and_stops_after_num_episodes():
     assert [(f.episode_id, f.step) for f in frames] == [
         (0, 0), (0, 1), (0, 2), (0, 3), (1, 0), (1, 1), (1, 2), (1, 3)]
     assert runner.finished and runner.episodes_done == 2
-    assert all(b.stamp_s > a.stamp_s for a, b in zip(frames, frames[1:]))
+    assert all(b.stamp_s > a.stamp_s for a, b in pairwise(frames))
 
 
 def test_sim_yaml_is_the_default_config():
@@ -370,7 +378,7 @@ def test_spec_env_maps_actions_to_joints_by_name():
     env = _spec_env("", SimConfig.nominal(reset_noise_scale=0.0), spec_dict=spec)
     env.reset(seed=0)
     env.step(np.array([0.5] + [0.0] * 7))  # first action element = ankle_4
-    effort = dict(zip(ANT_HINGES, env.frame.field(JOINT_STATES, "effort")))
+    effort = dict(zip(ANT_HINGES, env.frame.field(JOINT_STATES, "effort"), strict=True))
     assert effort.pop("ankle_4") == pytest.approx(75.0)
     assert all(v == 0.0 for v in effort.values())
 

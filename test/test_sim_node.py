@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import time
+from itertools import pairwise
 
 import numpy as np
 import pytest
@@ -50,7 +51,7 @@ class Driver:
     def _on_episode(self, msg: Float64MultiArray) -> None:
         labels = msg.layout.dim[0].label.split(",")
         assert tuple(labels) == EPISODE_LABELS
-        self.episodes.append(dict(zip(labels, msg.data)))
+        self.episodes.append(dict(zip(labels, msg.data, strict=True)))
 
     def spin_until(self, condition, timeout_s: float) -> bool:
         deadline = time.monotonic() + timeout_s
@@ -135,7 +136,8 @@ def test_lockstep_one_frame_per_command(driver):
         values = [0.5 if name == "hip_1" else 0.0 for name in labels]
         driver.send(values, labels)
         assert driver.spin_until(lambda: new_frame_count(driver) == before + 1, 10.0)
-        effort = dict(zip(driver.joint_states[-1].name, driver.joint_states[-1].effort))
+        last = driver.joint_states[-1]
+        effort = dict(zip(last.name, last.effort, strict=True))
         assert effort.pop("hip_1") == pytest.approx(75.0)
         assert all(v == 0.0 for v in effort.values())
 
@@ -165,7 +167,7 @@ def test_realtime_publishes_at_the_control_rate(driver):
         rate_hz = (len(driver.joint_states) - start_count) / (time.monotonic() - start)
         assert 10.0 < rate_hz < 30.0, rate_hz  # loose: 20 Hz nominal on a loaded machine
         frame_stamps = stamps(driver.joint_states)
-        assert all(b > a for a, b in zip(frame_stamps, frame_stamps[1:]))
+        assert all(b > a for a, b in pairwise(frame_stamps))
 
 
 def test_runs_the_requested_episodes_then_exits_cleanly(driver):

@@ -6,9 +6,9 @@ import json
 
 import pytest
 
+from distill_fixtures import save_random_teacher
 from policy_distill_ros.cli import main as cli_main
 from policy_distill_ros.training.sweep import DEFAULT_LADDER, pareto_front, parse_ladder
-from distill_fixtures import save_random_teacher
 
 
 def test_pareto_front_keeps_only_undominated_rows():

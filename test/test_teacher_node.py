@@ -232,10 +232,10 @@ class Reference:
 
     @staticmethod
     def obs(f: dict, last: np.ndarray) -> np.ndarray:
-        by_name = dict(zip(PUBLISHED_ORDER, zip(f["pos"], f["vel"])))
+        by_name = dict(zip(PUBLISHED_ORDER, zip(f["pos"], f["vel"], strict=True), strict=True))
         pos = np.array([by_name[j][0] for j in JOINTS])
         vel = np.array([by_name[j][1] for j in JOINTS])
-        contact = dict(zip(["foot_a", "foot_b", "foot_c"], f["contact"]))
+        contact = dict(zip(["foot_a", "foot_b", "foot_c"], f["contact"], strict=True))
         return np.concatenate([(pos - OFFSET) * 2.0, np.clip(vel * 0.5, -1, 1), f["ang"],
                                f["lin"], [contact["foot_b"] * 0.1, contact["foot_a"] * 0.1],
                                last])

@@ -28,8 +28,9 @@ import argparse
 import logging
 import shutil
 import time
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Dict, List, Optional, Sequence
+from typing import Any
 
 from policy_distill_ros.processes import REPO_ROOT
 
@@ -114,7 +115,7 @@ def ensure_teacher(teacher: Path) -> None:
            "teacher", teacher)
 
 
-def plan_sizes(args: argparse.Namespace) -> Dict[str, Any]:
+def plan_sizes(args: argparse.Namespace) -> dict[str, Any]:
     if args.quick:
         return {"episodes": 2, "dagger_episodes": 2, "dagger_rounds": 2, "ros_episodes": 2,
                 "val_episodes": 1, "eval_episodes": 2, "max_steps": 100, "epochs": 3,
@@ -126,12 +127,12 @@ def plan_sizes(args: argparse.Namespace) -> Dict[str, Any]:
             "deploy_s": args.deploy_s}
 
 
-def _with_steps(argv: List[Any], max_steps: Optional[int]) -> List[Any]:
+def _with_steps(argv: list[Any], max_steps: int | None) -> list[Any]:
     return argv + (["--max-episode-steps", max_steps] if max_steps else [])
 
 
 def _train(args, sizes, bags: Sequence[Path], out: Path, teacher: Path, progress: bool) -> None:
-    argv: List[Any] = ["--config", args.config, "--bags", *bags, "--out", out,
+    argv: list[Any] = ["--config", args.config, "--bags", *bags, "--out", out,
                        "--teacher", teacher]
     if sizes["epochs"]:
         argv += ["--epochs", sizes["epochs"]]
@@ -141,7 +142,7 @@ def _train(args, sizes, bags: Sequence[Path], out: Path, teacher: Path, progress
 
 
 def _dagger(args, sizes, bag: Path, out: Path, teacher: Path, progress: bool) -> None:
-    argv: List[Any] = ["--config", args.dagger_config, "--initial-data", bag, "--out", out,
+    argv: list[Any] = ["--config", args.dagger_config, "--initial-data", bag, "--out", out,
                        "--teacher", teacher, "--seed", args.seed, "--eval-episodes", 0,
                        "--ros-rounds", 1, "--ros-episodes", sizes["ros_episodes"]]
     for flag, key in (("--rounds", "dagger_rounds"), ("--episodes-per-round", "dagger_episodes"),
@@ -164,14 +165,17 @@ def run(args: argparse.Namespace) -> int:
     if out.exists() and not first:
         shutil.rmtree(out)  # a demo run is reproducible; stale stages must not mix in
     (out / "bags").mkdir(parents=True, exist_ok=True)
-    skip = lambda stage: STAGES.index(stage) < first   # noqa: E731
+
+    def skip(stage: str) -> bool:
+        return STAGES.index(stage) < first
+
     logs = out / "logs"
     sizes = plan_sizes(args)
     progress = not args.no_progress
     teacher = Path(args.teacher)
     if not teacher.is_absolute():
         teacher = (REPO_ROOT / teacher) if not teacher.exists() else teacher.resolve()
-    timings: Dict[str, float] = {}
+    timings: dict[str, float] = {}
     try:
         t = _stage(1, "teacher", f"{teacher}")
         ensure_teacher(teacher)

@@ -29,7 +29,6 @@ import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Dict, List, Optional
 
 from policy_distill_ros.core.memory import process_memory_mib
 from policy_distill_ros.processes import REPO_ROOT, CliPeer, NodeProcess
@@ -93,10 +92,10 @@ class Plan:
     demo_model: bool
     action_rate_hz: float
     sim_time: bool
-    processes: List[NodeProcess] = field(default_factory=list)
+    processes: list[NodeProcess] = field(default_factory=list)
 
 
-def resolve(path: str) -> Optional[Path]:
+def resolve(path: str) -> Path | None:
     """An existing file: as given (relative to the working directory), else in the package."""
     for candidate in (Path(path), REPO_ROOT / path):
         if candidate.is_file():
@@ -111,7 +110,7 @@ def _required(path: str, what: str) -> Path:
     return found
 
 
-def ensure_model(model_arg: Optional[str], workdir: Path) -> tuple[Path, bool]:
+def ensure_model(model_arg: str | None, workdir: Path) -> tuple[Path, bool]:
     """(policy file, is_demo). Builds the demo student when no model is given or found."""
     if model_arg is not None:
         return _required(model_arg, "--model"), False
@@ -126,7 +125,7 @@ def ensure_model(model_arg: Optional[str], workdir: Path) -> tuple[Path, bool]:
     return path, True
 
 
-def node_params(params_file: Path, node_name: str) -> Dict:
+def node_params(params_file: Path, node_name: str) -> dict:
     """What a root-namespace `node_name` reads from a ROS params file ({} when nothing applies)."""
     from policy_distill_ros.params_file import node_params as matching
     return matching(params_file, node_name)
@@ -183,8 +182,8 @@ class DiagnosticsListener(CliPeer):
 
         super().__init__("policy_distill_deploy")
         self.node.create_subscription(DiagnosticArray, "/diagnostics", self._on_diagnostics, 10)
-        self.values: Dict[str, str] = {}
-        self.level: Optional[int] = None
+        self.values: dict[str, str] = {}
+        self.level: int | None = None
         self.message = ""
         self.received = 0
 
@@ -259,11 +258,11 @@ def measure(plan: Plan, listener: DiagnosticsListener, duration_s: float) -> flo
     return measured_s
 
 
-def figures_of(listener: DiagnosticsListener) -> Dict[str, float]:
+def figures_of(listener: DiagnosticsListener) -> dict[str, float]:
     return {name: listener.number(key) for name, (key, _, _) in FIGURES.items()}
 
 
-def format_table(figures: Dict[str, float]) -> str:
+def format_table(figures: dict[str, float]) -> str:
     width = max(len(label) for _, label, _ in FIGURES.values())
     lines = [f"{'figure':<{width}}  value", f"{'-' * width}  {'-' * 10}"]
     for name, (_, label, fmt) in FIGURES.items():
@@ -280,7 +279,7 @@ def run(args: argparse.Namespace) -> int:
     workdir.mkdir(parents=True, exist_ok=True)
     plan = plan_run(args, workdir)
     previous_term = signal.signal(signal.SIGTERM, _interrupt)  # a supervisor's stop = Ctrl-C
-    listener: Optional[DiagnosticsListener] = None
+    listener: DiagnosticsListener | None = None
     try:
         listener = DiagnosticsListener()
         for proc in plan.processes:

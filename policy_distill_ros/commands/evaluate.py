@@ -18,7 +18,8 @@ import json
 import logging
 from pathlib import Path
 
-HELP = "closed-loop teacher vs student on held-out randomized episodes (return, distance, size, latency)"
+HELP = ("closed-loop teacher vs student on held-out randomized episodes "
+        "(return, distance, size, latency)")
 LOG = logging.getLogger("policy-distill.eval")
 DEFAULT_SIM_CONFIG = "config/sim.yaml"
 DEFAULT_TEACHER_SPEC = "config/specs/ant_teacher.yaml"
@@ -87,9 +88,12 @@ def run(args: argparse.Namespace) -> int:
 
     from policy_distill_ros.core.policy_file import PolicyFileError
     from policy_distill_ros.core.spec import load_policy_spec
-    from policy_distill_ros.training.evaluation import (HELD_OUT_SEED_BASE, comparison_table,
-                                                        evaluate_teacher_and_student,
-                                                        held_out_seeds)
+    from policy_distill_ros.training.evaluation import (
+        HELD_OUT_SEED_BASE,
+        comparison_table,
+        evaluate_teacher_and_student,
+        held_out_seeds,
+    )
     torch.set_num_threads(max(1, args.threads))
     try:
         seeds = held_out_seeds(args.episodes, HELD_OUT_SEED_BASE if args.seed_base is None

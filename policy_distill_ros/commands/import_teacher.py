@@ -72,8 +72,13 @@ def _fmt(values) -> str:
 
 def check_action_bounds(info: dict, spec, spec_path: str) -> None:
     """The spec's command must equal SB3's predict(): PPO/A2C clip the mean to the action space,
-    SAC rescales tanh(mean) from [-1, 1] to it. Probed on raw actions across (and past) the bounds."""
-    low, high, rule = info.get("action_low"), info.get("action_high"), info.get("sb3_action_postprocess")
+    SAC rescales tanh(mean) from [-1, 1] to it. Probed on raw actions across (and past) the
+    bounds."""
+    low, high, rule = (
+        info.get("action_low"),
+        info.get("action_high"),
+        info.get("sb3_action_postprocess"),
+    )
     if low is None or high is None or rule is None:
         return
     low, high = np.asarray(low, float), np.asarray(high, float)
@@ -87,14 +92,18 @@ def check_action_bounds(info: dict, spec, spec_path: str) -> None:
     else:
         raw = np.repeat(np.linspace(-1.0, 1.0, 9)[:, None], low.size, axis=1)
         expected = low + 0.5 * (raw + 1.0) * (high - low)
-        want = (f"scale {_fmt((high - low) / 2)}, offset {_fmt((high + low) / 2)}, limits no tighter "
-                f"than [{_fmt(low)}, {_fmt(high)}] (SAC rescales tanh from [-1, 1] to the action space)")
+        want = (
+            f"scale {_fmt((high - low) / 2)}, offset {_fmt((high + low) / 2)}, limits no tighter "
+            f"than [{_fmt(low)}, {_fmt(high)}] (SAC rescales tanh from [-1, 1] to the action space)"
+        )
     commands = np.stack([spec.action.postprocess(r) for r in raw])
     diff = float(np.max(np.abs(commands - expected)))
     if diff > BOUNDS_RTOL * max(1.0, float(np.max(np.abs(expected)))):
-        raise ValueError(f"{spec_path}: the action spec turns raw actions into commands that differ from "
-                         f"SB3's predict() by up to {diff:.3g}; with action_space [{_fmt(low)}, "
-                         f"{_fmt(high)}] it needs {want}")
+        raise ValueError(
+            f"{spec_path}: the action spec turns raw actions into commands that differ from "
+            f"SB3's predict() by up to {diff:.3g}; with action_space [{_fmt(low)}, "
+            f"{_fmt(high)}] it needs {want}"
+        )
 
 
 def _load_spec(path: str):

@@ -78,8 +78,9 @@ def _calibration_obs(args, student_spec, sim_config):
     from policy_distill_ros.training.inference_bench import student_observations
     from policy_distill_ros.training.rollout import check_training_seeds
     if args.calibration:
-        from .dagger import initial_dataset
         from policy_distill_ros.core.spec import load_policy_spec
+
+        from .dagger import initial_dataset
         data = initial_dataset(args.calibration, Path.cwd(), student_spec,
                                 load_policy_spec(args.teacher_spec))
         return data.student_obs, f"{len(data.student_obs)} recorded observations"
@@ -90,12 +91,23 @@ def _calibration_obs(args, student_spec, sim_config):
 
 def run(args: argparse.Namespace) -> int:
     from policy_distill_ros.core.policy_file import PolicyFileError, read_metadata
-    from policy_distill_ros.training.evaluation import (evaluate_policy, format_table,
-                                                        held_out_seeds, validation_seeds)
-    from policy_distill_ros.training.inference_bench import (interleaved_latency, machine_load,
-                                                             student_observations)
-    from policy_distill_ros.training.quantize import (VARIANTS, QuantizationParityError,
-                                                      quantize_policy, variant_path)
+    from policy_distill_ros.training.evaluation import (
+        evaluate_policy,
+        format_table,
+        held_out_seeds,
+        validation_seeds,
+    )
+    from policy_distill_ros.training.inference_bench import (
+        interleaved_latency,
+        machine_load,
+        student_observations,
+    )
+    from policy_distill_ros.training.quantize import (
+        VARIANTS,
+        QuantizationParityError,
+        quantize_policy,
+        variant_path,
+    )
     from policy_distill_ros.training.rollout import OnnxActor
 
     from .evaluate import sim_config_from_args

@@ -1,4 +1,5 @@
-"""`policy-distill record`: teacher demonstrations from the embedded simulator into a rosbag2 (MCAP).
+"""`policy-distill record`: teacher demonstrations from the embedded simulator into a rosbag2
+(MCAP).
 
     policy-distill record [--teacher models/ant_teacher] [--episodes 10] [--out bags/]
                           [--max-episode-steps N] [--seed 0] [--mode drive|label|mix --beta B]
@@ -27,13 +28,11 @@ import math
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Dict, List, Optional
 
 import yaml
 
 from policy_distill_ros.commands.deploy import node_params, resolve
-from policy_distill_ros.processes import (CliPeer, NodeProcess, log_directory,
-                                          sigterm_as_interrupt)
+from policy_distill_ros.processes import CliPeer, NodeProcess, log_directory, sigterm_as_interrupt
 
 HELP = "teacher demonstrations from the embedded simulator into a rosbag2 (MCAP)"
 LOG = logging.getLogger("policy-distill.record")
@@ -92,7 +91,7 @@ def _required(path: str, what: str) -> Path:
     return found
 
 
-def teacher_spec_yaml(teacher_dir: Path, spec_arg: Optional[str], workdir: Path) -> Path:
+def teacher_spec_yaml(teacher_dir: Path, spec_arg: str | None, workdir: Path) -> Path:
     """The teacher's spec as a YAML file (the recorder stores it verbatim, the monitor reads
     it): --teacher-spec, else the spec stored in teacher.json. Read without torch."""
     if spec_arg:
@@ -119,10 +118,10 @@ class Plan:
     episodes: int
     max_episode_steps: int
     workdir: Path
-    recorded_topics: List[str] = field(default_factory=list)
-    processes: Dict[str, NodeProcess] = field(default_factory=dict)
+    recorded_topics: list[str] = field(default_factory=list)
+    processes: dict[str, NodeProcess] = field(default_factory=dict)
     # node name -> topics it must be subscribed to before the simulator may start
-    subscribers: Dict[str, List[str]] = field(default_factory=dict)
+    subscribers: dict[str, list[str]] = field(default_factory=dict)
 
 
 def plan_run(args: argparse.Namespace, workdir: Path) -> Plan:
@@ -194,7 +193,10 @@ def plan_run(args: argparse.Namespace, workdir: Path) -> Plan:
 
     plan = Plan(teacher, mode, bag_path, args.episodes,
                 int(sim.get("max_episode_steps", 1000)), workdir, topics)
-    log = lambda name: str(workdir / f"{name}.log")   # noqa: E731
+
+    def log(name: str) -> str:
+        return str(workdir / f"{name}.log")
+
     plan.processes[RECORDER] = NodeProcess("recorder_node", RECORDER, recorder,
                                            log_path=log(RECORDER))
     plan.processes[MONITOR] = NodeProcess("timing_monitor_node", MONITOR, monitor,
@@ -245,11 +247,11 @@ class EpisodeListener(CliPeer):
         self.node.create_subscription(Float64MultiArray, "episode", self._on_episode,
                                       COMMAND_QOS)
         self.frames = 0
-        self.finished: List[tuple] = []    # (episode_id, steps, return, terminated)
-        self.last: Optional[dict] = None
+        self.finished: list[tuple] = []    # (episode_id, steps, return, terminated)
+        self.last: dict | None = None
 
     def _on_episode(self, msg) -> None:
-        values = dict(zip(EPISODE_LABELS, msg.data))
+        values = dict(zip(EPISODE_LABELS, msg.data, strict=False))
         if self.last is not None and values == self.last:
             return   # a re-published frame (lockstep timeout)
         self.last = values
@@ -351,9 +353,9 @@ def read_back(bag_path: Path) -> tuple:
     """(BagInfo, [EpisodeFigures], steps_per_s) from the recorded bag alone."""
     from policy_distill_ros.recording.bag_reader import bag_info, read_bag
     info = bag_info(str(bag_path))
-    x_by_stamp: Dict[int, float] = {}
-    episodes: Dict[int, dict] = {}
-    log_times: List[int] = []
+    x_by_stamp: dict[int, float] = {}
+    episodes: dict[int, dict] = {}
+    log_times: list[int] = []
     for item in read_bag(str(bag_path), ["/episode", "/privileged/odometry"]):
         msg = item.message
         if item.topic.endswith("odometry"):
@@ -361,7 +363,7 @@ def read_back(bag_path: Path) -> tuple:
             x_by_stamp[stamp] = float(msg.pose.pose.position.x)
             continue
         labels = msg.layout.dim[0].label.split(",") if msg.layout.dim else EPISODE_LABELS
-        v = dict(zip(labels, msg.data))
+        v = dict(zip(labels, msg.data, strict=False))
         log_times.append(item.log_time_ns)
         ep = episodes.setdefault(int(v["episode_id"]), {"first_stamp": v["stamp_s"]})
         ep.update(last_stamp=v["stamp_s"], steps=int(v["step"]), ret=v["episode_return"],
@@ -385,7 +387,7 @@ def read_back(bag_path: Path) -> tuple:
 
 def record_with(plan: Plan, progress: bool) -> float:
     """Start every child, wait until they are subscribed, record; always stop them, by pid."""
-    listener: Optional[EpisodeListener] = None
+    listener: EpisodeListener | None = None
     try:
         listener = EpisodeListener()
         for name, proc in plan.processes.items():

@@ -69,9 +69,12 @@ def run(args: argparse.Namespace) -> int:
 
     from policy_distill_ros.core.policy_file import PolicyFileError
     from policy_distill_ros.training.evaluation import held_out_seeds
-    from policy_distill_ros.training.robustness import (degradation, plot_robustness,
-                                                        robustness_table,
-                                                        run_scenario_episodes)
+    from policy_distill_ros.training.robustness import (
+        degradation,
+        plot_robustness,
+        robustness_table,
+        run_scenario_episodes,
+    )
     from policy_distill_ros.training.rollout import OnnxActor, teacher_actor
 
     from .evaluate import load_teacher_and_spec

@@ -101,8 +101,11 @@ def run(args: argparse.Namespace) -> int:
 
     from policy_distill_ros.core.policy_file import PolicyFileError
     from policy_distill_ros.core.spec import load_policy_spec
-    from policy_distill_ros.training.evaluation import (evaluate_policy, held_out_seeds,
-                                                        validation_seeds)
+    from policy_distill_ros.training.evaluation import (
+        evaluate_policy,
+        held_out_seeds,
+        validation_seeds,
+    )
     from policy_distill_ros.training.inference_bench import student_observations
     from policy_distill_ros.training.networks import count_parameters
     from policy_distill_ros.training.rollout import OnnxActor, teacher_actor
@@ -195,8 +198,11 @@ def _measure_and_write(report: dict, out: Path, args: argparse.Namespace) -> int
     import numpy as np
 
     from policy_distill_ros.training.evaluation import format_table
-    from policy_distill_ros.training.inference_bench import (inference_memory,
-                                                             interleaved_latency, machine_load)
+    from policy_distill_ros.training.inference_bench import (
+        inference_memory,
+        interleaved_latency,
+        machine_load,
+    )
     from policy_distill_ros.training.sweep import SWEEP_COLUMNS, plot_pareto, rows_with_front
     rows = report["rows"]
     files = {r["name"]: out / "students" / r["file"] for r in rows}

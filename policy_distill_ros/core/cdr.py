@@ -15,7 +15,7 @@ rclpy's deserializer. Arrays are read-only views into the message bytes.
 from __future__ import annotations
 
 import struct
-from typing import Callable, Optional
+from collections.abc import Callable
 
 import numpy as np
 
@@ -168,7 +168,7 @@ def _imu_decoder() -> Callable[[bytes], DecodedImu]:
 
 
 # message type name -> factory of a decoder (one per subscription: decoders may cache)
-DECODERS: dict[str, Callable[[], Optional[Callable[[bytes], object]]]] = {
+DECODERS: dict[str, Callable[[], Callable[[bytes], object] | None]] = {
     "sensor_msgs/msg/JointState": _new_joint_state_decoder,
     "sensor_msgs/msg/Imu": _imu_decoder,
 }

@@ -7,8 +7,9 @@ says that the weights are random; its actions are not meant to move a robot anyw
 """
 from __future__ import annotations
 
+from collections.abc import Sequence
+from itertools import pairwise
 from pathlib import Path
-from typing import Sequence
 
 import numpy as np
 
@@ -38,7 +39,7 @@ def make_demo_policy(path: str | Path, spec: PolicySpec, hidden_sizes: Sequence[
     rng = np.random.default_rng(seed)
     widths = [spec.observation.size, *hidden_sizes, spec.action.size]
     nodes, weights, current = [], [], OBS_INPUT
-    for i, (fan_in, fan_out) in enumerate(zip(widths[:-1], widths[1:])):
+    for i, (fan_in, fan_out) in enumerate(pairwise(widths)):
         w = rng.standard_normal((fan_in, fan_out)) / np.sqrt(fan_in)
         weights += [numpy_helper.from_array(w.astype(np.float32), f"w{i}"),
                     numpy_helper.from_array(np.zeros(fan_out, np.float32), f"b{i}")]

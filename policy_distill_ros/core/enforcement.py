@@ -27,7 +27,6 @@ from __future__ import annotations
 import math
 from collections import deque
 from dataclasses import dataclass
-from typing import Optional
 
 __all__ = ["NOMINAL", "FALLBACK", "LATCHED", "STATES", "ESCALATIONS", "TRIGGERS",
            "input_periods_for", "misses_in_gap",
@@ -63,8 +62,8 @@ class InputPeriod:
         if window < 3:
             raise ValueError(f"InputPeriod window must be >= 3, got {window}")
         self._gaps: deque = deque(maxlen=window)
-        self._last: Optional[float] = None
-        self.period_s: Optional[float] = None
+        self._last: float | None = None
+        self.period_s: float | None = None
 
     def add(self, stamp_s: float) -> None:
         last = self._last
@@ -129,7 +128,7 @@ class DeadlineEnforcer:
         self.on_time_streak = 0      # consecutive on-time actions from good input
         self.fallback_misses = 0     # misses since this fallback began (escalation)
         self.time_jumps = 0
-        self._last_s: Optional[float] = None
+        self._last_s: float | None = None
 
     # ---- what the deadline is ------------------------------------------------------------
     @property
@@ -147,8 +146,8 @@ class DeadlineEnforcer:
         return 0.0 if self._last_s is None else max(0.0, now_s - self._last_s)
 
     # ---- events ---------------------------------------------------------------------------
-    def on_action(self, t_s: float, stamp_s: Optional[float] = None,
-                  good: bool = True) -> Optional[StateChange]:
+    def on_action(self, t_s: float, stamp_s: float | None = None,
+                  good: bool = True) -> StateChange | None:
         """An action went out at `t_s` carrying input stamp `stamp_s`; `good`: made by the
         policy from good input (not a fallback of the student's own)."""
         self.actions += 1
@@ -160,12 +159,13 @@ class DeadlineEnforcer:
         if last is not None and t_s < last - TIME_JUMP_S:
             self.time_jumps += 1
             last = None  # a time jump: no gap to judge
-        missed = 0 if last is None else misses_in_gap(t_s - last, self.deadline_s)
+        gap_s = None if last is None else t_s - last  # None: a first action has no gap
+        missed = 0 if gap_s is None else misses_in_gap(gap_s, self.deadline_s)
         self.last_gap_misses = missed
-        if missed:
+        if gap_s is not None and missed:
             self.closed_misses += missed
             self.on_time_streak = 0
-            return self._miss(missed, f"an action {(t_s - last) * 1e3:.1f} ms after the "
+            return self._miss(missed, f"an action {gap_s * 1e3:.1f} ms after the "
                                       f"previous one (deadline {self.deadline_s * 1e3:.1f} ms)")
         if not good:
             self.on_time_streak = 0
@@ -177,7 +177,7 @@ class DeadlineEnforcer:
                                      "good input")
         return None
 
-    def check(self, now_s: float, margin_s: float = 0.0) -> Optional[StateChange]:
+    def check(self, now_s: float, margin_s: float = 0.0) -> StateChange | None:
         """Watchdog: count the silence since the last action; the first miss starts the
         fallback. Call it only after every action that has arrived was given to `on_action`;
         `margin_s`: how long an action may still be in flight (the silence is judged at
@@ -198,7 +198,7 @@ class DeadlineEnforcer:
         return self._miss(new, f"no action for {(now_s - last) * 1e3:.1f} ms "
                                f"(deadline {self.deadline_s * 1e3:.1f} ms)")
 
-    def reset(self) -> Optional[StateChange]:
+    def reset(self) -> StateChange | None:
         """Release a latched stop; the policy still has to be on time to command again."""
         if self.state != LATCHED:
             return None
@@ -213,7 +213,7 @@ class DeadlineEnforcer:
         self.open_misses = 0
 
     # ---- transitions ----------------------------------------------------------------------
-    def _miss(self, count: int, why: str) -> Optional[StateChange]:
+    def _miss(self, count: int, why: str) -> StateChange | None:
         if self.state == NOMINAL:
             self.fallback_misses = count
             change = self._to(FALLBACK, why)
@@ -230,7 +230,7 @@ class DeadlineEnforcer:
                                              "fallback: latched until reset")
         return change
 
-    def _to(self, state: str, reason: str) -> Optional[StateChange]:
+    def _to(self, state: str, reason: str) -> StateChange | None:
         if state == self.state:
             return None
         change = StateChange(self.state, state, reason)

@@ -9,7 +9,7 @@ calls the node's reset service. This module decides the first two, without ROS.
 from __future__ import annotations
 
 import math
-from typing import Optional, Sequence
+from collections.abc import Sequence
 
 __all__ = ["EpisodeBoundary", "BACKWARDS_TOLERANCE_S"]
 
@@ -28,11 +28,11 @@ class EpisodeBoundary:
         self.id_label = id_label
         self.tolerance_s = tolerance_s
         self._last_stamp: dict[str, float] = {}
-        self._episode_id: Optional[float] = None
-        self._index: Optional[int] = None
-        self._labels: Optional[tuple] = None
+        self._episode_id: float | None = None
+        self._index: int | None = None
+        self._labels: tuple | None = None
 
-    def on_stamp(self, topic: str, stamp_s: float) -> Optional[str]:
+    def on_stamp(self, topic: str, stamp_s: float) -> str | None:
         """Record an input stamp; a description of the jump when it went backwards, else None.
 
         After a jump every topic's history is forgotten (they all restart together).
@@ -45,7 +45,7 @@ class EpisodeBoundary:
         self._last_stamp[topic] = stamp_s
         return None
 
-    def on_episode(self, labels: Optional[Sequence[str]], values: Sequence[float]) -> Optional[str]:
+    def on_episode(self, labels: Sequence[str] | None, values: Sequence[float]) -> str | None:
         """An `episode` array (layout labels + data); a description when the id changed.
 
         Raises ValueError naming the problem when the array has no `id_label` or too few values.

@@ -13,7 +13,7 @@ from __future__ import annotations
 import math
 import threading
 import time
-from typing import Callable
+from collections.abc import Callable
 
 from .timing import PeriodStats
 
@@ -59,14 +59,14 @@ class LoopTimer:
     @classmethod
     def at_rate(cls, rate_hz: float, callback: Callable[[], None], *,
                 name: str = "loop_timer", spin_s: float = 0.0,
-                on_error: Callable[[BaseException], None] | None = None) -> "LoopTimer":
+                on_error: Callable[[BaseException], None] | None = None) -> LoopTimer:
         """Same, given a rate instead of a period."""
         if not (isinstance(rate_hz, (int, float)) and math.isfinite(rate_hz) and rate_hz > 0):
             raise ValueError(f"LoopTimer rate_hz must be a positive number, got {rate_hz!r}")
         return cls(1.0 / rate_hz, callback, name=name, spin_s=spin_s, on_error=on_error)
 
     # -- control ----------------------------------------------------------------------------
-    def start(self) -> "LoopTimer":
+    def start(self) -> LoopTimer:
         if self._thread is not None:
             raise RuntimeError(f"LoopTimer '{self._name}' already started")
         self._stop.clear()
@@ -89,7 +89,7 @@ class LoopTimer:
     def running(self) -> bool:
         return self._thread is not None and self._thread.is_alive()
 
-    def __enter__(self) -> "LoopTimer":
+    def __enter__(self) -> LoopTimer:
         return self.start()
 
     def __exit__(self, *exc) -> None:

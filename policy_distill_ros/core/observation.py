@@ -8,8 +8,9 @@ last good value is kept, so the caller decides (fallback) with full information.
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, Mapping, Sequence
+from typing import Any
 
 import numpy as np
 
@@ -43,11 +44,12 @@ class Observation:
 class _TermState:
     """Per-term constants and scratch space, precomputed once."""
 
-    __slots__ = ("term", "where", "dest", "size", "offset", "scale", "shift", "mult", "clip_lo",
-                 "clip_hi", "scratch", "ones", "index_cache", "by_name")
+    __slots__ = ("term", "field", "where", "dest", "size", "offset", "scale", "shift", "mult",
+                 "clip", "scratch", "ones", "index_cache", "by_name")
 
     def __init__(self, term: ObsTerm, dest: np.ndarray):
         self.term = term
+        self.field = term.field or ""  # "" for last_action and command terms: no message field
         self.where = (f"topic '{term.topic}' field '{term.field}' (term '{term.name}')"
                       if term.topic is not None else f"term '{term.name}'")
         self.dest = dest  # view into the assembler's current step (float32)
@@ -56,21 +58,23 @@ class _TermState:
         self.scale = term.scale_array()
         self.shift = bool(np.any(self.offset != 0.0))
         self.mult = bool(np.any(self.scale != 1.0))
-        self.clip_lo, self.clip_hi = term.clip if term.clip is not None else (None, None)
+        self.clip = term.clip
         self.scratch = np.zeros(self.size, dtype=np.float64)
         self.ones = np.ones(self.size, dtype=np.float64)
         # names tuple -> (index array or None for "take as is", problem or None)
         self.index_cache: dict[tuple, tuple[np.ndarray | None, str | None]] = {}
         self.by_name = term.joints if term.joints is not None else term.labels
 
-    def index_for(self, names: Sequence[str]) -> tuple[np.ndarray | None, str | None]:
+    def index_for(self, by_name: tuple[str, ...],
+                  names: Sequence[str]) -> tuple[np.ndarray | None, str | None]:
+        """Where each of `by_name` (this term's joints or labels) is in a message's `names`."""
         key = tuple(names)
         hit = self.index_cache.get(key)
         if hit is not None:
             return hit
         position = {n: i for i, n in enumerate(key)}
         what = "joint" if self.term.joints is not None else "label"
-        missing = [n for n in self.by_name if n not in position]
+        missing = [n for n in by_name if n not in position]
         if len(position) != len(key):
             dup = sorted({n for n in key if key.count(n) > 1})
             hit = (None, f"{self.where}: duplicate {what} name(s) {dup} in the message")
@@ -78,7 +82,7 @@ class _TermState:
             hit = (None, f"{self.where}: {what}(s) {missing} missing from the message "
                          f"(it has {list(key)})")
         else:
-            idx = np.array([position[n] for n in self.by_name], dtype=np.intp)
+            idx = np.array([position[n] for n in by_name], dtype=np.intp)
             identity = len(key) == len(idx) and bool(np.all(idx == np.arange(len(idx))))
             hit = (None if identity else idx, None)
         if len(self.index_cache) >= _MAX_CACHED_NAME_ORDERS:
@@ -96,7 +100,7 @@ class _TermState:
                 return f"{self.where}: the message has no {what}"
             if raw.shape[0] != len(names):
                 return (f"{self.where}: {raw.shape[0]} values for {len(names)} names")
-            idx, problem = self.index_for(names)
+            idx, problem = self.index_for(self.by_name, names)
             if problem is not None:
                 return problem
             if idx is None:
@@ -117,9 +121,10 @@ class _TermState:
             np.subtract(out, self.offset, out=out)
         if self.mult:
             np.multiply(out, self.scale, out=out)
-        if self.clip_lo is not None:  # minimum+maximum: ~2x faster than np.clip for tiny arrays
-            np.minimum(out, self.clip_hi, out=out)
-            np.maximum(out, self.clip_lo, out=out)
+        if self.clip is not None:  # minimum+maximum: ~2x faster than np.clip for tiny arrays
+            low, high = self.clip
+            np.minimum(out, high, out=out)
+            np.maximum(out, low, out=out)
         return None
 
     def commit(self) -> None:
@@ -167,7 +172,7 @@ class ObservationAssembler:
                 self._last_action = state
             elif term.kind == "command":
                 self._command = state
-            else:
+            elif term.topic is not None:  # kind "topic": ObsTerm makes sure it has one
                 self._topics.setdefault(term.topic, _TopicState(term.topic, [])).terms.append(
                     state)
         self._zero_action = np.zeros(self.action_size)
@@ -203,14 +208,15 @@ class ObservationAssembler:
             return self._fail(state, f"topic '{topic}': bad header stamp ({e})")
         for ts in state.terms:
             try:
-                raw = extract(msg, ts.term.field)
+                raw = extract(msg, ts.field)
             except FieldError as e:
                 return self._fail(state, f"topic '{topic}' (term '{ts.term.name}'): {e}")
             names = names_of(msg, ts.term) if ts.by_name is not None else None
             problem = ts.load(raw, names)
             if problem is not None:
                 return self._fail(state, problem)
-        return self._commit(state, stamp, receive_time_s)
+        self._commit(state, stamp, receive_time_s)
+        return None
 
     def on_sample(self, topic: str, stamp_s: float | None, fields: Mapping[str, Any],
                   names: Mapping[str, Sequence[str]] | None = None,
@@ -222,7 +228,7 @@ class ObservationAssembler:
         if state is None:
             return f"topic '{topic}' is not used by the observation spec"
         for ts in state.terms:
-            field_path = ts.term.field
+            field_path = ts.field
             value = _sample_field(fields, field_path)
             if value is None:
                 return self._fail(state, f"topic '{topic}': sample has no field '{field_path}' "
@@ -240,7 +246,8 @@ class ObservationAssembler:
         if receive_time_s is None:
             return self._fail(state, f"topic '{topic}': sample has neither stamp nor receive "
                                      f"time")
-        return self._commit(state, stamp_s, receive_time_s)
+        self._commit(state, stamp_s, receive_time_s)
+        return None
 
     def _fail(self, state: _TopicState, problem: str) -> str:
         state.problem = problem
@@ -254,7 +261,6 @@ class ObservationAssembler:
         state.receive_time_s = float(receive_time_s)
         state.stamp_s = float(stamp_s) if stamp_s is not None else float(receive_time_s)
         state.problem = None
-        return None
 
     def set_last_action(self, action: Any) -> None:
         """The policy's previous raw output (size = action size). Raises on bad input:
@@ -290,8 +296,9 @@ class ObservationAssembler:
         for topic, state in self._topics.items():
             if state.received:
                 ages[topic] = now_s - state.receive_time_s
-                if newest is None or state.stamp_s > newest:
-                    newest = state.stamp_s
+                stamp_s = state.stamp_s  # set with received
+                if stamp_s is not None and (newest is None or stamp_s > newest):
+                    newest = stamp_s
             else:
                 ages[topic] = math.inf
             if problem is None:

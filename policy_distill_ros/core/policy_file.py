@@ -11,9 +11,10 @@ import json
 import math
 import os
 import tempfile
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Mapping, Sequence
+from typing import Any
 
 import numpy as np
 
@@ -123,7 +124,7 @@ class PolicyMetadata:
 
     @classmethod
     def from_spec(cls, spec: PolicySpec, recurrent_state: Sequence[RecurrentState] = (),
-                  provenance: Mapping[str, Any] | None = None) -> "PolicyMetadata":
+                  provenance: Mapping[str, Any] | None = None) -> PolicyMetadata:
         return cls(spec.observation, spec.action, spec.rate_hz,
                    recurrent_state=tuple(recurrent_state), provenance=dict(provenance or {}))
 
@@ -143,7 +144,7 @@ class PolicyMetadata:
         }
 
     @classmethod
-    def from_props(cls, props: Mapping[str, str], source: str = "model") -> "PolicyMetadata":
+    def from_props(cls, props: Mapping[str, str], source: str = "model") -> PolicyMetadata:
         """Parse metadata; a missing or malformed key raises PolicyLoadError naming it."""
         for key in _KEYS:
             if key not in props:
@@ -283,7 +284,7 @@ def _open_session(path: Path) -> Any:
     try:
         return ort.InferenceSession(str(path), sess_options=make_session_options(),
                                     providers=["CPUExecutionProvider"])
-    except Exception as e:  # onnxruntime raises several private exception types
+    except Exception as e:  # noqa: BLE001 - onnxruntime raises several private exception types
         reason = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
         raise PolicyLoadError(f"policy file '{path}' cannot be loaded by onnxruntime: "
                               f"{reason}") from None
@@ -330,12 +331,12 @@ def first_difference(a: Any, b: Any, path: str) -> str | None:
         if len(a) != len(b):
             return path
         if a and all(isinstance(x, dict) for x in a + b):
-            for i, (x, y) in enumerate(zip(a, b)):
+            for i, (x, y) in enumerate(zip(a, b, strict=True)):
                 found = first_difference(x, y, f"{path}[{i}]")
                 if found:
                     return found
             return None
-        for x, y in zip(a, b):
+        for x, y in zip(a, b, strict=True):
             if first_difference(x, y, path):
                 return path
         return None
@@ -405,7 +406,7 @@ class OnnxPolicy:
                                   f"expected tensor(float)")
         got = list(arg.shape)
         if len(got) != len(shape) or any(isinstance(g, int) and g != s
-                                          for g, s in zip(got, shape)):
+                                          for g, s in zip(got, shape, strict=True)):
             raise PolicyLoadError(f"policy file '{self.path}': {kind} '{name}' has shape {got}, "
                                   f"the metadata implies {list(shape)}")
 

@@ -7,9 +7,10 @@ Validation happens in `__post_init__`; every `SpecError` names the term, field o
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any, Mapping, Sequence
+from typing import Any
 
 import numpy as np
 
@@ -120,7 +121,10 @@ class ObsTerm:
         w = f"observation term '{self.name}'"
         if self.kind not in TERM_KINDS:
             raise SpecError(f"{w}: kind {self.kind!r} is not one of {TERM_KINDS}")
-        set_ = lambda k, v: object.__setattr__(self, k, v)  # noqa: E731 (frozen dataclass)
+
+        def set_(key: str, value: Any) -> None:  # normalize a field of this frozen dataclass
+            object.__setattr__(self, key, value)
+
         if self.joints is not None:
             set_("joints", _names(self.joints, f"{w}.joints"))
         if self.labels is not None:
@@ -185,7 +189,7 @@ class ObsTerm:
         return self.size
 
     @classmethod
-    def from_dict(cls, d: Mapping[str, Any], where: str = "observation term") -> "ObsTerm":
+    def from_dict(cls, d: Mapping[str, Any], where: str = "observation term") -> ObsTerm:
         _check_keys(d, _TERM_KEYS, f"{where} '{d.get('name', '?')}'" if isinstance(d, Mapping)
                     else where)
         if "name" not in d:
@@ -302,7 +306,7 @@ class ObservationSpec:
                 raise SpecError(f"observation term '{t.name}' is privileged ({why}); a student "
                                 f"observation may only use real sensors")
 
-    def with_action_size(self, action_size: int) -> "ObservationSpec":
+    def with_action_size(self, action_size: int) -> ObservationSpec:
         """Fill in (or check) the size of the last_action term."""
         terms = []
         for t in self.terms:
@@ -317,7 +321,7 @@ class ObservationSpec:
 
     # -- dict / YAML ----------------------------------------------------------------------
     @classmethod
-    def from_dict(cls, d: Mapping[str, Any]) -> "ObservationSpec":
+    def from_dict(cls, d: Mapping[str, Any]) -> ObservationSpec:
         _check_keys(d, ("terms", "history_length"), "observation")
         if "terms" not in d:
             raise SpecError("observation has no terms")
@@ -399,7 +403,7 @@ class ActionSpec:
         return out
 
     @classmethod
-    def from_dict(cls, d: Mapping[str, Any]) -> "ActionSpec":
+    def from_dict(cls, d: Mapping[str, Any]) -> ActionSpec:
         _check_keys(d, ("joints", "scale", "offset", "lower", "upper"), "action")
         if "joints" not in d:
             raise SpecError("action has no joints")
@@ -445,7 +449,7 @@ class PolicySpec:
         return 1.0 / self.rate_hz
 
     @classmethod
-    def from_dict(cls, d: Mapping[str, Any]) -> "PolicySpec":
+    def from_dict(cls, d: Mapping[str, Any]) -> PolicySpec:
         _check_keys(d, ("observation", "action", "rate_hz"), "policy spec")
         for key in ("observation", "action", "rate_hz"):
             if key not in d:

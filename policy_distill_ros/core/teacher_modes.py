@@ -22,7 +22,7 @@ from __future__ import annotations
 import random
 from collections import OrderedDict
 from dataclasses import dataclass
-from typing import Any, List, Optional, Tuple
+from typing import Any
 
 import numpy as np
 
@@ -54,19 +54,19 @@ class ActionMixer:
         self.beta = float(beta)
         self._rng = random.Random(seed)
         self._keep = keep
-        self._offered: "OrderedDict[int, Tuple[np.ndarray, bool]]" = OrderedDict()
-        self._pending: Optional[Tuple[int, np.ndarray, bool]] = None
+        self._offered: OrderedDict[int, tuple[np.ndarray, bool]] = OrderedDict()
+        self._pending: tuple[int, np.ndarray, bool] | None = None
         self.teacher_steps = 0
         self.other_steps = 0
         self.other_missed = 0      # observations whose other action never came (dropped)
         self.other_late = 0        # observations re-sent unanswered: teacher executed instead
 
     @property
-    def pending_key(self) -> Optional[int]:
+    def pending_key(self) -> int | None:
         return None if self._pending is None else self._pending[0]
 
     def on_observation(self, key: int, teacher_values: np.ndarray,
-                       teacher_fallback: bool = False) -> Optional[Execute]:
+                       teacher_fallback: bool = False) -> Execute | None:
         """A new observation was labelled by the teacher; what to execute now (None: wait for
         the other policy's action, which `offer` then returns)."""
         if self._pending is not None:
@@ -88,7 +88,7 @@ class ActionMixer:
         self._pending = (key, np.asarray(teacher_values, dtype=np.float64), teacher_fallback)
         return None
 
-    def offer(self, key: int, values: Any, fallback: bool = False) -> Optional[Execute]:
+    def offer(self, key: int, values: Any, fallback: bool = False) -> Execute | None:
         """The other policy's action for observation `key` (its stamped echo)."""
         values = np.asarray(values, dtype=np.float64)
         if self._pending is not None and self._pending[0] == key:
@@ -110,8 +110,8 @@ class LabelGate:
     """Mode `label`: hold inputs after a label until the executed action for it is known."""
 
     def __init__(self) -> None:
-        self._awaiting: Optional[int] = None
-        self._held: List[Tuple[Any, bool]] = []
+        self._awaiting: int | None = None
+        self._held: list[tuple[Any, bool]] = []
         self.gave_up = 0
 
     @property
@@ -130,7 +130,7 @@ class LabelGate:
         self._awaiting = None
         return True
 
-    def offer(self, item: Any, is_trigger: bool) -> Optional[List[Tuple[Any, bool]]]:
+    def offer(self, item: Any, is_trigger: bool) -> list[tuple[Any, bool]] | None:
         """An input while waiting. Returns None when it is held; otherwise the items to process
         now, in order (everything held plus this one, after giving up on a silent driver)."""
         if self._awaiting is None:
@@ -142,7 +142,7 @@ class LabelGate:
         self._held.append((item, is_trigger))
         return None
 
-    def release(self) -> List[Tuple[Any, bool]]:
+    def release(self) -> list[tuple[Any, bool]]:
         held, self._held = self._held, []
         return held
 

@@ -73,6 +73,10 @@ class LatencyStats:
 
     def __init__(self, window: int = 1000):
         self.window = _check_window(window)
+        self.reset()
+
+    def reset(self) -> None:
+        """Forget every sample; the window size stays."""
         self._ring = np.zeros(self.window, dtype=np.float64)
         self._next = 0
         self._filled = 0
@@ -119,9 +123,6 @@ class LatencyStats:
     def mean_s(self) -> float:
         """Mean since start (NaN when empty)."""
         return self._hist.sum / self._hist.count if self._hist.count else math.nan
-
-    def reset(self) -> None:
-        self.__init__(self.window)
 
 
 class PeriodStats:

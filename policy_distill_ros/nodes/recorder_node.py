@@ -11,7 +11,6 @@ from __future__ import annotations
 import importlib
 import sys
 import time
-from typing import Dict
 
 import rclpy
 import rclpy.logging
@@ -41,6 +40,9 @@ def message_class(msgtype: str):
 
 
 class RecorderNode(Node):
+    """Subscribes raw to each configured topic once it has a publisher and hands the bytes to
+    `BagWriter`; `destroy_node` closes the bag, so Ctrl-C leaves a complete file."""
+
     def __init__(self) -> None:
         super().__init__("recorder_node")
         self._logger_name = self.get_logger().name   # still usable after the context is gone
@@ -75,8 +77,8 @@ class RecorderNode(Node):
         self.writer = BagWriter(self.config.writer_config(self.bag_path,
                                                           self.config.custom_data())).open()
         self.failed = False
-        self._subs: Dict[str, object] = {}
-        self._subscribed_reliable: Dict[str, bool] = {}
+        self._subs: dict[str, object] = {}
+        self._subscribed_reliable: dict[str, bool] = {}
         self._started = time.monotonic()
         self._warned_missing = False
         self._discovery = self.create_timer(DISCOVERY_PERIOD_S, self._discover)
@@ -123,7 +125,7 @@ class RecorderNode(Node):
         channel = self.writer.add_topic(topic, msgtype, qos=[OfferedQos(
             reliability=r, durability=d,
             history=_HISTORY.get(p.qos_profile.history, "keep_last"),
-            depth=int(p.qos_profile.depth)) for (r, d), p in zip(offered, publishers)])
+            depth=int(p.qos_profile.depth)) for (r, d), p in zip(offered, publishers, strict=True)])
         qos = QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=self.config.qos_depth,
                          reliability=ReliabilityPolicy.RELIABLE if reliability == "reliable"
                          else ReliabilityPolicy.BEST_EFFORT,

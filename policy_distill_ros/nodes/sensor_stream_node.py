@@ -13,24 +13,27 @@ from __future__ import annotations
 import array
 import sys
 import time
-from typing import List
 
 from rclpy.node import Node
 from sensor_msgs.msg import Imu, JointState
 
 from policy_distill_ros.core.loop_timer import LoopTimer
 from policy_distill_ros.core.policy_file import read_metadata
-from policy_distill_ros.nodes.ros_common import (SENSOR_QOS, declare, spin_node,
-                                                 warn_unknown_parameters)
+from policy_distill_ros.nodes.ros_common import (
+    SENSOR_QOS,
+    declare,
+    spin_node,
+    warn_unknown_parameters,
+)
 from policy_distill_ros.sim.sensor_stream import SensorStream, StreamConfig
 
 JOINT_STATES_TOPIC = "joint_states"
 
 
-def joints_read_by(model_path: str) -> List[str]:
+def joints_read_by(model_path: str) -> list[str]:
     """Joint names a policy file's observation reads from `joint_states`, first-seen order."""
     spec = read_metadata(model_path).observation_spec
-    names: List[str] = []
+    names: list[str] = []
     for term in spec.terms:
         if term.topic == JOINT_STATES_TOPIC and term.joints is not None:
             names += [j for j in term.joints if j not in names]
@@ -41,6 +44,9 @@ def joints_read_by(model_path: str) -> List[str]:
 
 
 class SensorStreamNode(Node):
+    """Publishes `sim.sensor_stream.SensorStream` samples from a LoopTimer thread, off the
+    executor, so a busy callback cannot shift the stream's rate."""
+
     def __init__(self) -> None:
         super().__init__("sensor_stream_node")
         joint_names = list(declare(self, "joint_names", [""], "joints to publish; [''] = from "

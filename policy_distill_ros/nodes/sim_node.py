@@ -17,14 +17,20 @@ import sys
 import numpy as np
 from nav_msgs.msg import Odometry
 from rcl_interfaces.msg import SetParametersResult
-from rclpy.parameter import Parameter
 from rclpy.node import Node
+from rclpy.parameter import Parameter
 from rosgraph_msgs.msg import Clock
 from sensor_msgs.msg import Imu, JointState
 from std_msgs.msg import Float64MultiArray, MultiArrayDimension
 
-from policy_distill_ros.nodes.ros_common import (COMMAND_QOS, SENSOR_QOS, declare, s_to_stamp,
-                                                 spin_node, warn_unknown_parameters)
+from policy_distill_ros.nodes.ros_common import (
+    COMMAND_QOS,
+    SENSOR_QOS,
+    declare,
+    s_to_stamp,
+    spin_node,
+    warn_unknown_parameters,
+)
 from policy_distill_ros.sim import frame as topics
 from policy_distill_ros.sim.ant import AntSim
 from policy_distill_ros.sim.config import ROBOTS, sim_config_from_params
@@ -51,6 +57,9 @@ def _labelled_array(values, labels) -> Float64MultiArray:
 
 
 class SimNode(Node):
+    """The simulator behind ROS topics (see the module docstring); the physics is `sim.AntSim`,
+    so this class only maps parameters, frames and commands to and from messages."""
+
     def __init__(self) -> None:
         super().__init__("sim_node")
         robot = declare(self, "robot", "ant", "simulated robot", choices=ROBOTS)
@@ -233,6 +242,7 @@ class SimNode(Node):
 
 
 def main(args=None) -> int:
+    """`ros2 run policy_distill_ros sim_node`: exit code 0 on Ctrl-C or SIGTERM (spin_node)."""
     return spin_node(SimNode, args)
 
 

@@ -20,13 +20,20 @@ from rclpy.node import Node
 from std_msgs.msg import Float64MultiArray, MultiArrayDimension, String
 from std_srvs.srv import Trigger
 
-from policy_distill_ros.nodes.ros_common import (LATCHED_QOS, declare, spin_node,
-                                                 warn_unknown_parameters)
+from policy_distill_ros.nodes.ros_common import (
+    LATCHED_QOS,
+    declare,
+    spin_node,
+    warn_unknown_parameters,
+)
 
 PROGRESS_LABELS = ("epoch", "epochs", "train_loss", "val_loss")
 
 
 class TrainerNode(Node):
+    """`~/train` runs training/pipeline.py in a worker thread, so the node keeps answering
+    (a second trigger gets "busy") and reports progress on topics while a run lasts."""
+
     def __init__(self) -> None:
         super().__init__("trainer_node")
         declare(self, "config_path", "config/train.yaml", "training YAML (config/train.yaml "
@@ -115,6 +122,7 @@ class TrainerNode(Node):
 
 
 def main(args=None) -> int:
+    """`ros2 run policy_distill_ros trainer_node`: exit code 0 on Ctrl-C or SIGTERM (spin_node)."""
     return spin_node(TrainerNode, args)
 
 

@@ -7,9 +7,10 @@ odd robot later.
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
 
 import yaml
 
@@ -103,7 +104,7 @@ class SimConfig:
     # They penalise the hopping gait in which PPO's ant flips over (legged_gym penalises the same).
     vertical_velocity_cost_weight: float = 0.0
     tilt_cost_weight: float = 0.0
-    fall_cost: float = 0.0                               # once, on the step an episode ends unhealthy
+    fall_cost: float = 0.0  # once, on the step an episode ends unhealthy
     # > 0: the forward reward stops growing at this speed (m/s), so a faster, bouncier gait
     # earns nothing more than a steady walk at the cap (0: Ant-v5's uncapped reward).
     forward_speed_cap_mps: float = 0.0
@@ -149,7 +150,7 @@ class SimConfig:
         return 1.0 / self.control_dt_s
 
     @classmethod
-    def nominal(cls, **overrides: Any) -> "SimConfig":
+    def nominal(cls, **overrides: Any) -> SimConfig:
         """No randomization, no noise: the robot exactly as modelled (tests, evaluation)."""
         base = dict(friction_range=(1.0, 1.0), payload_kg_range=(0.0, 0.0),
                     motor_strength_range=(1.0, 1.0))
@@ -157,7 +158,7 @@ class SimConfig:
         return cls(**base)
 
     @classmethod
-    def from_dict(cls, data: Mapping[str, Any]) -> "SimConfig":
+    def from_dict(cls, data: Mapping[str, Any]) -> SimConfig:
         return _from_mapping(cls, data, "sim config")
 
     def to_dict(self) -> dict:

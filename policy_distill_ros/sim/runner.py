@@ -7,7 +7,7 @@ terminal frame acknowledges it and every frame gets exactly one answer.
 """
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import numpy as np
 

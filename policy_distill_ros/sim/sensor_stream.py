@@ -8,8 +8,8 @@ simulator. ROS-free: `sensor_stream_node` turns each sample into messages.
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Sequence
 
 import numpy as np
 

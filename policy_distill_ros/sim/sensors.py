@@ -14,7 +14,7 @@ import mujoco
 import numpy as np
 
 from .config import SensorNoise
-from .frame import (CONTACT_FORCES, IMU, JOINT_STATES, ODOMETRY, TopicSample)
+from .frame import CONTACT_FORCES, IMU, JOINT_STATES, ODOMETRY, TopicSample
 from .model_xml import ACCEL_SENSOR, GYRO_SENSOR
 
 HINGE = int(mujoco.mjtJoint.mjJNT_HINGE)

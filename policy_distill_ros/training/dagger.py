@@ -39,8 +39,9 @@ import dataclasses
 import logging
 import math
 import time
+from collections.abc import Callable, Collection
 from dataclasses import dataclass, field
-from typing import Any, Callable, Collection
+from typing import Any
 
 import numpy as np
 
@@ -51,8 +52,17 @@ from .dataset import DistillDataset
 from .evaluation import evaluate_policy, validation_seeds
 from .normalizer import EmpiricalNormalizer
 from .rollout import VALIDATION_SEED_BASE, RolloutResult, collect, student_actor, teacher_actor
-from .trainer import (TrainConfig, TrainResult, action_errors, episode_actions, json_metrics,
-                      executed_bounds, executed_targets, fit, teacher_outputs)
+from .trainer import (
+    TrainConfig,
+    TrainResult,
+    action_errors,
+    episode_actions,
+    executed_bounds,
+    executed_targets,
+    fit,
+    json_metrics,
+    teacher_outputs,
+)
 
 __all__ = ["BETA_SCHEDULES", "DaggerConfig", "RoundRecord", "DaggerResult", "beta_for_round",
            "run_dagger"]
@@ -128,7 +138,7 @@ class DaggerConfig:
         return dataclasses.asdict(self)
 
     @classmethod
-    def from_dict(cls, d: dict) -> "DaggerConfig":
+    def from_dict(cls, d: dict) -> DaggerConfig:
         known = {f.name for f in dataclasses.fields(cls)}
         unknown = sorted(set(d) - known)
         if unknown:

@@ -10,8 +10,9 @@ from __future__ import annotations
 
 import json
 import math
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, Dict, Mapping, Optional
+from typing import Any
 
 from .report import write_json_atomic, write_text_atomic
 
@@ -20,7 +21,7 @@ RETURNS_PNG = "returns.png"
 ROUNDS_PNG = "dagger_rounds.png"
 
 
-def _read(path: Path) -> Dict[str, Any]:
+def _read(path: Path) -> dict[str, Any]:
     try:
         return json.loads(path.read_text())
     except (OSError, json.JSONDecodeError):
@@ -33,19 +34,19 @@ def _num(value: Any, fmt: str = ".1f") -> str:
     return format(value, fmt)
 
 
-def _size(n_bytes: Optional[int]) -> str:
+def _size(n_bytes: int | None) -> str:
     if not n_bytes:
         return "-"
     return f"{n_bytes / 1024:.1f} KiB" if n_bytes < 1024 ** 2 else f"{n_bytes / 1024 ** 2:.2f} MiB"
 
 
-def _ratio(a: Optional[float], b: Optional[float]) -> Optional[float]:
+def _ratio(a: float | None, b: float | None) -> float | None:
     if a is None or b is None or not b:
         return None
     return a / b
 
 
-def plot_returns(evals: Mapping[str, Mapping], path: Path) -> Optional[Path]:
+def plot_returns(evals: Mapping[str, Mapping], path: Path) -> Path | None:
     """Held-out return per episode seed, one marker series per policy."""
     series = {name: e for name, e in evals.items() if e.get("returns")}
     if not series:
@@ -54,7 +55,7 @@ def plot_returns(evals: Mapping[str, Mapping], path: Path) -> Optional[Path]:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
     fig, ax = plt.subplots(figsize=(8, 4))
-    for (name, e), marker in zip(series.items(), "o^sv"):
+    for (name, e), marker in zip(series.items(), "o^sv", strict=False):
         x = range(len(e["returns"]))
         ax.plot(x, e["returns"], marker=marker, linestyle="none",
                 label=f"{name}: mean {e['mean_return']:.0f}")
@@ -71,7 +72,7 @@ def plot_returns(evals: Mapping[str, Mapping], path: Path) -> Optional[Path]:
     return path
 
 
-def plot_rounds(rounds, teacher_return: Optional[float], path: Path) -> Optional[Path]:
+def plot_rounds(rounds, teacher_return: float | None, path: Path) -> Path | None:
     """The DAgger curve: each round's student on the validation seeds, and the return of the
     round's own (mixed) rollouts, against the teacher's held-out return."""
     points = [(r["round"], r.get("val_mean_return"), r.get("rollout_mean_return"), r.get("via"))
@@ -87,7 +88,7 @@ def plot_rounds(rounds, teacher_return: Optional[float], path: Path) -> Optional
             label="student alone, validation seeds 900000+k")
     mixed = [(p[0], p[2]) for p in points if p[2] is not None and p[0] > 0]
     if mixed:
-        ax.plot(*zip(*mixed), marker="^", linestyle="--", alpha=0.7,
+        ax.plot(*zip(*mixed, strict=True), marker="^", linestyle="--", alpha=0.7,
                 label="the round's rollouts (student + beta x teacher)")
     for rnd, _, _, via in points:
         if via == "ros":
@@ -109,7 +110,7 @@ def plot_rounds(rounds, teacher_return: Optional[float], path: Path) -> Optional
     return path
 
 
-def summarize(out: Path, timings: Mapping[str, float]) -> Dict[str, Any]:
+def summarize(out: Path, timings: Mapping[str, float]) -> dict[str, Any]:
     final, bc_eval = _read(out / "eval_final.json"), _read(out / "eval_bc.json")
     teacher, student = final.get("teacher", {}), final.get("student", {})
     bc = bc_eval.get("student", {})
@@ -147,67 +148,83 @@ def summarize(out: Path, timings: Mapping[str, float]) -> Dict[str, Any]:
 def render(s: Mapping[str, Any]) -> str:
     t, st, bc = s["teacher"], s["student"], s["bc_student"]
     stream, sim = s["deploy_stream"], s["deploy_sim"]
-    pct = lambda r: f"{100 * r:.1f} %" if r is not None else "-"  # noqa: E731
+
+    def pct(r: float | None) -> str:
+        return f"{100 * r:.1f} %" if r is not None else "-"
+
     ros = s["ros_dagger_episodes"]
-    lines = ["# policy-distill demo: teacher vs student", "",
-             f"**Final student: {pct(s['return_ratio'])} of the teacher's return, "
-             f"{pct(s.get('forward_ratio'))} of its forward distance, "
-             f"{pct(s['param_ratio'])} of its parameters, no privileged input** "
-             f"({st.get('episodes', '-')} held-out episodes; DAgger round {s.get('selected_round')}, chosen on validation "
-             f"seeds).", "",
-             "| | teacher | student (BC only) | final student (DAgger) |",
-             "| --- | --- | --- | --- |",
-             f"| mean return, held-out episodes | {_num(t.get('mean_return'))} "
-             f"± {_num(t.get('std_return'))} | {_num(bc.get('mean_return'))} "
-             f"± {_num(bc.get('std_return'))} | {_num(st.get('mean_return'))} "
-             f"± {_num(st.get('std_return'))} |",
-             f"| return, % of teacher | 100 % | {pct(s['bc_return_ratio'])} "
-             f"| {pct(s['return_ratio'])} |",
-             f"| forward distance per episode (m) | {_num(t.get('mean_forward_distance_m'), '.2f')} "
-             f"| {_num(bc.get('mean_forward_distance_m'), '.2f')} "
-             f"| {_num(st.get('mean_forward_distance_m'), '.2f')} |",
-             f"| parameters | {_num(t.get('params'), ',d')} | {_num(bc.get('params'), ',d')} "
-             f"| {_num(st.get('params'), ',d')} ({pct(s['param_ratio'])} of teacher) |",
-             "| privileged inputs | yes | no | no |",
-             f"| ONNX size | {_size(s['teacher_onnx_bytes'])} | {_size(bc.get('onnx_bytes'))} "
-             f"| {_size(st.get('onnx_bytes'))} |",
-             f"| inference latency p50 / p99 (us, 1 thread) | {_num(t.get('latency_p50_us'))} / "
-             f"{_num(t.get('latency_p99_us'))} (torch) | {_num(bc.get('latency_p50_us'))} / "
-             f"{_num(bc.get('latency_p99_us'))} | {_num(st.get('latency_p50_us'))} / "
-             f"{_num(st.get('latency_p99_us'))} |",
-             f"| loop latency p50 / p99 (ms), student node at "
-             f"{_num(s['deploy_stream_rate_hz'], 'g')} Hz | | | "
-             f"{_num(stream.get('latency_p50_ms'), '.3f')} / "
-             f"{_num(stream.get('latency_p99_ms'), '.3f')} |",
-             f"| deadline misses (stream / closed loop with sim) | | | "
-             f"{_num(stream.get('deadline_misses'), '.0f')} / "
-             f"{_num(sim.get('deadline_misses'), '.0f')} |",
-             f"| fallback actions (stream / closed loop with sim) | | | "
-             f"{_num(stream.get('student_fallbacks'), '.0f')} / "
-             f"{_num(sim.get('student_fallbacks'), '.0f')} |",
-             f"| student state at the end of deployment (stream / sim) | | | "
-             f"{s['deploy_states']['stream'] or '-'} / {s['deploy_states']['sim'] or '-'} |",
-             "", f"![returns]({RETURNS_PNG})", "",
-             f"Parity of the exported student (torch vs ONNX Runtime, max abs error): "
-             f"{_num(s['export'].get('max_abs_error'), '.2e')}.",
-             f"Data: {s['demonstration_episodes']} teacher episodes recorded through the nodes "
-             f"({_num(s['record_steps_per_s'], '.0f')} lockstep steps/s) + "
-             f"{s['dagger_episodes']} student-driven episodes labelled by the teacher "
-             f"({ros} of them through the ROS nodes); {_num(s['samples'], 'd')} samples "
-             f"aggregated. Training throughput (BC stage): "
-             f"{_num(s.get('train_samples_per_s'), ',.0f')} samples/s.",
-             "BC stage details: [bc/report.md](bc/report.md) (losses, per-joint error).", "",
-             "## DAgger rounds", "", f"![DAgger rounds]({ROUNDS_PNG})", "",
-             "| round | beta | via | new samples | total | rollout return | validation return "
-             "| on-policy mse before / after |", "| --- | --- | --- | --- | --- | --- | --- | --- |"]
+    lines = [
+        "# policy-distill demo: teacher vs student",
+        "",
+        f"**Final student: {pct(s['return_ratio'])} of the teacher's return, "
+        f"{pct(s.get('forward_ratio'))} of its forward distance, "
+        f"{pct(s['param_ratio'])} of its parameters, no privileged input** "
+        f"({st.get('episodes', '-')} held-out episodes; "
+        f"DAgger round {s.get('selected_round')}, chosen on validation seeds).",
+        "",
+        "| | teacher | student (BC only) | final student (DAgger) |",
+        "| --- | --- | --- | --- |",
+        f"| mean return, held-out episodes | {_num(t.get('mean_return'))} "
+        f"± {_num(t.get('std_return'))} | {_num(bc.get('mean_return'))} "
+        f"± {_num(bc.get('std_return'))} | {_num(st.get('mean_return'))} "
+        f"± {_num(st.get('std_return'))} |",
+        f"| return, % of teacher | 100 % | {pct(s['bc_return_ratio'])} "
+        f"| {pct(s['return_ratio'])} |",
+        f"| forward distance per episode (m) | {_num(t.get('mean_forward_distance_m'), '.2f')} "
+        f"| {_num(bc.get('mean_forward_distance_m'), '.2f')} "
+        f"| {_num(st.get('mean_forward_distance_m'), '.2f')} |",
+        f"| parameters | {_num(t.get('params'), ',d')} | {_num(bc.get('params'), ',d')} "
+        f"| {_num(st.get('params'), ',d')} ({pct(s['param_ratio'])} of teacher) |",
+        "| privileged inputs | yes | no | no |",
+        f"| ONNX size | {_size(s['teacher_onnx_bytes'])} | {_size(bc.get('onnx_bytes'))} "
+        f"| {_size(st.get('onnx_bytes'))} |",
+        f"| inference latency p50 / p99 (us, 1 thread) | {_num(t.get('latency_p50_us'))} / "
+        f"{_num(t.get('latency_p99_us'))} (torch) | {_num(bc.get('latency_p50_us'))} / "
+        f"{_num(bc.get('latency_p99_us'))} | {_num(st.get('latency_p50_us'))} / "
+        f"{_num(st.get('latency_p99_us'))} |",
+        f"| loop latency p50 / p99 (ms), student node at "
+        f"{_num(s['deploy_stream_rate_hz'], 'g')} Hz | | | "
+        f"{_num(stream.get('latency_p50_ms'), '.3f')} / "
+        f"{_num(stream.get('latency_p99_ms'), '.3f')} |",
+        f"| deadline misses (stream / closed loop with sim) | | | "
+        f"{_num(stream.get('deadline_misses'), '.0f')} / "
+        f"{_num(sim.get('deadline_misses'), '.0f')} |",
+        f"| fallback actions (stream / closed loop with sim) | | | "
+        f"{_num(stream.get('student_fallbacks'), '.0f')} / "
+        f"{_num(sim.get('student_fallbacks'), '.0f')} |",
+        f"| student state at the end of deployment (stream / sim) | | | "
+        f"{s['deploy_states']['stream'] or '-'} / {s['deploy_states']['sim'] or '-'} |",
+        "",
+        f"![returns]({RETURNS_PNG})",
+        "",
+        f"Parity of the exported student (torch vs ONNX Runtime, max abs error): "
+        f"{_num(s['export'].get('max_abs_error'), '.2e')}.",
+        f"Data: {s['demonstration_episodes']} teacher episodes recorded through the nodes "
+        f"({_num(s['record_steps_per_s'], '.0f')} lockstep steps/s) + "
+        f"{s['dagger_episodes']} student-driven episodes labelled by the teacher "
+        f"({ros} of them through the ROS nodes); {_num(s['samples'], 'd')} samples "
+        f"aggregated. Training throughput (BC stage): "
+        f"{_num(s.get('train_samples_per_s'), ',.0f')} samples/s.",
+        "BC stage details: [bc/report.md](bc/report.md) (losses, per-joint error).",
+        "",
+        "## DAgger rounds",
+        "",
+        f"![DAgger rounds]({ROUNDS_PNG})",
+        "",
+        "| round | beta | via | new samples | total | rollout return | validation return "
+        "| on-policy mse before / after |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- |",
+    ]
     for r in s.get("dagger_rounds", []):
         mark = " (selected)" if r.get("round") == s.get("selected_round") else ""
-        lines.append(f"| {r.get('round')}{mark} | {_num(r.get('beta'), '.3f')} | "
-                     f"{r.get('via', '-') if r.get('round') else 'teacher bag'} | "
-                     f"{_num(r.get('new_samples'), ',d')} | {_num(r.get('dataset_samples'), ',d')} | "
-                     f"{_num(r.get('rollout_mean_return'))} | {_num(r.get('val_mean_return'))} | "
-                     f"{_num(r.get('on_policy_error_before'), '.4f')} / "
-                     f"{_num(r.get('on_policy_error_after'), '.4f')} |")
+        lines.append(
+            f"| {r.get('round')}{mark} | {_num(r.get('beta'), '.3f')} | "
+            f"{r.get('via', '-') if r.get('round') else 'teacher bag'} | "
+            f"{_num(r.get('new_samples'), ',d')} | {_num(r.get('dataset_samples'), ',d')} | "
+            f"{_num(r.get('rollout_mean_return'))} | {_num(r.get('val_mean_return'))} | "
+            f"{_num(r.get('on_policy_error_before'), '.4f')} / "
+            f"{_num(r.get('on_policy_error_after'), '.4f')} |"
+        )
     total = s["timings_s"].get("total")
     lines += ["", f"Wall-clock: {_num(total / 60 if total else None, '.1f')} min in total.", "",
               "| stage | wall-clock (s) |", "| --- | --- |"]

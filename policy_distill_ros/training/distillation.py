@@ -99,7 +99,7 @@ def _windows(episode_id: np.ndarray, length: int) -> np.ndarray:
     window give one window from their start (padded by repeating the last row)."""
     starts = []
     boundaries = np.flatnonzero(np.diff(episode_id)) + 1
-    for lo, hi in zip(np.r_[0, boundaries], np.r_[boundaries, len(episode_id)]):
+    for lo, hi in zip(np.r_[0, boundaries], np.r_[boundaries, len(episode_id)], strict=True):
         if hi - lo <= length:
             starts.append(lo)
             continue
@@ -154,7 +154,7 @@ def _iterate(count: int, batch_size: int, sampler: DistributedSampler | None, ep
     return list(torch.split(order, batch_size))
 
 
-def _freeze_unused(module: TrainModule, batches: "_Batches", n: int) -> list[nn.Parameter]:
+def _freeze_unused(module: TrainModule, batches: _Batches, n: int) -> list[nn.Parameter]:
     """Parameters no loss term reaches (e.g. log_std when only BC is on) are frozen for the
     run: DDP requires every trained parameter to get a gradient. Returns them (to unfreeze)."""
     module.zero_grad(set_to_none=True)
@@ -191,7 +191,7 @@ def _all_reduce_mean(values: dict[str, float], world_size: int, device) -> dict[
     keys = sorted(values)
     t = torch.tensor([values[k] for k in keys], dtype=torch.float64, device=device)
     torch.distributed.all_reduce(t)
-    return {k: float(v) / world_size for k, v in zip(keys, t.tolist())}
+    return {k: float(v) / world_size for k, v in zip(keys, t.tolist(), strict=True)}
 
 
 

@@ -19,9 +19,10 @@ from __future__ import annotations
 
 import math
 import os
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterable, Sequence
+from typing import Any
 
 import numpy as np
 
@@ -29,8 +30,7 @@ from policy_distill_ros.core.spec import PolicySpec
 from policy_distill_ros.core.timing import LatencyStats
 from policy_distill_ros.sim.config import SimConfig
 
-from .rollout import (HELD_OUT_SEED_BASE, VALIDATION_SEED_BASE, Actor, EpisodeStats,
-                      MultiViewSim)
+from .rollout import HELD_OUT_SEED_BASE, VALIDATION_SEED_BASE, Actor, EpisodeStats, MultiViewSim
 
 __all__ = ["HELD_OUT_SEED_BASE", "EvalResult", "held_out_seeds", "validation_seeds",
            "evaluate_policy",
@@ -197,7 +197,7 @@ def format_table(rows: Iterable[dict], columns: Sequence[tuple[str, str, str]]) 
     lines = []
     for n, r in enumerate(cells):
         lines.append("  ".join(c.ljust(w) if i == 0 else c.rjust(w)
-                               for i, (c, w) in enumerate(zip(r, widths))))
+                               for i, (c, w) in enumerate(zip(r, widths, strict=True))))
         if n == 0:
             lines.append("  ".join("-" * w for w in widths))
     return "\n".join(lines)

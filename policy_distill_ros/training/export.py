@@ -1,4 +1,5 @@
-"""Export a student to the deployable ONNX policy file, blocked by a torch-vs-ONNX-Runtime parity check.
+"""Export a student to the deployable ONNX policy file, blocked by a torch-vs-ONNX-Runtime parity
+check.
 
 The exported graph is the deterministic policy with normalization inside:
 ``actions = act(student(normalizer(obs)))`` (``act`` = identity, or tanh for squashed students),
@@ -57,13 +58,17 @@ class ExportConfig:
 
     def __post_init__(self) -> None:
         if self.exporter not in EXPORTERS:
-            raise ValueError(f"ExportConfig.exporter must be one of {EXPORTERS}, got {self.exporter!r}")
+            raise ValueError(
+                f"ExportConfig.exporter must be one of {EXPORTERS}, got {self.exporter!r}"
+            )
         if self.opset is None:
             self.opset = 17 if self.exporter == "torchscript" else 18
         minimum = 17 if self.exporter == "torchscript" else 18
         if not isinstance(self.opset, int) or self.opset < minimum:
-            raise ValueError(f"ExportConfig.opset must be an int >= {minimum} for the {self.exporter} exporter, "
-                             f"got {self.opset!r}")
+            raise ValueError(
+                f"ExportConfig.opset must be an int >= {minimum} for the {self.exporter} exporter, "
+                f"got {self.opset!r}"
+            )
         if not self.parity_atol > 0:
             raise ValueError(f"ExportConfig.parity_atol must be > 0, got {self.parity_atol!r}")
         if not isinstance(self.parity_random_samples, int) or self.parity_random_samples < 0:
@@ -130,7 +135,10 @@ class RecurrentDeterministicPolicy(nn.Module):
 def inference_module(student: BasePolicy, normalizer: EmpiricalNormalizer) -> nn.Module:
     """A frozen, eval-mode, float32 copy (the caller's modules are left untouched)."""
     if getattr(student.config, "obs_size", normalizer.size) != normalizer.size:
-        raise ValueError(f"export: student obs_size {student.config.obs_size} != normalizer size {normalizer.size}")
+        raise ValueError(
+            f"export: student obs_size {student.config.obs_size} "
+            f"!= normalizer size {normalizer.size}"
+        )
     norm = copy.deepcopy(normalizer).freeze().float().eval()
     net = copy.deepcopy(student).float().eval()
     wrapper_cls = RecurrentDeterministicPolicy if student.is_recurrent else DeterministicPolicy
@@ -157,17 +165,20 @@ def export_onnx(module: nn.Module, trace_obs: torch.Tensor,
     output_names = ["actions", "h_out"] if recurrent else ["actions"]
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
+        graph = {"input_names": input_names, "output_names": output_names,
+                 "opset_version": config.opset}
         if config.exporter == "torchscript":
             buffer = io.BytesIO()
-            torch.onnx.export(module, args, buffer, input_names=input_names, output_names=output_names,
-                              opset_version=config.opset, dynamo=False, do_constant_folding=True)
+            torch.onnx.export(module, args, buffer, **graph, dynamo=False,
+                              do_constant_folding=True)
             model = onnx.load_from_string(buffer.getvalue())
         else:
-            program = torch.onnx.export(module, args, None, input_names=input_names, output_names=output_names,
-                                        opset_version=config.opset, dynamo=True, verbose=False)
+            program = torch.onnx.export(module, args, None, **graph, dynamo=True, verbose=False)
             model = program.model_proto
     onnx.checker.check_model(model)
-    messages = list(dict.fromkeys(f"{w.category.__name__}: {str(w.message).splitlines()[0]}" for w in caught))
+    messages = list(
+        dict.fromkeys(f"{w.category.__name__}: {str(w.message).splitlines()[0]}" for w in caught)
+    )
     return model, messages
 
 
@@ -175,10 +186,14 @@ def _session(model_bytes: bytes | str) -> ort.InferenceSession:
     options = ort.SessionOptions()
     options.intra_op_num_threads = 1
     options.inter_op_num_threads = 1
-    return ort.InferenceSession(model_bytes, sess_options=options, providers=["CPUExecutionProvider"])
+    return ort.InferenceSession(
+        model_bytes, sess_options=options, providers=["CPUExecutionProvider"]
+    )
 
 
-def parity_inputs(sample_obs: torch.Tensor, normalizer: EmpiricalNormalizer, config: ExportConfig) -> torch.Tensor:
+def parity_inputs(
+    sample_obs: torch.Tensor, normalizer: EmpiricalNormalizer, config: ExportConfig
+) -> torch.Tensor:
     """Held-out inputs: every sample row but the first (the trace input) plus random draws
     around the normalizer statistics (3 std wide, to reach the tails)."""
     generator = torch.Generator().manual_seed(config.parity_seed)
@@ -208,22 +223,34 @@ def check_parity(module: nn.Module, model: onnx.ModelProto | bytes | str, inputs
             obs = row.reshape(1, -1).float()
             if recurrent:
                 ref, h_torch = module(obs, h_torch)
-                got, h_onnx = session.run(["actions", "h_out"], {"obs": obs.numpy(), "h_in": h_onnx})
+                got, h_onnx = session.run(
+                    ["actions", "h_out"], {"obs": obs.numpy(), "h_in": h_onnx}
+                )
                 hidden_error = max(hidden_error, float(np.max(np.abs(h_onnx - h_torch.numpy()))))
             else:
                 ref = module(obs)
                 (got,) = session.run(["actions"], {"obs": obs.numpy()})
             if got.shape != tuple(ref.shape):
-                raise ExportParityError(f"export: ONNX actions shape {got.shape} != torch {tuple(ref.shape)}")
-            errors.append(np.abs(got.astype(np.float64) - ref.numpy().astype(np.float64)).reshape(-1))
+                raise ExportParityError(
+                    f"export: ONNX actions shape {got.shape} != torch {tuple(ref.shape)}"
+                )
+            errors.append(
+                np.abs(got.astype(np.float64) - ref.numpy().astype(np.float64)).reshape(-1)
+            )
     flat = np.concatenate(errors) if errors else np.zeros(1)
     if not np.all(np.isfinite(flat)):
         max_err = float("inf")
     else:
         max_err = float(flat.max())
-    return ParityReport(max_abs_error=max_err, mean_abs_error=float(np.mean(flat)),
-                        max_abs_error_hidden=hidden_error if recurrent else None, samples=len(inputs),
-                        atol=config.parity_atol, exporter=config.exporter, opset=int(config.opset))
+    return ParityReport(
+        max_abs_error=max_err,
+        mean_abs_error=float(np.mean(flat)),
+        max_abs_error_hidden=hidden_error if recurrent else None,
+        samples=len(inputs),
+        atol=config.parity_atol,
+        exporter=config.exporter,
+        opset=int(config.opset),
+    )
 
 
 def _recurrent_state(module: nn.Module) -> list[dict]:
@@ -246,7 +273,8 @@ def _with_export_facts(meta, report: ParityReport, recurrent_state: list[dict]):
 
 
 def attach_metadata(model: onnx.ModelProto, meta) -> onnx.ModelProto:
-    """Copy of ``model`` whose ``metadata_props`` are ``meta.to_props()`` (replacing same-named keys)."""
+    """Copy of ``model`` whose ``metadata_props`` are ``meta.to_props()`` (replacing same-named
+    keys)."""
     props = meta.to_props()
     out = onnx.ModelProto()
     out.CopyFrom(model)
@@ -259,7 +287,8 @@ def attach_metadata(model: onnx.ModelProto, meta) -> onnx.ModelProto:
 
 
 def _write_policy(model: onnx.ModelProto, meta, path: Path) -> None:
-    """core's ``save_policy`` when it provides one (contract), else attach the props and write here."""
+    """core's ``save_policy`` when it provides one (contract), else attach the props and write
+    here."""
     try:
         from policy_distill_ros.core.policy_file import save_policy
     except ImportError:
@@ -290,8 +319,14 @@ def _validate_sample_obs(sample_obs, size: int) -> torch.Tensor:
     return obs
 
 
-def export_policy(student: BasePolicy, normalizer: EmpiricalNormalizer, meta, path: str | os.PathLike,
-                  sample_obs, config: ExportConfig | None = None) -> ParityReport:
+def export_policy(
+    student: BasePolicy,
+    normalizer: EmpiricalNormalizer,
+    meta,
+    path: str | os.PathLike,
+    sample_obs,
+    config: ExportConfig | None = None,
+) -> ParityReport:
     """Export, check parity (raise and write nothing on failure), write atomically with metadata.
 
     ``meta`` is a ``core.policy_file.PolicyMetadata``; the parity figures are added to its
@@ -305,14 +340,19 @@ def export_policy(student: BasePolicy, normalizer: EmpiricalNormalizer, meta, pa
     model, export_warnings = export_onnx(module, obs[:1], config)
     held_out = parity_inputs(obs, normalizer, config)
     if len(held_out) == 0:
-        raise ValueError("export: no held-out parity inputs (give >= 2 sample_obs rows or parity_random_samples > 0)")
+        raise ValueError(
+            "export: no held-out parity inputs "
+            "(give >= 2 sample_obs rows or parity_random_samples > 0)"
+        )
     report = check_parity(module, model, held_out, config)
     if not report.passed:
         raise ExportParityError(
-            f"export of {path.name} blocked: torch vs ONNX Runtime max abs error {report.max_abs_error:.3g} "
-            f"(hidden {report.max_abs_error_hidden}) > {report.atol:g} on {report.samples} held-out inputs"
+            f"export of {path.name} blocked: torch vs ONNX Runtime max abs error "
+            f"{report.max_abs_error:.3g} (hidden {report.max_abs_error_hidden}) > {report.atol:g} "
+            f"on {report.samples} held-out inputs"
             + "".join(f"\n  exporter said: {m}" for m in export_warnings if "Tracer" in m)[:2000],
-            report)
+            report,
+        )
     final_meta = _with_export_facts(meta, report, _recurrent_state(module))
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.stem}.exporting-{os.getpid()}.onnx")
@@ -320,8 +360,11 @@ def export_policy(student: BasePolicy, normalizer: EmpiricalNormalizer, meta, pa
         _write_policy(model, final_meta, tmp)
         from_disk = check_parity(module, str(tmp), held_out, config)
         if not from_disk.passed:
-            raise ExportParityError(f"export of {path.name} blocked: the written file disagrees with torch "
-                                    f"(max abs error {from_disk.max_abs_error:.3g})", from_disk)
+            raise ExportParityError(
+                f"export of {path.name} blocked: the written file disagrees with torch "
+                f"(max abs error {from_disk.max_abs_error:.3g})",
+                from_disk,
+            )
         _load_check(tmp)
         os.replace(tmp, path)
     finally:

@@ -3,7 +3,8 @@ from __future__ import annotations
 
 
 class TeacherImportError(ValueError):
-    """A checkpoint cannot be imported (or not exactly); the message names the file and the fault."""
+    """A checkpoint cannot be imported (or not exactly); the message names the file and the
+    fault."""
 
 
 def first_sentence(text: object, limit: int = 160) -> str:

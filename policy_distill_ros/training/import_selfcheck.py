@@ -10,8 +10,8 @@ Nothing here unpickles: the libraries' classes are built from shapes and fed the
 """
 from __future__ import annotations
 
+from collections.abc import Callable
 from types import SimpleNamespace
-from typing import Callable
 
 import numpy as np
 import torch
@@ -27,8 +27,14 @@ SELF_CHECK_OBSERVATIONS = 300
 Reference = Callable[[np.ndarray], tuple[np.ndarray, np.ndarray]]
 
 
-def probe_observations(obs_size: int, mean: np.ndarray | None, std: np.ndarray | None,
-                       clip: float | None, n: int = SELF_CHECK_OBSERVATIONS, seed: int = 0) -> np.ndarray:
+def probe_observations(
+    obs_size: int,
+    mean: np.ndarray | None,
+    std: np.ndarray | None,
+    clip: float | None,
+    n: int = SELF_CHECK_OBSERVATIONS,
+    seed: int = 0,
+) -> np.ndarray:
     """Typical (2/3), wide (1/6) and far-out (1/6, past the normalizer clip) observations."""
     rng = np.random.default_rng(seed)
     mean = np.zeros(obs_size) if mean is None else np.asarray(mean, float)
@@ -55,23 +61,38 @@ def compare(where: str, reference_name: str, reference: Reference, teacher: Teac
     ref_action, ref_std = reference(obs)
     our_action, our_std = ours(teacher, normalizer, obs)
     if not np.isfinite(ref_action).all():
-        raise TeacherImportError(f"{where}: {reference_name} itself outputs non-finite actions on the probe "
-                             f"observations; refusing the checkpoint")
+        raise TeacherImportError(
+            f"{where}: {reference_name} itself outputs non-finite actions on the probe "
+            f"observations; refusing the checkpoint"
+        )
     action_diff = float(np.max(np.abs(our_action - ref_action)))
     std_diff = float(np.max(np.abs(our_std - ref_std) / np.maximum(1.0, np.abs(ref_std))))
     if not action_diff <= SELF_CHECK_ATOL or not std_diff <= SELF_CHECK_ATOL:
         raise TeacherImportError(
-            f"{where}: the imported teacher differs from {reference_name} on {len(obs)} probe observations "
+            f"{where}: the imported teacher differs from {reference_name} "
+            f"on {len(obs)} probe observations "
             f"(max action difference {action_diff:.3g}, max std difference {std_diff:.3g}, "
-            f"allowed {SELF_CHECK_ATOL:g}); refusing")
-    return {"reference": reference_name, "observations": int(len(obs)), "max_action_diff": action_diff,
-            "max_std_diff": std_diff}
+            f"allowed {SELF_CHECK_ATOL:g}); refusing"
+        )
+    return {
+        "reference": reference_name,
+        "observations": int(len(obs)),
+        "max_action_diff": action_diff,
+        "max_std_diff": std_diff,
+    }
 
 
 # ------------------------------------------------------------------------------------------ rsl_rl
 
-def rsl_rl_reference(actor_state: dict[str, torch.Tensor], obs_size: int, action_size: int,
-                     hidden_sizes: tuple[int, ...], activation: str, std_type: str, where: str) -> Reference:
+def rsl_rl_reference(
+    actor_state: dict[str, torch.Tensor],
+    obs_size: int,
+    action_size: int,
+    hidden_sizes: tuple[int, ...],
+    activation: str,
+    std_type: str,
+    where: str,
+) -> Reference:
     """rsl_rl's own ``MLPModel`` + ``GaussianDistribution`` holding the checkpoint's actor tensors
     (rsl-rl-lib >= 4 key names; older layouts are renamed to them by the importer)."""
     from importlib.metadata import version
@@ -81,10 +102,16 @@ def rsl_rl_reference(actor_state: dict[str, torch.Tensor], obs_size: int, action
 
     normalized = any(k.startswith("obs_normalizer.") for k in actor_state)
     torch.manual_seed(0)  # the constructor initialises weights that load_state_dict then replaces
-    model = MLPModel(TensorDict({"policy": torch.zeros(1, obs_size)}, batch_size=[1]), {"actor": ["policy"]},
-                     "actor", action_size, hidden_dims=list(hidden_sizes), activation=activation,
-                     obs_normalization=normalized,
-                     distribution_cfg={"class_name": "GaussianDistribution", "std_type": std_type})
+    model = MLPModel(
+        TensorDict({"policy": torch.zeros(1, obs_size)}, batch_size=[1]),
+        {"actor": ["policy"]},
+        "actor",
+        action_size,
+        hidden_dims=list(hidden_sizes),
+        activation=activation,
+        obs_normalization=normalized,
+        distribution_cfg={"class_name": "GaussianDistribution", "std_type": std_type},
+    )
     try:
         model.load_state_dict(actor_state, strict=True)
     except RuntimeError as exc:
@@ -122,34 +149,64 @@ def sb3_reference(algorithm: str, state: dict[str, torch.Tensor], obs_size: int,
     from stable_baselines3.common.vec_env import VecNormalize
 
     obs_space = gym.spaces.Box(-np.inf, np.inf, (obs_size,), np.float32)
-    act_space = gym.spaces.Box(np.asarray(low, np.float32), np.asarray(high, np.float32), dtype=np.float32)
+    act_space = gym.spaces.Box(
+        np.asarray(low, np.float32), np.asarray(high, np.float32), dtype=np.float32
+    )
     activation_fn = ACTIVATIONS[activation]
     torch.manual_seed(0)
     if algorithm == "sac":
         from stable_baselines3.sac.policies import SACPolicy
         n_critics = len({k.split(".")[1] for k in state if k.startswith("critic.qf")})
-        policy = SACPolicy(obs_space, act_space, lambda _: 0.0, activation_fn=activation_fn,
-                           net_arch={"pi": _sb3_arch(state, "actor.latent_pi."),
-                                     "qf": _sb3_arch(state, "critic.qf0.")[:-1]}, n_critics=max(n_critics, 1))
+        policy = SACPolicy(
+            obs_space,
+            act_space,
+            lambda _: 0.0,
+            activation_fn=activation_fn,
+            net_arch={
+                "pi": _sb3_arch(state, "actor.latent_pi."),
+                "qf": _sb3_arch(state, "critic.qf0.")[:-1],
+            },
+            n_critics=max(n_critics, 1),
+        )
     else:
         from stable_baselines3.common.policies import ActorCriticPolicy
-        policy = ActorCriticPolicy(obs_space, act_space, lambda _: 0.0, activation_fn=activation_fn, ortho_init=False,
-                                   net_arch={"pi": _sb3_arch(state, "mlp_extractor.policy_net."),
-                                             "vf": _sb3_arch(state, "mlp_extractor.value_net.")})
+
+        policy = ActorCriticPolicy(
+            obs_space,
+            act_space,
+            lambda _: 0.0,
+            activation_fn=activation_fn,
+            ortho_init=False,
+            net_arch={
+                "pi": _sb3_arch(state, "mlp_extractor.policy_net."),
+                "vf": _sb3_arch(state, "mlp_extractor.value_net."),
+            },
+        )
     try:
         policy.load_state_dict(state, strict=True)
     except RuntimeError as exc:
-        raise TeacherImportError(f"{where}: SB3's {type(policy).__name__} does not accept policy.pth "
-                             f"({' '.join(str(exc).split())[:300]})") from None
+        raise TeacherImportError(
+            f"{where}: SB3's {type(policy).__name__} does not accept policy.pth "
+            f"({' '.join(str(exc).split())[:300]})"
+        ) from None
     policy.set_training_mode(False)
     rms = None
     if stats is not None:
         rms = RunningMeanStd(shape=(obs_size,))
-        rms.mean, rms.var = np.asarray(stats["mean"], np.float64), np.asarray(stats["var"], np.float64)
-        fake_wrapper = SimpleNamespace(epsilon=stats["epsilon"], clip_obs=stats["clip_obs"] or np.inf)
+        rms.mean, rms.var = (
+            np.asarray(stats["mean"], np.float64),
+            np.asarray(stats["var"], np.float64),
+        )
+        fake_wrapper = SimpleNamespace(
+            epsilon=stats["epsilon"], clip_obs=stats["clip_obs"] or np.inf
+        )
 
     def run(obs: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        x = obs if rms is None else VecNormalize._normalize_obs(fake_wrapper, obs, rms).astype(np.float32)
+        x = (
+            obs
+            if rms is None
+            else VecNormalize._normalize_obs(fake_wrapper, obs, rms).astype(np.float32)
+        )
         with torch.no_grad():
             t = torch.as_tensor(x)
             action = policy._predict(t, deterministic=True)

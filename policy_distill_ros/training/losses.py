@@ -12,7 +12,8 @@ Terms (each a batch mean, so the weights are comparable across batch sizes):
 - ``kl``: continuous actions, analytic KL(teacher_T || student) between diagonal Gaussians, where
   the teacher's std is scaled by the temperature ``T`` (``sigma_T = T * sigma_teacher``)::
 
-      KL = sum_i [ log(sigma_s,i / sigma_T,i) + (sigma_T,i^2 + (mu_t,i - mu_s,i)^2) / (2 sigma_s,i^2) - 1/2 ]
+      KL = sum_i [ log(sigma_s,i / sigma_T,i)
+                   + (sigma_T,i^2 + (mu_t,i - mu_s,i)^2) / (2 sigma_s,i^2) - 1/2 ]
 
   The student's optimal std is therefore ``T * sigma_teacher``: T > 1 asks for a wider, more
   exploratory student, T < 1 a sharper one; the optimal mean is always the teacher's.
@@ -62,30 +63,42 @@ class LossConfig:
 
     def __post_init__(self) -> None:
         if self.action_type not in ACTION_TYPES:
-            raise ValueError(f"LossConfig.action_type must be one of {ACTION_TYPES}, got {self.action_type!r}")
+            raise ValueError(
+                f"LossConfig.action_type must be one of {ACTION_TYPES}, got {self.action_type!r}"
+            )
         for name in ("bc_weight", "kl_weight", "feature_weight"):
             value = getattr(self, name)
             if not isinstance(value, (int, float)) or not math.isfinite(value) or value < 0:
                 raise ValueError(f"LossConfig.{name} must be a finite number >= 0, got {value!r}")
         if self.bc_weight == 0 and self.kl_weight == 0 and self.feature_weight == 0:
-            raise ValueError("LossConfig: every weight is 0; enable at least one of bc, kl, feature")
+            raise ValueError(
+                "LossConfig: every weight is 0; enable at least one of bc, kl, feature"
+            )
         if self.bc_kind not in BC_KINDS:
             raise ValueError(f"LossConfig.bc_kind must be one of {BC_KINDS}, got {self.bc_kind!r}")
-        if (self.bc_kind == "cross_entropy") != (self.action_type == "discrete") and self.bc_weight > 0:
+        if (self.bc_kind == "cross_entropy") != (
+            self.action_type == "discrete"
+        ) and self.bc_weight > 0:
             raise ValueError(f"LossConfig.bc_kind {self.bc_kind!r} does not fit action_type "
                              f"{self.action_type!r} (cross_entropy is for discrete actions only)")
         if not self.huber_delta > 0:
             raise ValueError(f"LossConfig.huber_delta must be > 0, got {self.huber_delta!r}")
         if not (isinstance(self.temperature, (int, float)) and self.temperature > 0
                 and math.isfinite(self.temperature)):
-            raise ValueError(f"LossConfig.temperature must be a finite number > 0, got {self.temperature!r}")
+            raise ValueError(
+                f"LossConfig.temperature must be a finite number > 0, got {self.temperature!r}"
+            )
         if self.feature_kind not in FEATURE_KINDS:
-            raise ValueError(f"LossConfig.feature_kind must be one of {FEATURE_KINDS}, got {self.feature_kind!r}")
+            raise ValueError(
+                f"LossConfig.feature_kind must be one of {FEATURE_KINDS}, got {self.feature_kind!r}"
+            )
         pairs = []
         for pair in self.feature_pairs:
             if len(pair) != 2 or not all(isinstance(p, str) and p for p in pair):
-                raise ValueError(f"LossConfig.feature_pairs entries must be [teacher_layer, student_layer], "
-                                 f"got {pair!r}")
+                raise ValueError(
+                    f"LossConfig.feature_pairs entries must be [teacher_layer, student_layer], "
+                    f"got {pair!r}"
+                )
             pairs.append((pair[0], pair[1]))
         self.feature_pairs = tuple(pairs)
         if self.feature_weight > 0 and not self.feature_pairs:
@@ -93,9 +106,14 @@ class LossConfig:
 
     def to_dict(self) -> dict:
         return {
-            "action_type": self.action_type, "bc_weight": self.bc_weight, "bc_kind": self.bc_kind,
-            "huber_delta": self.huber_delta, "kl_weight": self.kl_weight, "temperature": self.temperature,
-            "feature_weight": self.feature_weight, "feature_pairs": [list(p) for p in self.feature_pairs],
+            "action_type": self.action_type,
+            "bc_weight": self.bc_weight,
+            "bc_kind": self.bc_kind,
+            "huber_delta": self.huber_delta,
+            "kl_weight": self.kl_weight,
+            "temperature": self.temperature,
+            "feature_weight": self.feature_weight,
+            "feature_pairs": [list(p) for p in self.feature_pairs],
             "feature_kind": self.feature_kind,
         }
 
@@ -115,7 +133,9 @@ def bc_loss(student_mean: torch.Tensor, target: torch.Tensor, kind: str = "mse",
             huber_delta: float = 1.0) -> torch.Tensor:
     """Regression of the student's action means onto target actions (batch and dim mean)."""
     if student_mean.shape != target.shape:
-        raise ValueError(f"bc_loss: student {list(student_mean.shape)} vs target {list(target.shape)}")
+        raise ValueError(
+            f"bc_loss: student {list(student_mean.shape)} vs target {list(target.shape)}"
+        )
     if kind == "mse":
         return F.mse_loss(student_mean, target)
     if kind == "huber":
@@ -144,8 +164,13 @@ def gaussian_kl(mean_p: torch.Tensor, log_std_p: torch.Tensor, mean_q: torch.Ten
     return per_dim.sum(dim=-1)
 
 
-def teacher_student_kl(teacher_mean: torch.Tensor, teacher_log_std: torch.Tensor, student_mean: torch.Tensor,
-                       student_log_std: torch.Tensor, temperature: float = 1.0) -> torch.Tensor:
+def teacher_student_kl(
+    teacher_mean: torch.Tensor,
+    teacher_log_std: torch.Tensor,
+    student_mean: torch.Tensor,
+    student_log_std: torch.Tensor,
+    temperature: float = 1.0,
+) -> torch.Tensor:
     """Batch mean of KL(N(mu_t, (T sigma_t)^2) || N(mu_s, sigma_s^2)); see the module docstring."""
     if teacher_mean.shape != student_mean.shape:
         raise ValueError(f"teacher_student_kl: teacher {list(teacher_mean.shape)} vs student "
@@ -196,10 +221,14 @@ class FeatureMatching(nn.Module):
         total = None
         for teacher_layer, student_layer in self.pairs:
             if teacher_layer not in teacher_features or student_layer not in student_features:
-                raise KeyError(f"feature pair ({teacher_layer!r}, {student_layer!r}) missing from the outputs; "
-                               f"call the networks with return_features=True")
+                raise KeyError(
+                    f"feature pair ({teacher_layer!r}, {student_layer!r}) missing from the "
+                    f"outputs; call the networks with return_features=True"
+                )
             target = teacher_features[teacher_layer].detach()
-            projected = self.projections[self._key(teacher_layer, student_layer)](student_features[student_layer])
+            projected = self.projections[self._key(teacher_layer, student_layer)](
+                student_features[student_layer]
+            )
             if self.kind == "l2":
                 term = F.mse_loss(projected, target)
             else:
@@ -228,14 +257,20 @@ class DistillationLoss(nn.Module):
         self.features: FeatureMatching | None = None
         if config.feature_weight > 0:
             if teacher_sizes is None or student_sizes is None:
-                raise ValueError("DistillationLoss: feature matching needs teacher_sizes and student_sizes")
-            self.features = FeatureMatching(config.feature_pairs, teacher_sizes, student_sizes, config.feature_kind)
+                raise ValueError(
+                    "DistillationLoss: feature matching needs teacher_sizes and student_sizes"
+                )
+            self.features = FeatureMatching(
+                config.feature_pairs, teacher_sizes, student_sizes, config.feature_kind
+            )
 
     @property
     def needs_features(self) -> bool:
         return self.features is not None
 
-    def forward(self, student: PolicyOutput, teacher: PolicyOutput) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    def forward(
+        self, student: PolicyOutput, teacher: PolicyOutput
+    ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         cfg = self.config
         t_mean = teacher.mean.detach()
         t_log_std = teacher.log_std.detach()

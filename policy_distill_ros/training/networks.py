@@ -96,7 +96,8 @@ def _from_dict(cls, d: dict):
 
 @dataclass
 class StudentConfig:
-    """Architecture of a student. ``obs_size`` = ``history_length * step_size`` for history kinds."""
+    """Architecture of a student. ``obs_size`` = ``history_length * step_size`` for history
+    kinds."""
 
     kind: str
     obs_size: int
@@ -119,10 +120,18 @@ class StudentConfig:
                      "gru_hidden_size", "gru_num_layers"):
             _positive_int(owner, name, getattr(self, name))
         self.hidden_sizes = _int_tuple(owner, "hidden_sizes", self.hidden_sizes, allow_empty=True)
-        self.conv_channels = _int_tuple(owner, "conv_channels", self.conv_channels, allow_empty=False)
+        self.conv_channels = _int_tuple(
+            owner, "conv_channels", self.conv_channels, allow_empty=False
+        )
         if self.activation not in ACTIVATIONS:
-            raise ValueError(f"{owner}.activation {self.activation!r} unknown; known: {sorted(ACTIVATIONS)}")
-        if not (isinstance(self.init_std, (int, float)) and self.init_std > 0 and math.isfinite(self.init_std)):
+            raise ValueError(
+                f"{owner}.activation {self.activation!r} unknown; known: {sorted(ACTIVATIONS)}"
+            )
+        if not (
+            isinstance(self.init_std, (int, float))
+            and self.init_std > 0
+            and math.isfinite(self.init_std)
+        ):
             raise ValueError(f"{owner}.init_std must be a finite number > 0, got {self.init_std!r}")
         if self.kind in ("history_mlp", "tcn") and self.obs_size % self.history_length != 0:
             raise ValueError(
@@ -131,7 +140,9 @@ class StudentConfig:
             )
         if self.kind == "tcn":
             if self.history_length < 2:
-                raise ValueError(f"{owner}: kind 'tcn' needs history_length >= 2, got {self.history_length}")
+                raise ValueError(
+                    f"{owner}: kind 'tcn' needs history_length >= 2, got {self.history_length}"
+                )
             if self.conv_kernel_size % 2 == 0:
                 raise ValueError(f"{owner}.conv_kernel_size must be odd (length-preserving), "
                                  f"got {self.conv_kernel_size}")
@@ -174,13 +185,17 @@ class TeacherConfig:
         _positive_int(owner, "action_size", self.action_size)
         self.hidden_sizes = _int_tuple(owner, "hidden_sizes", self.hidden_sizes, allow_empty=False)
         if self.activation not in ACTIVATIONS:
-            raise ValueError(f"{owner}.activation {self.activation!r} unknown; known: {sorted(ACTIVATIONS)}")
+            raise ValueError(
+                f"{owner}.activation {self.activation!r} unknown; known: {sorted(ACTIVATIONS)}"
+            )
         if self.std_mode not in STD_MODES:
             raise ValueError(f"{owner}.std_mode must be one of {STD_MODES}, got {self.std_mode!r}")
         if not (self.init_std > 0 and math.isfinite(self.init_std)):
             raise ValueError(f"{owner}.init_std must be a finite number > 0, got {self.init_std!r}")
         if not self.log_std_min < self.log_std_max:
-            raise ValueError(f"{owner}: log_std_min {self.log_std_min} must be < log_std_max {self.log_std_max}")
+            raise ValueError(
+                f"{owner}: log_std_min {self.log_std_min} must be < log_std_max {self.log_std_max}"
+            )
         if not isinstance(self.extra, dict):
             raise ValueError(f"{owner}.extra must be a dict, got {type(self.extra).__name__}")
 
@@ -197,7 +212,9 @@ class TeacherConfig:
 class MLPTrunk(nn.Module):
     """Linear + activation layers; records each layer's output as ``{prefix}{i}``."""
 
-    def __init__(self, in_size: int, hidden_sizes: tuple[int, ...], activation: str, prefix: str = "layer_"):
+    def __init__(
+        self, in_size: int, hidden_sizes: tuple[int, ...], activation: str, prefix: str = "layer_"
+    ):
         super().__init__()
         self.prefix = prefix
         self.layers = nn.ModuleList()
@@ -211,7 +228,7 @@ class MLPTrunk(nn.Module):
         self.sizes = tuple(hidden_sizes)
 
     def forward(self, x: torch.Tensor, features: dict[str, torch.Tensor] | None) -> torch.Tensor:
-        for i, (layer, act) in enumerate(zip(self.layers, self.activations)):
+        for i, (layer, act) in enumerate(zip(self.layers, self.activations, strict=True)):
             x = act(layer(x))
             if features is not None:
                 features[f"{self.prefix}{i}"] = x
@@ -291,7 +308,7 @@ class TCNPolicy(BasePolicy):
     def forward(self, obs: torch.Tensor, return_features: bool = False) -> PolicyOutput:
         features: dict[str, torch.Tensor] | None = {} if return_features else None
         x = obs.reshape(obs.shape[0], self.history_length, self.step_size).transpose(1, 2)
-        for i, (conv, act) in enumerate(zip(self.convs, self.conv_acts)):
+        for i, (conv, act) in enumerate(zip(self.convs, self.conv_acts, strict=True)):
             x = act(conv(x))
             if features is not None:
                 features[f"conv_{i}"] = x.flatten(1)
@@ -300,7 +317,9 @@ class TCNPolicy(BasePolicy):
         return PolicyOutput(mean, self.log_std.expand_as(mean), features or {})
 
     def feature_sizes(self) -> dict[str, int]:
-        sizes = {f"conv_{i}": c * self.history_length for i, c in enumerate(self.config.conv_channels)}
+        sizes = {
+            f"conv_{i}": c * self.history_length for i, c in enumerate(self.config.conv_channels)
+        }
         sizes.update(self.trunk.feature_sizes())
         return sizes
 
@@ -319,7 +338,9 @@ class GRUPolicy(BasePolicy):
         super().__init__()
         self.config = config
         self.squash_output = config.squash_output
-        self.gru = nn.GRU(config.obs_size, config.gru_hidden_size, config.gru_num_layers, batch_first=True)
+        self.gru = nn.GRU(
+            config.obs_size, config.gru_hidden_size, config.gru_num_layers, batch_first=True
+        )
         self.trunk = MLPTrunk(config.gru_hidden_size, config.hidden_sizes, config.activation)
         self.mean_head = nn.Linear(self.trunk.out_size, config.action_size)
         self._init_std_param(config.action_size, config.init_std)
@@ -332,8 +353,13 @@ class GRUPolicy(BasePolicy):
     def initial_state(self, batch_size: int) -> torch.Tensor:
         return torch.zeros(self.config.gru_num_layers, batch_size, self.config.gru_hidden_size)
 
-    def forward(self, obs: torch.Tensor, hidden: torch.Tensor | None = None, return_features: bool = False,
-                episode_starts: torch.Tensor | None = None) -> PolicyOutput:
+    def forward(
+        self,
+        obs: torch.Tensor,
+        hidden: torch.Tensor | None = None,
+        return_features: bool = False,
+        episode_starts: torch.Tensor | None = None,
+    ) -> PolicyOutput:
         single_step = obs.dim() == 2
         seq = obs.unsqueeze(1) if single_step else obs
         if seq.dim() != 3 or seq.shape[-1] != self.config.obs_size:
@@ -345,8 +371,10 @@ class GRUPolicy(BasePolicy):
             rnn_out, hidden = self.gru(seq, hidden)
         else:
             if single_step or episode_starts.shape != seq.shape[:2]:
-                raise ValueError(f"GRUPolicy: episode_starts must be [B, T] = {list(seq.shape[:2])} "
-                                 f"for a sequence, got {list(episode_starts.shape)}")
+                raise ValueError(
+                    f"GRUPolicy: episode_starts must be [B, T] = {list(seq.shape[:2])} "
+                    f"for a sequence, got {list(episode_starts.shape)}"
+                )
             outs = []
             for t in range(seq.shape[1]):
                 keep = (~episode_starts[:, t]).to(seq.dtype).view(1, -1, 1)

@@ -37,7 +37,8 @@ class NormalizerConfig:
             raise ValueError(f"NormalizerConfig.eps must be > 0, got {self.eps!r}")
         if self.eps_placement not in EPS_PLACEMENTS:
             raise ValueError(
-                f"NormalizerConfig.eps_placement must be one of {EPS_PLACEMENTS}, got {self.eps_placement!r}"
+                f"NormalizerConfig.eps_placement must be one of {EPS_PLACEMENTS}, "
+                f"got {self.eps_placement!r}"
             )
         if self.clip is not None and not self.clip > 0.0:
             raise ValueError(f"NormalizerConfig.clip must be > 0 or None, got {self.clip!r}")
@@ -87,7 +88,9 @@ class EmpiricalNormalizer(nn.Module):
         if self.frozen:
             return
         if x.dim() != 2 or x.shape[1] != self.size:
-            raise ValueError(f"EmpiricalNormalizer.update: expected [B, {self.size}], got {list(x.shape)}")
+            raise ValueError(
+                f"EmpiricalNormalizer.update: expected [B, {self.size}], got {list(x.shape)}"
+            )
         if not torch.isfinite(x).all():
             raise ValueError("EmpiricalNormalizer.update: batch contains NaN or Inf")
         n_b = x.shape[0]
@@ -133,5 +136,8 @@ class EmpiricalNormalizer(nn.Module):
         return y
 
     def extra_repr(self) -> str:
-        return f"size={self.size}, eps={self.config.eps}, eps_placement={self.config.eps_placement!r}, " \
-               f"clip={self.config.clip}, frozen={self.frozen}"
+        return (
+            f"size={self.size}, eps={self.config.eps}, "
+            f"eps_placement={self.config.eps_placement!r}, "
+            f"clip={self.config.clip}, frozen={self.frozen}"
+        )

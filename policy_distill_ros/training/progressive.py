@@ -18,8 +18,9 @@ from __future__ import annotations
 import dataclasses
 import logging
 import time
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Callable, Sequence
+from typing import Any
 
 import numpy as np
 import torch
@@ -33,8 +34,15 @@ from .losses import LossConfig
 from .networks import BasePolicy, PolicyOutput, StudentConfig, count_parameters
 from .normalizer import EmpiricalNormalizer
 from .rollout import student_actor
-from .trainer import TrainConfig, TrainResult, action_errors, episode_actions, \
-    executed_bounds, fit, teacher_outputs
+from .trainer import (
+    TrainConfig,
+    TrainResult,
+    action_errors,
+    episode_actions,
+    executed_bounds,
+    fit,
+    teacher_outputs,
+)
 
 __all__ = ["StudentAsTeacher", "ProgressiveConfig", "StageRecord", "ProgressiveResult",
            "run_progressive", "as_student_teacher_dataset"]

@@ -42,8 +42,7 @@ from pathlib import Path
 
 import numpy as np
 
-from policy_distill_ros.core.policy_file import (OBS_INPUT, OnnxPolicy, read_metadata,
-                                                 save_policy)
+from policy_distill_ros.core.policy_file import OBS_INPUT, OnnxPolicy, read_metadata, save_policy
 
 __all__ = ["VARIANTS", "DEFAULT_PARITY_ATOL", "DEFAULT_PARITY_MEAN_ATOL", "QuantParity",
            "QuantizationParityError", "quantize_policy", "variant_path", "rollout_parity"]
@@ -61,7 +60,7 @@ DEFAULT_PARITY_MEAN_ATOL = {"int8": 0.02, "int8_dynamic": 0.02, "fp16": 0.005}
 class QuantizationParityError(RuntimeError):
     """The quantized graph strays beyond its bound from the fp32 student; nothing was written."""
 
-    def __init__(self, message: str, parity: "QuantParity") -> None:
+    def __init__(self, message: str, parity: QuantParity) -> None:
         super().__init__(message)
         self.parity = parity
 
@@ -232,8 +231,13 @@ def _convert(src: Path, variant: str, calibration: _Feeds | None, workdir: Path,
     if variant == "fp16":
         from onnxruntime.transformers.float16 import convert_float_to_float16
         return convert_float_to_float16(onnx.load(str(src)), keep_io_types=True)
-    from onnxruntime.quantization import (CalibrationMethod, QuantFormat, QuantType,
-                                          quantize_dynamic, quantize_static)
+    from onnxruntime.quantization import (
+        CalibrationMethod,
+        QuantFormat,
+        QuantType,
+        quantize_dynamic,
+        quantize_static,
+    )
     out = workdir / f"{variant}.onnx"
     if variant == "int8":
         model = onnx.load(str(src))

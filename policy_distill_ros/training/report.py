@@ -13,8 +13,9 @@ from __future__ import annotations
 import json
 import math
 import os
+from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any, Mapping, Sequence
+from typing import Any
 
 __all__ = ["render_report", "write_report", "update_report", "save_figure", "plot_losses",
            "plot_per_joint_error", "write_json_atomic", "REPORT_FILE", "METRICS_FILE",
@@ -211,7 +212,9 @@ def render_report(summary: Mapping, evaluation: Mapping | None = None) -> str:
         terms.append(f"KL (T = {loss.get('temperature')}) x {loss.get('kl_weight')}")
     if loss.get("feature_weight"):
         pairs = ", ".join(f"{t}<-{s}" for t, s in loss.get("feature_pairs", []))
-        terms.append(f"features {loss.get('feature_kind')} [{pairs}] x {loss.get('feature_weight')}")
+        terms.append(
+            f"features {loss.get('feature_kind')} [{pairs}] x {loss.get('feature_weight')}"
+        )
     student_cfg = train.get("student", {})
     lines += _table(["", "value"], [
         ["student", f"{student_cfg.get('kind')} hidden {student_cfg.get('hidden_sizes')} "

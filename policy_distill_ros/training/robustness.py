@@ -17,9 +17,9 @@ from __future__ import annotations
 
 import math
 import time
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Sequence
 
 import numpy as np
 
@@ -179,7 +179,7 @@ def plot_robustness(rows: Sequence[dict], path: str | Path, title: str = "") -> 
         means = [r[f"{who}_return"] for r in rows]
         bars = ax.bar(x + offset, means, 0.4, yerr=[r[f"{who}_ci95"] for r in rows],
                       capsize=3, color=color, label=who)
-        for bar, r in zip(bars, rows):   # falls, above the interval's cap
+        for bar, r in zip(bars, rows, strict=True):   # falls, above the interval's cap
             top = max(bar.get_height(), 0) + r[f"{who}_ci95"]
             ax.annotate(f"{r[f'{who}_falls']}", (bar.get_x() + bar.get_width() / 2, top),
                         ha="center", va="bottom", fontsize=7, xytext=(0, 2),

@@ -21,14 +21,15 @@ so no validation or evaluation episode is ever trained on.
 from __future__ import annotations
 
 import time
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Callable, Iterable, Mapping, Protocol, Sequence
+from typing import Protocol
 
 import numpy as np
 import torch
 
 from policy_distill_ros.core.observation import ObservationAssembler
-from policy_distill_ros.core.spec import PolicySpec
+from policy_distill_ros.core.spec import PolicySpec, SpecError
 from policy_distill_ros.core.timing import LatencyStats
 from policy_distill_ros.sim.config import SimConfig
 from policy_distill_ros.sim.frame import ODOMETRY
@@ -38,9 +39,9 @@ from .dataset import DistillDataset
 from .networks import BasePolicy
 from .normalizer import EmpiricalNormalizer
 
-__all__ = ["HELD_OUT_SEED_BASE", "VALIDATION_SEED_BASE", "STUDENT", "TEACHER", "Actor", "TorchActor", "OnnxActor",
-           "FunctionActor", "EpisodeStats", "Episode", "RolloutResult", "MultiViewSim", "collect",
-           "check_training_seeds", "teacher_actor", "student_actor"]
+__all__ = ["HELD_OUT_SEED_BASE", "VALIDATION_SEED_BASE", "STUDENT", "TEACHER", "Actor",
+           "TorchActor", "OnnxActor", "FunctionActor", "EpisodeStats", "Episode", "RolloutResult",
+           "MultiViewSim", "collect", "check_training_seeds", "teacher_actor", "student_actor"]
 
 VALIDATION_SEED_BASE = 900_000   # validation episode seeds (model selection) start here
 HELD_OUT_SEED_BASE = 1_000_000   # held-out evaluation episode seeds start here
@@ -336,7 +337,7 @@ def collect(student_spec: PolicySpec, teacher_spec: PolicySpec, sim_config: SimC
         raise ValueError("collect: no seeds")
     try:
         student_spec.observation.require_no_privileged()
-    except Exception as exc:
+    except SpecError as exc:
         raise ValueError(f"student spec: {exc}") from None
     sim = MultiViewSim({TEACHER: teacher_spec, STUDENT: student_spec}, sim_config, sim_seed)
     rng = np.random.default_rng(rng_seed)

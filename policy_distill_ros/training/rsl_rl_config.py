@@ -1,4 +1,5 @@
-"""The agent config a run saved beside its rsl_rl / Isaac Lab checkpoints: what the weights do not say.
+"""The agent config a run saved beside its rsl_rl / Isaac Lab checkpoints: what the weights do not
+say.
 
 rsl_rl checkpoints hold tensors only; the actor's activation is not among them. Isaac Lab's
 training script writes the run's agent config next to the checkpoints: ``<run>/params/agent.yaml``
@@ -59,13 +60,17 @@ def read_actor_config(path: str | os.PathLike) -> ActorConfig:
     except OSError as exc:
         raise ValueError(f"{path}: cannot read the agent config ({exc.strerror or exc})") from None
     except UnicodeDecodeError:
-        raise ValueError(f"{path}: not a text file (expected the run's agent config YAML)") from None
+        raise ValueError(
+            f"{path}: not a text file (expected the run's agent config YAML)"
+        ) from None
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         at = f" at line {mark.line + 1}" if mark is not None else ""
         raise ValueError(f"{path}: invalid YAML{at}") from None
     if not isinstance(data, dict):
-        raise ValueError(f"{path}: expected a mapping (the run's agent config), got {type(data).__name__}")
+        raise ValueError(
+            f"{path}: expected a mapping (the run's agent config), got {type(data).__name__}"
+        )
     if isinstance(data.get("actor"), dict):
         section, hidden_key, name = data["actor"], "hidden_dims", "actor"
     elif isinstance(data.get("policy"), dict):
@@ -74,7 +79,9 @@ def read_actor_config(path: str | os.PathLike) -> ActorConfig:
         raise ValueError(f"{path}: no 'actor' (rsl-rl-lib >= 4) or 'policy' (ActorCritic) section")
     hidden = section.get(hidden_key)
     if hidden is not None:
-        if not isinstance(hidden, list) or not all(isinstance(h, int) and not isinstance(h, bool) for h in hidden):
+        if not isinstance(hidden, list) or not all(
+            isinstance(h, int) and not isinstance(h, bool) for h in hidden
+        ):
             raise ValueError(f"{path}: {name}.{hidden_key} is not a list of ints ({hidden!r})")
         hidden = tuple(hidden)
     class_name = section.get("class_name")
@@ -83,5 +90,10 @@ def read_actor_config(path: str | os.PathLike) -> ActorConfig:
     if recurrent is None and class_name and ("Recurrent" in class_name or "RNN" in class_name):
         recurrent = "recurrent"
     activation = section.get("activation")
-    return ActorConfig(path=path, class_name=class_name, activation=str(activation) if activation else None,
-                       hidden_dims=hidden, recurrent=str(recurrent) if recurrent else None)
+    return ActorConfig(
+        path=path,
+        class_name=class_name,
+        activation=str(activation) if activation else None,
+        hidden_dims=hidden,
+        recurrent=str(recurrent) if recurrent else None,
+    )

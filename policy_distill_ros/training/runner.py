@@ -13,22 +13,38 @@ from __future__ import annotations
 import logging
 import math
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 import torch
 
-from .checkpoint import (CheckpointError, CheckpointOptions, checkpoint_path, dataset_digest,
-                         identity_difference, load_checkpoint, resolve_resume, rng_state,
-                         save_checkpoint, set_rng_state)
+from .checkpoint import (
+    CheckpointError,
+    CheckpointOptions,
+    checkpoint_path,
+    dataset_digest,
+    identity_difference,
+    load_checkpoint,
+    resolve_resume,
+    rng_state,
+    save_checkpoint,
+    set_rng_state,
+)
 from .dataset import DistillDataset
 from .distillation import Distillation, distributed_world, training_device
 from .networks import BasePolicy, PolicyOutput, TeacherPolicy, count_parameters
 from .normalizer import EmpiricalNormalizer
 from .teacher_io import teacher_hash
-from .trainer import (TrainConfig, TrainingError, TrainResult, action_errors, episode_actions,
-                      executed_targets)
+from .trainer import (
+    TrainConfig,
+    TrainingError,
+    TrainResult,
+    action_errors,
+    episode_actions,
+    executed_targets,
+)
 
 __all__ = ["DistillRunner"]
 

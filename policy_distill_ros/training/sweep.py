@@ -12,9 +12,9 @@ resident set of a fresh process that loads the file and runs it (`inference_memo
 from __future__ import annotations
 
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Sequence
 
 __all__ = ["Rung", "DEFAULT_LADDER", "parse_ladder", "train_rung",
            "pareto_front", "rows_with_front", "plot_pareto", "SWEEP_COLUMNS"]
@@ -145,8 +145,8 @@ def plot_pareto(rows: Sequence[dict], path: str | Path, title: str = "") -> Path
                  ("session_mib", "session memory (MiB, RSS added by the model)", False))
     fig, axes = plt.subplots(1, 3, figsize=(15, 4.6), sharey=True)
     kinds = sorted({r["kind"] for r in rows})
-    colors = dict(zip(kinds, plt.rcParams["axes.prop_cycle"].by_key()["color"]))
-    for ax, (key, label, logx) in zip(axes, axes_spec):
+    colors = dict(zip(kinds, plt.rcParams["axes.prop_cycle"].by_key()["color"], strict=False))
+    for ax, (key, label, logx) in zip(axes, axes_spec, strict=True):
         for r in rows:
             marker = "D" if r.get("progressive") else "o"
             ax.errorbar(r[key], r["return_pct"], yerr=r.get("ci95_pct") or 0, fmt=marker,
@@ -176,7 +176,7 @@ def rows_with_front(rows: list[dict], keys: Sequence[str] = ("params", "p99_us",
                     ) -> list[dict]:
     """Mark each row with the fronts it is on ('P' params, 'L' latency, 'M' memory)."""
     marks: dict[int, str] = {}
-    for key, letter in zip(keys, "PLM"):
+    for key, letter in zip(keys, "PLM", strict=False):
         for i in pareto_front(rows, key):
             marks[i] = marks.get(i, "") + letter
     for i, r in enumerate(rows):

@@ -7,7 +7,8 @@ checked against it, and against the network's input and output sizes, before any
 from __future__ import annotations
 
 import os
-from typing import Any, Mapping
+from collections.abc import Mapping
+from typing import Any
 
 import numpy as np
 import torch
@@ -32,7 +33,7 @@ def spec_difference(a: Any, b: Any, where: str = "") -> str | None:
     if isinstance(a, (list, tuple)) and isinstance(b, (list, tuple)):
         if len(a) != len(b):
             return f"{where} (length {len(a)} vs {len(b)})"
-        for i, (x, y) in enumerate(zip(a, b)):
+        for i, (x, y) in enumerate(zip(a, b, strict=True)):
             found = spec_difference(x, y, f"{where}[{i}]")
             if found:
                 return found
