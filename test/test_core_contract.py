@@ -92,12 +92,12 @@ def test_unknown_keys_give_one_line_naming_the_place_and_the_key():
     check_keys({"scale": 1}, ["scale", "clip"], "term 'x'")
     with pytest.raises(SpecError) as err:
         check_keys({"scael": 1, "clip": 2}, ["scale", "clip"], "term 'x'", SpecError)
-    assert str(err.value) == ("term 'x': unknown keys ['scael'] (did you mean 'scale'?; "
+    assert str(err.value) == ("term 'x': unknown keys ['scael'] (did you mean 'scale'? "
                               "known: clip, scale)")
     with pytest.raises(ValueError) as err:
         check_keys({"zzz": 1, "lrr": 2}, ["lr"], "train.yaml")
     assert str(err.value) == ("train.yaml: unknown keys ['lrr', 'zzz'] (did you mean "
-                              "'lrr' -> 'lr'?; known: lr)")
+                              "'lrr' -> 'lr'? known: lr)")
     assert "\n" not in str(err.value)
     with pytest.raises(ValueError, match="train.yaml must be a mapping, got list"):
         check_keys([1], ["lr"], "train.yaml")

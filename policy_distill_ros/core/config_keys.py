@@ -16,7 +16,7 @@ def check_keys(data: Any, allowed: Iterable[str], where: str,
                error: Type[Exception] = ValueError) -> None:
     """Raise `error` unless `data` is a mapping whose keys are all in `allowed`.
 
-    The line: "<where>: unknown keys ['scael'] (did you mean 'scale'?; known: clip, scale)".
+    The line: "<where>: unknown keys ['scael'] (did you mean 'scale'? known: clip, scale)".
     """
     if not isinstance(data, Mapping):
         raise error(f"{where} must be a mapping, got {type(data).__name__}")
@@ -26,7 +26,7 @@ def check_keys(data: Any, allowed: Iterable[str], where: str,
         return
     hints = [f"'{k}' -> '{m[0]}'" if len(unknown) > 1 else f"'{m[0]}'"
              for k in unknown for m in [difflib.get_close_matches(k, allowed, n=1)] if m]
-    hint = f"did you mean {', '.join(hints)}?; " if hints else ""
+    hint = f"did you mean {', '.join(hints)}? " if hints else ""
     raise error(f"{where}: unknown keys {unknown} ({hint}known: {', '.join(allowed)})")
 
 
