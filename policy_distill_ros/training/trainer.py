@@ -33,6 +33,8 @@ import torch
 from torch import nn
 from torch.utils.data import DistributedSampler
 
+from policy_distill_ros.core.config_keys import check_keys, dataclass_keys
+
 from .dataset import DistillDataset
 from .losses import DistillationLoss, LossConfig
 from .networks import BasePolicy, PolicyOutput, StudentConfig, TeacherPolicy, build_student, \
@@ -133,10 +135,7 @@ class TrainConfig:
         PolicySpec) the student's obs_size, action_size and history_length default to it."""
         if not isinstance(d, dict):
             raise ValueError(f"TrainConfig: expected a mapping, got {type(d).__name__}")
-        known = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(d) - known)
-        if unknown:
-            raise ValueError(f"TrainConfig: unknown keys {unknown} (known: {sorted(known)})")
+        check_keys(d, dataclass_keys(cls), "TrainConfig")
         if "student" not in d:
             raise ValueError("TrainConfig: missing 'student' (the student architecture)")
         d = dict(d)
