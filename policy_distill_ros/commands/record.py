@@ -35,6 +35,7 @@ from policy_distill_ros.commands.deploy import node_params, resolve
 from policy_distill_ros.core.contract import (CONTACT_FORCES, DYNAMICS, EPISODE, EPISODE_LABELS,
                                               IMU, JOINT_STATES, ODOMETRY, header_stamp_ns,
                                               ns_to_s, s_to_ns)
+from policy_distill_ros.core.fields import layout_labels
 from policy_distill_ros.processes import (CliPeer, NodeProcess, log_directory,
                                           sigterm_as_interrupt)
 
@@ -359,7 +360,7 @@ def read_back(bag_path: Path) -> tuple:
         if item.topic.endswith("odometry"):
             x_by_stamp[header_stamp_ns(msg)] = float(msg.pose.pose.position.x)
             continue
-        labels = msg.layout.dim[0].label.split(",") if msg.layout.dim else EPISODE_LABELS
+        labels = layout_labels(msg) or EPISODE_LABELS
         v = dict(zip(labels, msg.data))
         log_times.append(item.log_time_ns)
         ep = episodes.setdefault(int(v["episode_id"]), {"first_stamp": v["stamp_s"]})

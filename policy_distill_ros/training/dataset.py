@@ -47,6 +47,7 @@ import numpy as np
 
 from policy_distill_ros.core.contract import (EPISODE, FALLBACK_FRAME, header_stamp_ns,
                                               is_fallback_frame, ns_to_s, s_to_ns)
+from policy_distill_ros.core.fields import layout_labels
 from policy_distill_ros.core.observation import ObservationAssembler
 from policy_distill_ros.core.spec import PolicySpec, SpecError
 from policy_distill_ros.recording.bag_reader import BagError, bag_info, read_bag
@@ -242,11 +243,6 @@ def _bare(topic: str) -> str:
     return topic.lstrip("/")
 
 
-def _labels(msg: Any) -> list[str]:
-    dims = getattr(getattr(msg, "layout", None), "dim", None) or []
-    return [s.strip() for s in dims[0].label.split(",")] if dims and dims[0].label else []
-
-
 def _check_specs(student_spec: PolicySpec, teacher_spec: PolicySpec) -> None:
     for name, spec in (("student_spec", student_spec), ("teacher_spec", teacher_spec)):
         if not isinstance(spec, PolicySpec):
@@ -296,7 +292,7 @@ class _Replay:
     # -- collect ------------------------------------------------------------------------------
     def on_message(self, topic: str, msg: Any) -> None:
         if topic == EPISODE_TOPIC:
-            labels = _labels(msg)
+            labels = layout_labels(msg) or []
             values = dict(zip(labels, np.asarray(msg.data, dtype=np.float64).tolist()))
             missing = [k for k in ("episode_id", "stamp_s") if k not in values]
             if missing:
