@@ -407,6 +407,7 @@ def test_recorder_topics_pin_types_with_equals_and_still_read_the_old_colon_form
                                 "'vec=std_msgs/msg/Float64MultiArray'"]
     for bad, match in ((["imu=Imu"], "entry 'imu=Imu'.*not 'package/msg/Type'"),
                        (["imu="], "entry 'imu='.*expected 'topic' or 'topic=pkg/msg/Type'"),
-                       (["  "], "an entry is empty"), (["imu", "imu=sensor_msgs/Imu"], "duplicate")):
+                       (["  "], "an entry is empty"),
+                       (["imu", "imu=sensor_msgs/Imu"], "duplicate")):
         with pytest.raises(ValueError, match=match):
             RecorderConfig(topics=bad)
