@@ -115,7 +115,7 @@ def record_sim_bag(path, episodes: int = 2, max_steps: int = 20, seed: int = 0,
                    late_echo: bool = False, reversed_echo_names: bool = False,
                    skip_topics: tuple[str, ...] = (), rename_joint: str | None = None,
                    fallback_every: int = 0, interleave_seed: int | None = None,
-                   reset_time: bool = False) -> Recording:
+                   reset_time: bool = False, fallback_frame: str = "fallback") -> Recording:
     """Drive the sim `episodes` x up to `max_steps` with `policy(student_obs, teacher_obs) ->
     raw action` (default: a fixed random linear map of the teacher obs, tanh-squashed) and
     write the bag. `late_echo`: each echo is written after the next frame's messages (a slow
@@ -174,7 +174,7 @@ def record_sim_bag(path, episodes: int = 2, max_steps: int = 20, seed: int = 0,
                 rec.frames.append(frame)
                 echo = JointState()
                 echo.header.stamp = stamp(frame.stamp_s)
-                echo.header.frame_id = "fallback" if fallback else ""
+                echo.header.frame_id = fallback_frame if fallback else ""
                 names = list(action.joints)
                 values = command.tolist()
                 if reversed_echo_names:

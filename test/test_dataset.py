@@ -84,8 +84,10 @@ def test_slow_echo_and_reversed_joint_order_give_the_same_samples(tmp_path):
     _check_equal(ds, rec)
 
 
-def test_fallback_echoes_feed_last_action_but_give_no_sample(tmp_path):
-    rec = record_sim_bag(tmp_path / "bag", episodes=1, max_steps=12, fallback_every=4)
+@pytest.mark.parametrize("frame", ["fallback", "withheld,fallback"])   # published or not
+def test_fallback_echoes_feed_last_action_but_give_no_sample(tmp_path, frame):
+    rec = record_sim_bag(tmp_path / "bag", episodes=1, max_steps=12, fallback_every=4,
+                         fallback_frame=frame)
     ds, stats = dataset_from_bag(str(tmp_path / "bag"), *specs())
     assert stats.echoes == 13 and stats.fallback_echoes == 3 and stats.samples == 10
     _check_equal(ds, rec)

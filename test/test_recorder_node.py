@@ -98,6 +98,8 @@ def test_records_three_types_and_closes_on_sigint(ros_node, tmp_path):
         assert proc.returncode == 0, read_log(proc)
     log = read_log(proc)
     assert "closed bag" in log
+    assert "entry 'vec:std_msgs/msg/Float64MultiArray' uses the deprecated 'topic:Type' form; " \
+        "write 'vec=std_msgs/msg/Float64MultiArray'" in log   # the old form still records
 
     by_topic = {}
     for item in read_bag(bag):

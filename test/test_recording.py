@@ -401,3 +401,20 @@ def test_a_backlog_is_written_in_bounded_chunks_in_order():
     assert all(sum(len(e[4]) for e in part) <= 250_000 or len(part) == 1 for part in parts)
     assert [len(p) for p in parts] == [2, 2, 2, 1, 1, 3]
     assert list(_chunks([], 250_000)) == [[]]
+
+
+def test_recorder_topics_pin_types_with_equals_and_still_read_the_old_colon_form():
+    from policy_distill_ros.recording.recorder_config import RecorderConfig, TopicRequest
+    cfg = RecorderConfig(topics=["imu", "front/imu=sensor_msgs/Imu",
+                                 "vec:std_msgs/msg/Float64MultiArray"])
+    assert cfg.requests == [TopicRequest("imu"), TopicRequest("front/imu", "sensor_msgs/msg/Imu"),
+                            TopicRequest("vec", "std_msgs/msg/Float64MultiArray")]
+    assert cfg.deprecations == ["recorder topics: entry 'vec:std_msgs/msg/Float64MultiArray' "
+                                "uses the deprecated 'topic:Type' form; write "
+                                "'vec=std_msgs/msg/Float64MultiArray'"]
+    for bad, match in ((["imu=Imu"], "entry 'imu=Imu'.*not 'package/msg/Type'"),
+                       (["imu="], "entry 'imu='.*expected 'topic' or 'topic=pkg/msg/Type'"),
+                       (["  "], "an entry is empty"),
+                       (["imu", "imu=sensor_msgs/Imu"], "duplicate")):
+        with pytest.raises(ValueError, match=match):
+            RecorderConfig(topics=bad)

@@ -24,6 +24,8 @@ import json
 import logging
 from pathlib import Path
 
+from policy_distill_ros.core.config_keys import check_keys
+
 HELP = "DAgger rounds in-process: the student drives, the teacher labels, data aggregates"
 LOG = logging.getLogger("policy-distill.dagger")
 ROUND_COLUMNS = (
@@ -68,11 +70,7 @@ def _load_config(path: str) -> dict:
     import yaml
     with open(path) as f:
         data = yaml.safe_load(f) or {}
-    if not isinstance(data, dict):
-        raise ValueError(f"{path}: expected a mapping")
-    unknown = sorted(set(data) - set(_KEYS))
-    if unknown:
-        raise ValueError(f"{path}: unknown keys {unknown} (known: {list(_KEYS)})")
+    check_keys(data, _KEYS, path)
     for key in ("teacher", "student_spec", "teacher_spec"):
         if not data.get(key):
             raise ValueError(f"{path}: missing {key!r}")

@@ -32,6 +32,19 @@ from pathlib import Path
 import yaml
 
 from policy_distill_ros.commands.deploy import node_params, resolve
+from policy_distill_ros.core.contract import (
+    CONTACT_FORCES,
+    DYNAMICS,
+    EPISODE,
+    EPISODE_LABELS,
+    IMU,
+    JOINT_STATES,
+    ODOMETRY,
+    header_stamp_ns,
+    ns_to_s,
+    s_to_ns,
+)
+from policy_distill_ros.core.fields import layout_labels
 from policy_distill_ros.processes import CliPeer, NodeProcess, log_directory, sigterm_as_interrupt
 
 HELP = "teacher demonstrations from the embedded simulator into a rosbag2 (MCAP)"
@@ -42,13 +55,10 @@ DEFAULT_SIM_CONFIG = "config/sim.yaml"
 DEFAULT_STUDENT_SPEC = "config/specs/ant_student.yaml"
 SIM, TEACHER, RECORDER, MONITOR, STUDENT = ("sim_node", "teacher_node", "recorder_node",
                                            "timing_monitor_node", "student_node")
-SIM_TOPICS = ["joint_states", "imu", "privileged/odometry", "privileged/contact_forces",
-              "privileged/dynamics", "episode"]
+SIM_TOPICS = [JOINT_STATES, IMU, ODOMETRY, CONTACT_FORCES, DYNAMICS, EPISODE]
 READY_TIMEOUT_S = 60.0
 SETTLE_S = 0.5          # after everything is subscribed, before releasing the simulator
 DRAIN_S = 1.0           # after the simulator exits, before stopping the recorder
-EPISODE_LABELS = ("episode_id", "step", "stamp_s", "reward", "episode_return", "terminated",
-                  "truncated")
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -359,10 +369,9 @@ def read_back(bag_path: Path) -> tuple:
     for item in read_bag(str(bag_path), ["/episode", "/privileged/odometry"]):
         msg = item.message
         if item.topic.endswith("odometry"):
-            stamp = int(msg.header.stamp.sec) * 1_000_000_000 + int(msg.header.stamp.nanosec)
-            x_by_stamp[stamp] = float(msg.pose.pose.position.x)
+            x_by_stamp[header_stamp_ns(msg)] = float(msg.pose.pose.position.x)
             continue
-        labels = msg.layout.dim[0].label.split(",") if msg.layout.dim else EPISODE_LABELS
+        labels = layout_labels(msg) or EPISODE_LABELS
         v = dict(zip(labels, msg.data, strict=False))
         log_times.append(item.log_time_ns)
         ep = episodes.setdefault(int(v["episode_id"]), {"first_stamp": v["stamp_s"]})
@@ -370,18 +379,15 @@ def read_back(bag_path: Path) -> tuple:
                   terminated=bool(v["terminated"]), done=bool(v["terminated"] or v["truncated"]))
 
     def x_at(stamp_s: float) -> float:
-        key = round(stamp_s * 1e9)
-        for k in (key, key - 1, key + 1):   # stamp_s is a float copy of the same stamp
-            if k in x_by_stamp:
-                return x_by_stamp[k]
-        return math.nan
+        # stamp_s is the float the simulator stamped its messages from: same rounding, exact
+        return x_by_stamp.get(s_to_ns(stamp_s), math.nan)
 
     figures = [EpisodeFigures(eid, ep["steps"], ep["ret"],
                               x_at(ep["last_stamp"]) - x_at(ep["first_stamp"]), ep["terminated"])
                for eid, ep in sorted(episodes.items()) if ep.get("done")]
     steps_per_s = math.nan
     if len(log_times) > 1 and log_times[-1] > log_times[0]:
-        steps_per_s = (len(log_times) - 1) / ((log_times[-1] - log_times[0]) * 1e-9)
+        steps_per_s = (len(log_times) - 1) / ns_to_s(log_times[-1] - log_times[0])
     return info, figures, steps_per_s
 
 

@@ -19,6 +19,8 @@ from collections.abc import Callable
 
 import numpy as np
 
+from .contract import IMU_TYPE, JOINT_STATE_TYPE
+
 __all__ = ["CdrError", "Stamp", "Header", "DecodedJointState", "DecodedImu", "JointStateDecoder",
            "decode_imu", "DECODERS"]
 
@@ -169,6 +171,6 @@ def _imu_decoder() -> Callable[[bytes], DecodedImu]:
 
 # message type name -> factory of a decoder (one per subscription: decoders may cache)
 DECODERS: dict[str, Callable[[], Callable[[bytes], object] | None]] = {
-    "sensor_msgs/msg/JointState": _new_joint_state_decoder,
-    "sensor_msgs/msg/Imu": _imu_decoder,
+    JOINT_STATE_TYPE: _new_joint_state_decoder,
+    IMU_TYPE: _imu_decoder,
 }

@@ -11,6 +11,8 @@ from typing import Any
 
 import numpy as np
 
+from .contract import header_stamp_s, stamp_s   # re-exported: the stamp rule lives there
+
 __all__ = ["FieldError", "extract", "header_stamp_s", "stamp_s", "names_of", "layout_labels"]
 
 
@@ -61,22 +63,6 @@ def extract(msg: Any, field_path: str) -> np.ndarray:
             raise FieldError(f"message {type(msg).__name__} has no field '{field_path}' "
                              f"(missing '{part}')") from None
     return _to_array(value, field_path)
-
-
-def stamp_s(stamp: Any) -> float:
-    """builtin_interfaces/Time (sec, nanosec) -> seconds."""
-    return stamp.sec + stamp.nanosec * 1e-9
-
-
-def header_stamp_s(msg: Any) -> float | None:
-    """`msg.header.stamp` in seconds, or None for a message without a header."""
-    header = getattr(msg, "header", None)
-    if header is None:
-        return None
-    stamp = getattr(header, "stamp", None)
-    if stamp is None:
-        return None
-    return stamp.sec + stamp.nanosec * 1e-9
 
 
 def layout_labels(msg: Any) -> list[str] | None:

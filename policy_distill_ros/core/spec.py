@@ -14,6 +14,8 @@ from typing import Any
 
 import numpy as np
 
+from .config_keys import check_keys
+
 __all__ = ["SpecError", "ObsTerm", "ObservationSpec", "ActionSpec", "PolicySpec",
            "load_policy_spec", "dump_policy_spec", "PRIVILEGED_PREFIX", "TERM_KINDS"]
 
@@ -79,11 +81,7 @@ def _plain(v: float | tuple[float, ...]) -> float | list[float]:
 
 
 def _check_keys(d: Mapping[str, Any], allowed: Sequence[str], where: str) -> None:
-    if not isinstance(d, Mapping):
-        raise SpecError(f"{where} must be a mapping, got {type(d).__name__}")
-    unknown = sorted(set(d) - set(allowed))
-    if unknown:
-        raise SpecError(f"{where}: unknown key(s) {unknown}; allowed: {sorted(allowed)}")
+    check_keys(d, allowed, where, SpecError)
 
 
 # ---------------------------------------------------------------------------------------------

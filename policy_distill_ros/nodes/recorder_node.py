@@ -49,7 +49,7 @@ class RecorderNode(Node):
         self.config = RecorderConfig(
             topics=list(declare(self, "topics", ["joint_states", "imu", "episode"],
                                 "topics to record: 'name' (type from the graph) or "
-                                "'name:pkg/msg/Type'", read_only=True)),
+                                "'name=pkg/msg/Type'", read_only=True)),
             output_dir=declare(self, "output_dir", "bags", "a new timestamped bag per run here",
                                read_only=True),
             bag_path=declare(self, "bag_path", "", "explicit bag directory (must not exist)",
@@ -73,6 +73,8 @@ class RecorderNode(Node):
             student_spec_path=declare(self, "student_spec_path", "", "student policy spec YAML, "
                                       "recorded verbatim", read_only=True))
         warn_unknown_parameters(self)
+        for line in self.config.deprecations:
+            self.get_logger().warning(line)
         self.bag_path = self.config.resolved_bag_path()
         self.writer = BagWriter(self.config.writer_config(self.bag_path,
                                                           self.config.custom_data())).open()
@@ -103,7 +105,7 @@ class RecorderNode(Node):
             if not publishers or msgtype is None:
                 if len(types) > 1 and request.msgtype is None:
                     self.get_logger().warn(f"topic {topic} has several types {types}; name one "
-                                           f"as '{request.name}:pkg/msg/Type'")
+                                           f"as '{request.name}=pkg/msg/Type'")
                 missing.append(topic)
                 continue
             self._subscribe(topic, msgtype, publishers)

@@ -16,6 +16,8 @@ from rclpy.node import Node
 from rclpy.qos import (DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPolicy,
                        qos_profile_sensor_data)
 
+from policy_distill_ros.core.contract import s_to_sec_nanosec, stamp_s
+
 # Sensors: best effort, newest only. A RELIABLE subscriber never hears a BEST_EFFORT publisher,
 # while a BEST_EFFORT subscriber hears both, so inputs are always subscribed best effort.
 SENSOR_QOS = QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=1,
@@ -130,18 +132,14 @@ def warn_unknown_parameters(node: Node) -> list:
     return unknown
 
 
-def stamp_to_s(stamp) -> float:
-    """builtin_interfaces/Time -> seconds as float."""
-    return stamp.sec + stamp.nanosec * 1e-9
+stamp_to_s = stamp_s   # builtin_interfaces/Time -> float seconds (core.contract)
 
 
 def s_to_stamp(seconds: float, stamp=None):
     """Seconds -> builtin_interfaces/Time (filled in place when `stamp` is given)."""
     from builtin_interfaces.msg import Time
     stamp = stamp if stamp is not None else Time()
-    sec = int(seconds // 1)
-    stamp.sec = sec
-    stamp.nanosec = min(int(round((seconds - sec) * 1e9)), 999_999_999)
+    stamp.sec, stamp.nanosec = s_to_sec_nanosec(seconds)
     return stamp
 
 

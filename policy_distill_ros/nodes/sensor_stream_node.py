@@ -17,6 +17,7 @@ import time
 from rclpy.node import Node
 from sensor_msgs.msg import Imu, JointState
 
+from policy_distill_ros.core.contract import JOINT_STATES, ns_to_s, ns_to_sec_nanosec
 from policy_distill_ros.core.loop_timer import LoopTimer
 from policy_distill_ros.core.policy_file import read_metadata
 from policy_distill_ros.nodes.ros_common import (
@@ -27,19 +28,17 @@ from policy_distill_ros.nodes.ros_common import (
 )
 from policy_distill_ros.sim.sensor_stream import SensorStream, StreamConfig
 
-JOINT_STATES_TOPIC = "joint_states"
-
 
 def joints_read_by(model_path: str) -> list[str]:
     """Joint names a policy file's observation reads from `joint_states`, first-seen order."""
     spec = read_metadata(model_path).observation_spec
     names: list[str] = []
     for term in spec.terms:
-        if term.topic == JOINT_STATES_TOPIC and term.joints is not None:
+        if term.topic == JOINT_STATES and term.joints is not None:
             names += [j for j in term.joints if j not in names]
     if not names:
         raise ValueError(f"model_path {model_path!r}: its observation reads no joints from "
-                         f"'{JOINT_STATES_TOPIC}'; set the joint_names parameter")
+                         f"'{JOINT_STATES}'; set the joint_names parameter")
     return names
 
 
@@ -72,14 +71,14 @@ class SensorStreamNode(Node):
         self._imu = Imu()
         self._imu.header.frame_id = declare(self, "imu_frame_id", "base_link", "Imu frame")
         warn_unknown_parameters(self)
-        self._joints_pub = self.create_publisher(JointState, JOINT_STATES_TOPIC, SENSOR_QOS)
+        self._joints_pub = self.create_publisher(JointState, JOINT_STATES, SENSOR_QOS)
         self._imu_pub = self.create_publisher(Imu, "imu", SENSOR_QOS)
         self.published = 0
         self._t0_ns = time.monotonic_ns()
         self._loop = LoopTimer.at_rate(self.rate_hz, self._publish, name="sensor_stream",
                                        on_error=self._on_error)
         self._loop.start()
-        self.get_logger().info(f"publishing {JOINT_STATES_TOPIC} ({len(config.joint_names)} "
+        self.get_logger().info(f"publishing {JOINT_STATES} ({len(config.joint_names)} "
                                f"joints: {', '.join(config.joint_names)}) + imu at "
                                f"{self.rate_hz:g} Hz")
 
@@ -87,7 +86,7 @@ class SensorStreamNode(Node):
         return self.get_clock().now().nanoseconds if self._sim_time else time.time_ns()
 
     def _publish(self) -> None:
-        sample = self.stream.sample((time.monotonic_ns() - self._t0_ns) * 1e-9)
+        sample = self.stream.sample(ns_to_s(time.monotonic_ns() - self._t0_ns))
         joints, imu = self._joints, self._imu
         joints.position = array.array("d", sample["position"].tobytes())
         joints.velocity = array.array("d", sample["velocity"].tobytes())
@@ -100,7 +99,7 @@ class SensorStreamNode(Node):
             float(w[0]), float(w[1]), float(w[2])
         imu.linear_acceleration.x, imu.linear_acceleration.y, imu.linear_acceleration.z = \
             float(a[0]), float(a[1]), float(a[2])
-        sec, nanosec = divmod(self._stamp_ns(), 1_000_000_000)
+        sec, nanosec = ns_to_sec_nanosec(self._stamp_ns())
         imu.header.stamp.sec = joints.header.stamp.sec = sec
         imu.header.stamp.nanosec = joints.header.stamp.nanosec = nanosec
         self._imu_pub.publish(imu)

@@ -23,6 +23,7 @@ from rosgraph_msgs.msg import Clock
 from sensor_msgs.msg import Imu, JointState
 from std_msgs.msg import Float64MultiArray, MultiArrayDimension
 
+from policy_distill_ros.core.contract import ns_to_s
 from policy_distill_ros.nodes.ros_common import (
     COMMAND_QOS,
     SENSOR_QOS,
@@ -190,7 +191,7 @@ class SimNode(Node):
 
     def _republish_if_idle(self) -> None:
         idle_ns = self.get_clock().now().nanoseconds - self._last_publish_ns
-        if not self._stopping and not self.paused and idle_ns > self.timeout_s * 1e9 and \
+        if not self._stopping and not self.paused and ns_to_s(idle_ns) > self.timeout_s and \
                 self.runner.frame:
             self._publish(self.runner.frame)
 

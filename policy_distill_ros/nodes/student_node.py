@@ -45,6 +45,7 @@ from rclpy.lifecycle import LifecycleNode, LifecycleState, TransitionCallbackRet
 from std_msgs.msg import Float64MultiArray, String
 from std_srvs.srv import Trigger
 
+from policy_distill_ros.core.contract import COMMAND, ns_to_s
 from policy_distill_ros.core.enforcement import (NOMINAL, STATES, TRIGGERS, DeadlineEnforcer,
                                                  input_periods_for)
 from policy_distill_ros.core.faults import FaultTracker
@@ -63,7 +64,7 @@ from policy_distill_ros.nodes.ros_common import (COMMAND_QOS, LATCHED_QOS, SENSO
                                                  add_parameter_check, declare, require_choice,
                                                  spin_node, warn_unknown_parameters)
 
-COMMAND_TOPIC = "command"   # geometry_msgs/TwistStamped feeding `kind: command` terms
+COMMAND_TOPIC = COMMAND   # geometry_msgs/TwistStamped feeding `kind: command` terms
 
 
 @dataclass
@@ -298,7 +299,7 @@ class StudentNode(LifecycleNode):
 
     # ---- inputs ----------------------------------------------------------------------------
     def _ros_now_s(self) -> float:
-        return self.get_clock().now().nanoseconds * 1e-9
+        return ns_to_s(self.get_clock().now().nanoseconds)
 
     def _on_input(self, topic: str, msg) -> None:
         """PolicyIo thread. on_message: assemble at once (this thread also runs the tick, so

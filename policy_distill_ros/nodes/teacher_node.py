@@ -46,6 +46,7 @@ from rclpy.qos import HistoryPolicy, QoSProfile, ReliabilityPolicy
 from sensor_msgs.msg import JointState
 from std_msgs.msg import Float64MultiArray
 
+from policy_distill_ros.core.contract import is_fallback_frame, ns_to_s, stamp_ns
 from policy_distill_ros.core.faults import FaultTracker
 from policy_distill_ros.core.fields import layout_labels
 from policy_distill_ros.core.observation import ObservationAssembler
@@ -107,11 +108,6 @@ class TeacherNodeConfig:
             if not getattr(self, name):
                 raise ValueError(f"parameter '{name}' is empty")
         self.type_table = parse_topic_types([e for e in self.topic_types.split(",") if e.strip()])
-
-
-def stamp_key(stamp) -> int:
-    """builtin_interfaces/Time -> integer nanoseconds: exact, for matching by the stamp rule."""
-    return int(stamp.sec) * 1_000_000_000 + int(stamp.nanosec)
 
 
 class TeacherNode(Node):
@@ -227,7 +223,7 @@ class TeacherNode(Node):
 
     # ---- inputs (all on the PolicyIo thread) -----------------------------------------------
     def _ros_now_s(self) -> float:
-        return self.get_clock().now().nanoseconds * 1e-9
+        return ns_to_s(self.get_clock().now().nanoseconds)
 
     def _on_input(self, topic: str, msg) -> None:
         self._feed(("input", topic, msg, self._now_s()), topic == self._cfg.trigger_topic)
@@ -306,15 +302,15 @@ class TeacherNode(Node):
 
     def _on_executed(self, msg: JointState) -> None:
         """label: the driver's echo; the one for our last label releases the held inputs."""
-        if self._gate.executed(stamp_key(msg.header.stamp)):
+        if self._gate.executed(stamp_ns(msg.header.stamp)):
             self._set_last_action(msg.position)
             for entry, trigger in self._gate.release():
                 self._feed(entry, trigger)
 
     def _on_other(self, msg: JointState) -> None:
         """mix: the other policy's echo = its action for the observation of that stamp."""
-        execute = self._mixer.offer(stamp_key(msg.header.stamp), msg.position,
-                                    msg.header.frame_id == "fallback")
+        execute = self._mixer.offer(stamp_ns(msg.header.stamp), msg.position,
+                                    is_fallback_frame(msg.header.frame_id))
         if execute is not None:
             self._execute(execute, msg.header.stamp)
 
@@ -352,7 +348,7 @@ class TeacherNode(Node):
             self._publish_label(command, stamp)
         if mode == "label":
             if command is not None:
-                self._gate.labelled(stamp_key(stamp))
+                self._gate.labelled(stamp_ns(stamp))
             return
         if command is None:
             self.fallbacks += 1
@@ -362,7 +358,7 @@ class TeacherNode(Node):
         if mode == "drive":
             self._publish(command, stamp, fault is not None)
             return
-        execute = self._mixer.on_observation(stamp_key(stamp), command, fault is not None)
+        execute = self._mixer.on_observation(stamp_ns(stamp), command, fault is not None)
         if execute is not None:
             self._execute(execute, stamp)
 

@@ -41,6 +41,7 @@ from sensor_msgs.msg import JointState
 from std_msgs.msg import Float64, String
 from std_srvs.srv import Trigger
 
+from policy_distill_ros.core.contract import is_fallback_frame, is_withheld_frame, ns_to_s
 from policy_distill_ros.core.enforcement import (ESCALATIONS, LATCHED, NOMINAL, TIME_JUMP_S,
                                                  TRIGGERS, DeadlineEnforcer, StateChange,
                                                  input_periods_for)
@@ -254,7 +255,7 @@ class TimingMonitorNode(Node):
             f"actions, escalation {cfg.escalation}")
 
     def _ros_now_s(self) -> float:
-        return self.get_clock().now().nanoseconds * 1e-9
+        return ns_to_s(self.get_clock().now().nanoseconds)
 
     def destroy_node(self) -> None:
         if self._echo_loop is not None:
@@ -269,7 +270,7 @@ class TimingMonitorNode(Node):
         if info is not None and not self._sim_time:
             source_ns = info.get("source_timestamp", 0) if isinstance(info, dict) else 0
             if source_ns > 0:
-                sent_s = source_ns * 1e-9  # when the student published: our stalls do not count
+                sent_s = ns_to_s(source_ns)  # when the student published: our stalls do not count
         stamp_s = stamp_to_s(msg.header.stamp)
         latency_s = now_s - stamp_s
         frame = msg.header.frame_id
@@ -283,10 +284,10 @@ class TimingMonitorNode(Node):
             else:
                 self.clock_mismatches += 1
             self.period.add(sent_s)
-            good = not frame.endswith(ActionPublisher.FALLBACK_FRAME)
+            good = not is_fallback_frame(frame)
             if not good:
                 self.student_fallbacks += 1
-            is_withheld = frame.startswith(ActionPublisher.WITHHELD_FRAME)
+            is_withheld = is_withheld_frame(frame)
             self.withheld += is_withheld
             change = self.enforcer.on_action(sent_s, stamp_s, good)
             self._apply(change)

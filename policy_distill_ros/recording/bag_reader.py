@@ -14,6 +14,7 @@ import re
 from dataclasses import dataclass, field
 from typing import Any, Dict, Iterable, Iterator, List, NamedTuple, Optional, Tuple
 
+from policy_distill_ros.core.contract import MessageTypeError, normalize_type_name, ns_to_s
 from policy_distill_ros.recording import bag_metadata as meta
 from policy_distill_ros.recording.bag_writer import SPECS_METADATA_NAME
 from policy_distill_ros.recording.mcap_scan import (McapFileError, McapScan, chunk_messages,
@@ -56,7 +57,7 @@ class BagInfo:
     def duration_s(self) -> float:
         if self.start_ns is None or self.end_ns is None:
             return 0.0
-        return (self.end_ns - self.start_ns) * 1e-9
+        return ns_to_s(self.end_ns - self.start_ns)
 
 
 def bag_files(path: str) -> List[str]:
@@ -222,8 +223,12 @@ def read_bag(path: str, topics: Optional[Iterable[str]] = None) -> Iterator[BagM
 
 
 def _normalized(msgtype: str) -> str:
-    parts = msgtype.split("/")
-    return f"{parts[0]}/msg/{parts[1]}" if len(parts) == 2 else msgtype
+    """A bag's type name in the contract's form; a name that is not a ROS type stays as it is
+    (another tool's schema), to fail only if a message of it is decoded."""
+    try:
+        return normalize_type_name(msgtype)
+    except MessageTypeError:
+        return msgtype
 
 
 def bag_info(path: str) -> BagInfo:

@@ -21,7 +21,8 @@ from typing import Dict, List, Optional, Sequence, Tuple
 
 from policy_distill_ros.recording import bag_metadata as meta
 from policy_distill_ros.recording.mcap_file import FileOpener, McapFileWriter, open_exclusive
-from policy_distill_ros.recording.msg_types import message_definition, normalize_msgtype
+from policy_distill_ros.core.contract import normalize_type_name
+from policy_distill_ros.recording.msg_types import message_definition
 
 SPECS_METADATA_NAME = "policy_distill_ros"
 
@@ -128,7 +129,7 @@ class BagWriter:
     def add_topic(self, topic: str, msgtype: str, qos: Sequence[meta.OfferedQos] = (),
                   msgdef: Optional[str] = None, type_hash: Optional[str] = None) -> int:
         """Register a topic (definition from the typestore unless given); returns its channel id."""
-        msgtype = normalize_msgtype(msgtype)
+        msgtype = normalize_type_name(msgtype)
         if msgdef is None or type_hash is None:
             msgdef, type_hash = message_definition(msgtype)
         with self._lock:

@@ -8,13 +8,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Dict, Iterable, List, Tuple
 
+from policy_distill_ros.core.contract import stamp_ns
 from policy_distill_ros.recording.bag_reader import BagMessage
-
-
-def stamp_ns(msg: Any) -> int:
-    """header.stamp as integer nanoseconds (exact: no float rounding)."""
-    stamp = msg.header.stamp
-    return int(stamp.sec) * 1_000_000_000 + int(stamp.nanosec)
 
 
 @dataclass
@@ -35,13 +30,13 @@ def join_by_stamp(messages: Iterable[BagMessage], state_topic: str,
     action_names = {action_topic, "/" + action_topic.lstrip("/")}
     for item in messages:
         if item.topic in state_names:
-            key = stamp_ns(item.message)
+            key = stamp_ns(item.message.header.stamp)
             if key in states:
                 result.duplicate_stamps += 1
             else:
                 states[key] = item.message
         elif item.topic in action_names:
-            actions.append((stamp_ns(item.message), item.message))
+            actions.append((stamp_ns(item.message.header.stamp), item.message))
     used = set()
     for key, action in actions:
         state = states.get(key)

@@ -7,27 +7,13 @@ rclpy messages, so `core/fields.py` reads both.
 from __future__ import annotations
 
 import functools
-import re
 from typing import Iterable, Tuple
 
 from rosbags.typesys import Stores, get_types_from_msg, get_typestore
 from rosbags.typesys.store import Typestore
 
-_TYPE_RE = re.compile(r"^([A-Za-z][A-Za-z0-9_]*)/(?:(msg|srv|action)/)?([A-Za-z][A-Za-z0-9_]*)$")
-
-
-class MessageTypeError(ValueError):
-    """A message type name that is malformed or unknown to the typestore."""
-
-
-def normalize_msgtype(msgtype: str) -> str:
-    """'sensor_msgs/JointState' or 'sensor_msgs/msg/JointState' -> 'sensor_msgs/msg/JointState'."""
-    match = _TYPE_RE.match(msgtype.strip())
-    if not match:
-        raise MessageTypeError(f"message type {msgtype!r} is not 'package/msg/Type' or "
-                               f"'package/Type'")
-    pkg, kind, name = match.groups()
-    return f"{pkg}/{kind or 'msg'}/{name}"
+# MessageTypeError (malformed or unknown to the typestore) is the contract's, re-exported here.
+from policy_distill_ros.core.contract import MessageTypeError, normalize_type_name
 
 
 @functools.lru_cache(maxsize=None)
@@ -39,7 +25,7 @@ def default_typestore() -> Typestore:
 def message_definition(msgtype: str, typestore: Typestore | None = None) -> Tuple[str, str]:
     """(ros2msg definition text with dependencies, RIHS01 type hash) for a message type."""
     store = typestore or default_typestore()
-    msgtype = normalize_msgtype(msgtype)
+    msgtype = normalize_type_name(msgtype)
     if msgtype not in store.fielddefs:
         raise MessageTypeError(f"message type {msgtype!r} is not in the typestore; known "
                                f"packages: {sorted({t.split('/')[0] for t in store.fielddefs})}")
@@ -54,7 +40,7 @@ def register_schemas(store: Typestore, schemas: Iterable[Tuple[str, str, bytes]]
     """
     for name, encoding, data in schemas:
         try:
-            msgtype = normalize_msgtype(name)
+            msgtype = normalize_type_name(name)
         except MessageTypeError:
             continue
         if msgtype in store.fielddefs or encoding != "ros2msg" or not data:

@@ -1,6 +1,7 @@
 """What the recorder node records, validated before anything is subscribed (ROS-free).
 
-Topic entries are "name" (type discovered from the graph) or "name:pkg/msg/Type". The specs in
+Topic entries are "name" (type discovered from the graph) or "name=pkg/msg/Type" (the old
+"name:pkg/msg/Type" is read with a deprecation warning, docs/contracts.md). The specs in
 use and the teacher's sha256 become the bag's custom data, so a dataset always says which
 teacher and which observation specs produced it.
 """
@@ -15,8 +16,8 @@ from typing import Dict, List, Optional, Sequence, Tuple
 
 import yaml
 
+from policy_distill_ros.core.contract import parse_topic_type
 from policy_distill_ros.recording.bag_writer import BagWriterConfig
-from policy_distill_ros.recording.msg_types import MessageTypeError, normalize_msgtype
 
 # custom_data keys (metadata.yaml `custom_data` and the MCAP metadata record `policy_distill_ros`)
 KEY_TEACHER_PATH = "teacher_path"
@@ -32,21 +33,15 @@ class TopicRequest:
     msgtype: Optional[str] = None   # None: discover from the publishers on the graph
 
 
-def parse_topic(entry: str) -> TopicRequest:
-    """'imu' or 'imu:sensor_msgs/msg/Imu' -> TopicRequest; ValueError naming the entry."""
-    text = entry.strip()
-    if not text:
+def parse_topic(entry: str, deprecations: Optional[List[str]] = None) -> TopicRequest:
+    """'imu' or 'imu=sensor_msgs/msg/Imu' -> TopicRequest; ValueError naming the entry. A
+    deprecation line (old 'imu:Type' form) is appended to `deprecations` for the node to log."""
+    if not entry.strip():
         raise ValueError("recorder topics: an entry is empty")
-    name, sep, msgtype = text.partition(":")
-    name = name.strip()
-    if not name or any(c.isspace() for c in name):
-        raise ValueError(f"recorder topics: {entry!r} has no valid topic name")
-    if not sep:
-        return TopicRequest(name)
-    try:
-        return TopicRequest(name, normalize_msgtype(msgtype))
-    except MessageTypeError as exc:
-        raise ValueError(f"recorder topics: entry {entry!r}: {exc}") from None
+    parsed = parse_topic_type(entry, "recorder topics", type_required=False, legacy_colon=True)
+    if parsed.deprecation and deprecations is not None:
+        deprecations.append(parsed.deprecation)
+    return TopicRequest(parsed.topic, parsed.type_name)
 
 
 def sha256_of(path: str) -> str:
@@ -105,11 +100,13 @@ class RecorderConfig:
     teacher_spec_path: str = ""
     student_spec_path: str = ""
     requests: List[TopicRequest] = field(init=False)
+    deprecations: List[str] = field(init=False)    # one line each, for the node to log
 
     def __post_init__(self) -> None:
         if not self.topics:
             raise ValueError("recorder topics is empty: name at least one topic to record")
-        self.requests = [parse_topic(t) for t in self.topics]
+        self.deprecations = []
+        self.requests = [parse_topic(t, self.deprecations) for t in self.topics]
         names = [r.name for r in self.requests]
         if len(set(names)) != len(names):
             raise ValueError(f"recorder topics: duplicate entries in {names}")

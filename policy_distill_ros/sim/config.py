@@ -14,6 +14,8 @@ from typing import Any
 
 import yaml
 
+from policy_distill_ros.core.config_keys import check_keys, dataclass_keys
+
 ROBOTS = ("ant",)
 
 
@@ -39,12 +41,7 @@ def _range(name: str, value: Any, *, minimum: float, integer: bool = False) -> t
 
 def _from_mapping(cls, data: Mapping[str, Any], where: str):
     """Build a dataclass from a mapping, refusing unknown keys (typos) with the allowed ones."""
-    if not isinstance(data, Mapping):
-        raise ValueError(f"{where} must be a mapping, got {type(data).__name__}")
-    allowed = {f.name for f in fields(cls)}
-    unknown = sorted(set(data) - allowed)
-    if unknown:
-        raise ValueError(f"{where}: unknown key(s) {unknown}; allowed: {sorted(allowed)}")
+    check_keys(data, dataclass_keys(cls), where)
     return cls(**dict(data))
 
 

@@ -13,15 +13,20 @@ from dataclasses import dataclass
 
 import numpy as np
 
-JOINT_STATES = "joint_states"
-IMU = "imu"
-ODOMETRY = "privileged/odometry"
-CONTACT_FORCES = "privileged/contact_forces"
-DYNAMICS = "privileged/dynamics"
-EPISODE = "episode"
+# The topic names are the contract's (re-exported: sim code and tests say `topics.IMU`).
+from policy_distill_ros.core.contract import (
+    CONTACT_FORCES,
+    DYNAMICS,
+    EPISODE,
+    EPISODE_LABELS,
+    IMU,
+    JOINT_STATES,
+    ODOMETRY,
+)
 
-EPISODE_LABELS = ("episode_id", "step", "stamp_s", "reward", "episode_return", "terminated",
-                  "truncated")
+__all__ = ["JOINT_STATES", "IMU", "ODOMETRY", "CONTACT_FORCES", "DYNAMICS", "EPISODE",
+           "EPISODE_LABELS", "SENSOR_TOPICS", "PRIVILEGED_TOPICS", "TopicSample", "SensorFrame"]
+
 SENSOR_TOPICS = (JOINT_STATES, IMU)
 PRIVILEGED_TOPICS = (ODOMETRY, CONTACT_FORCES, DYNAMICS)
 

@@ -45,6 +45,7 @@ from typing import Any
 
 import numpy as np
 
+from policy_distill_ros.core.config_keys import check_keys, dataclass_keys
 from policy_distill_ros.core.spec import PolicySpec
 from policy_distill_ros.sim.config import SimConfig
 
@@ -139,10 +140,7 @@ class DaggerConfig:
 
     @classmethod
     def from_dict(cls, d: dict) -> DaggerConfig:
-        known = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(d) - known)
-        if unknown:
-            raise ValueError(f"DaggerConfig: unknown keys {unknown} (known: {sorted(known)})")
+        check_keys(d, dataclass_keys(cls), "DaggerConfig")
         return cls(**d)
 
 

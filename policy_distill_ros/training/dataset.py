@@ -27,8 +27,8 @@ Replay rule (one sample per action echo, the stamp rule of docs/contracts.md):
 - A new `episode_id` on the `episode` topic resets both assemblers (history cleared). Time
   going backwards on a topic starts a new time segment (`reset_time_on_episode`); without an
   `episode` topic each segment is an episode.
-- Echoes marked as fallback (`header.frame_id == "fallback"`) were not policy decisions: they
-  feed `last_action` but give no sample.
+- Echoes marked as fallback (`core.contract.is_fallback_frame`: `fallback`, `withheld,fallback`)
+  were not policy decisions: they feed `last_action` but give no sample.
 
 `actions` are the executed commands mapped back to raw policy output space,
 `(command - offset) / scale` (exact unless the command was clipped to a limit).
@@ -45,6 +45,9 @@ from typing import Any, Iterable, Sequence
 
 import numpy as np
 
+from policy_distill_ros.core.contract import (EPISODE, FALLBACK_FRAME, header_stamp_ns,
+                                              is_fallback_frame, ns_to_s, s_to_ns)
+from policy_distill_ros.core.fields import layout_labels
 from policy_distill_ros.core.observation import ObservationAssembler
 from policy_distill_ros.core.spec import PolicySpec, SpecError
 from policy_distill_ros.recording.bag_reader import BagError, bag_info, read_bag
@@ -53,8 +56,7 @@ __all__ = ["DatasetError", "DistillDataset", "BagStats", "dataset_from_bags", "d
            "EPISODE_TOPIC", "FALLBACK_FRAME"]
 
 LOG = logging.getLogger(__name__)
-EPISODE_TOPIC = "episode"
-FALLBACK_FRAME = "fallback"     # nodes.policy_io.ActionPublisher.FALLBACK_FRAME (no rclpy here)
+EPISODE_TOPIC = EPISODE           # names kept for callers; defined in core.contract
 _FORMAT = "policy_distill_ros.dataset/1"
 
 
@@ -237,24 +239,8 @@ class BagStats:
         return {k: list(v) if isinstance(v, list) else v for k, v in self.__dict__.items()}
 
 
-def _stamp_ns(msg: Any) -> int:
-    stamp = msg.header.stamp
-    return int(stamp.sec) * 1_000_000_000 + int(stamp.nanosec)
-
-
-def _seconds_to_ns(seconds: float) -> int:
-    """Same rounding as nodes.ros_common.s_to_stamp (how sim_node stamps a frame)."""
-    sec = int(seconds // 1)
-    return sec * 1_000_000_000 + min(int(round((seconds - sec) * 1e9)), 999_999_999)
-
-
 def _bare(topic: str) -> str:
     return topic.lstrip("/")
-
-
-def _labels(msg: Any) -> list[str]:
-    dims = getattr(getattr(msg, "layout", None), "dim", None) or []
-    return [s.strip() for s in dims[0].label.split(",")] if dims and dims[0].label else []
 
 
 def _check_specs(student_spec: PolicySpec, teacher_spec: PolicySpec) -> None:
@@ -306,15 +292,15 @@ class _Replay:
     # -- collect ------------------------------------------------------------------------------
     def on_message(self, topic: str, msg: Any) -> None:
         if topic == EPISODE_TOPIC:
-            labels = _labels(msg)
+            labels = layout_labels(msg) or []
             values = dict(zip(labels, np.asarray(msg.data, dtype=np.float64).tolist()))
             missing = [k for k in ("episode_id", "stamp_s") if k not in values]
             if missing:
                 raise DatasetError(f"bag {self.path}: topic '{EPISODE_TOPIC}' message has no "
                                    f"{missing} (layout labels {labels})")
-            item = (_seconds_to_ns(values["stamp_s"]), values)
+            item = (s_to_ns(values["stamp_s"]), values)
         elif hasattr(msg, "header"):
-            item = (_stamp_ns(msg), msg)
+            item = (header_stamp_ns(msg), msg)
         else:
             item = (None, msg)
         stream = self.streams.setdefault(topic, [])
@@ -383,10 +369,10 @@ class _Replay:
 
     def _feed(self, topic: str, stamp: int, msg: Any) -> None:
         for asm, spec_topic in self.users[topic]:
-            problem = asm.on_message(spec_topic, msg, stamp * 1e-9)
+            problem = asm.on_message(spec_topic, msg, ns_to_s(stamp))
             if problem is not None:
                 raise DatasetError(f"bag {self.path}: topic '{topic}' message stamped "
-                                   f"{stamp * 1e-9:.9f} s: {problem}")
+                                   f"{ns_to_s(stamp):.9f} s: {problem}")
         self.last_fed[topic] = stamp
         if hasattr(msg, "header"):
             self.stamped_topics.add(topic)
@@ -408,7 +394,7 @@ class _Replay:
         command = values[index]
         if not np.isfinite(command).all():
             raise DatasetError(f"bag {self.path}: topic '{self.action_topic}' echo stamped "
-                               f"{_stamp_ns(msg) * 1e-9:.9f} s has a non-finite command")
+                               f"{ns_to_s(header_stamp_ns(msg)):.9f} s has a non-finite command")
         return command
 
     def _on_echo(self, stamp: int, msg: Any) -> None:
@@ -416,15 +402,15 @@ class _Replay:
         history advances even when no sample comes of it), then last_action = its command."""
         command = self._command(msg)
         self.stats.echoes += 1
-        student, teacher = (asm.build(stamp * 1e-9) for asm in self.assemblers)
+        student, teacher = (asm.build(ns_to_s(stamp)) for asm in self.assemblers)
         if self.episode is None or any(t not in self.last_fed for t in self.users):
             self.stats.early_echoes += 1
         elif max(self.last_fed[t] for t in self.stamped_topics or self.users) != stamp:
             self.stats.unmatched_echoes += 1
         elif student.problem or teacher.problem:
-            raise DatasetError(f"bag {self.path}: at stamp {stamp * 1e-9:.9f} s: "
+            raise DatasetError(f"bag {self.path}: at stamp {ns_to_s(stamp):.9f} s: "
                                f"{student.problem or teacher.problem}")
-        elif getattr(msg.header, "frame_id", "") == FALLBACK_FRAME:
+        elif is_fallback_frame(getattr(msg.header, "frame_id", "")):
             self.stats.fallback_echoes += 1
         else:
             self.rows[0].append(student.vector)

@@ -40,6 +40,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from policy_distill_ros.core.config_keys import check_keys, dataclass_keys
+
 from .networks import PolicyOutput
 
 BC_KINDS = ("mse", "huber", "cross_entropy")
@@ -119,10 +121,7 @@ class LossConfig:
 
     @classmethod
     def from_dict(cls, d: dict) -> LossConfig:
-        known = set(cls.__dataclass_fields__)
-        unknown = set(d) - known
-        if unknown:
-            raise ValueError(f"LossConfig: unknown keys {sorted(unknown)} (known: {sorted(known)})")
+        check_keys(d, dataclass_keys(cls), "LossConfig")
         d = dict(d)
         if "feature_pairs" in d:
             d["feature_pairs"] = tuple(tuple(p) for p in d["feature_pairs"])

@@ -26,11 +26,13 @@ deterministic action is ``tanh(mean)``; otherwise it is ``mean``.
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, field
 from typing import NamedTuple
 
 import torch
 from torch import nn
+
+from policy_distill_ros.core.config_keys import check_keys, dataclass_keys
 
 ACTIVATIONS: dict[str, type[nn.Module]] = {
     "elu": nn.ELU,
@@ -87,10 +89,7 @@ def _int_tuple(owner: str, name: str, value: object, allow_empty: bool) -> tuple
 
 
 def _from_dict(cls, d: dict):
-    names = {f.name for f in fields(cls)}
-    unknown = set(d) - names
-    if unknown:
-        raise ValueError(f"{cls.__name__}: unknown keys {sorted(unknown)} (known: {sorted(names)})")
+    check_keys(d, dataclass_keys(cls), cls.__name__)
     return cls(**d)
 
 

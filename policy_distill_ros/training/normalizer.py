@@ -18,6 +18,8 @@ from dataclasses import asdict, dataclass
 import torch
 from torch import nn
 
+from policy_distill_ros.core.config_keys import check_keys, dataclass_keys
+
 EPS_PLACEMENTS = ("std", "var")
 
 
@@ -48,9 +50,7 @@ class NormalizerConfig:
 
     @classmethod
     def from_dict(cls, d: dict) -> NormalizerConfig:
-        unknown = set(d) - {"size", "eps", "eps_placement", "clip"}
-        if unknown:
-            raise ValueError(f"NormalizerConfig: unknown keys {sorted(unknown)}")
+        check_keys(d, dataclass_keys(cls), "NormalizerConfig")
         return cls(**d)
 
 

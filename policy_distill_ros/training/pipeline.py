@@ -28,6 +28,7 @@ from typing import Any, Callable, Mapping
 
 import yaml
 
+from policy_distill_ros.core.config_keys import check_keys
 from policy_distill_ros.core.spec import PolicySpec, load_policy_spec
 
 from .checkpoint import CheckpointOptions, resolve_resume
@@ -157,9 +158,7 @@ def load_run_config(path: str | os.PathLike | None = None, data: Mapping | None 
         if value is not None:
             data[key] = value
     where = f"training config {path}" if path else "training config"
-    unknown = sorted(set(data) - set(_RUN_KEYS))
-    if unknown:
-        raise ValueError(f"{where}: unknown keys {unknown} (known: {sorted(_RUN_KEYS)})")
+    check_keys(data, _RUN_KEYS, where)
     missing = [k for k in ("teacher", "student_spec", "teacher_spec", "bags", "train")
                if not data.get(k)]
     if missing:

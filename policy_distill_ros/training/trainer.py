@@ -23,6 +23,8 @@ from typing import Any, Callable
 import numpy as np
 import torch
 
+from policy_distill_ros.core.config_keys import check_keys, dataclass_keys
+
 from .dataset import DistillDataset
 from .losses import DistillationLoss, LossConfig
 from .networks import BasePolicy, PolicyOutput, StudentConfig, TeacherPolicy
@@ -125,10 +127,7 @@ class TrainConfig:
         PolicySpec) the student's obs_size, action_size and history_length default to it."""
         if not isinstance(d, dict):
             raise ValueError(f"TrainConfig: expected a mapping, got {type(d).__name__}")
-        known = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(d) - known)
-        if unknown:
-            raise ValueError(f"TrainConfig: unknown keys {unknown} (known: {sorted(known)})")
+        check_keys(d, dataclass_keys(cls), "TrainConfig")
         if "student" not in d:
             raise ValueError("TrainConfig: missing 'student' (the student architecture)")
         d = dict(d)
