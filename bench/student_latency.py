@@ -91,7 +91,7 @@ def _serve(node, subscriptions, name: str) -> None:
     """Serve raw subscriptions on a TakeLoop thread until SIGINT."""
     import rclpy
 
-    from policy_distill_ros.nodes.policy_io import TakeLoop
+    from policy_distill_ros.nodes.rclpy_internals import TakeLoop
     loop = TakeLoop(node, subscriptions, name).start()
     try:
         while rclpy.ok():
@@ -227,7 +227,7 @@ def run_stages(model: str, rate_hz: float, iterations: int) -> None:
     from sensor_msgs.msg import Imu, JointState
 
     from policy_distill_ros.core import observation, policy_file, spec
-    from policy_distill_ros.nodes import policy_io, student_node
+    from policy_distill_ros.nodes import action_publisher, student_node
     times = collections.defaultdict(list)
 
     def timed(cls, name: str, label: str) -> None:
@@ -246,7 +246,7 @@ def run_stages(model: str, rate_hz: float, iterations: int) -> None:
             (observation.ObservationAssembler, "build", "  build history vector (core)"),
             (policy_file.OnnxPolicy, "__call__", "  onnxruntime inference (core)"),
             (spec.ActionSpec, "postprocess", "  postprocess action (core)"),
-            (policy_io.ActionPublisher, "publish", "  publish command + echo")):
+            (action_publisher.ActionPublisher, "publish", "  publish command + echo")):
         timed(cls, name, label)
     rclpy.init(args=["--ros-args", "--log-level", "fatal", "-p", f"model_path:={model}",
                      "-p", f"rate_hz:={rate_hz}", "-p", "trigger:=on_message",

@@ -1,4 +1,4 @@
-"""policy_io pieces without DDS peers: patched-CDR publishing, hot-path logging, throttling."""
+"""Policy-node output without DDS peers: patched-CDR publishing, hot-path logging, throttling."""
 from __future__ import annotations
 
 import subprocess
@@ -12,7 +12,9 @@ from rclpy.serialization import deserialize_message
 from sensor_msgs.msg import JointState
 from std_msgs.msg import Float64MultiArray
 
-from policy_distill_ros.nodes.policy_io import ActionPublisher, LogThrottle, _PatchedMessage
+from policy_distill_ros.core.log_throttle import LogThrottle
+from policy_distill_ros.nodes.action_publisher import ActionPublisher
+from policy_distill_ros.nodes.patched_message import PatchedMessage
 
 REPO = Path(__file__).resolve().parents[1]
 JOINTS = ["hip_1", "ankle_1", "hip_2"]
@@ -49,7 +51,7 @@ def test_publish_refuses_non_finite_and_wrong_size(ros_node):
 
 def test_patched_message_refuses_a_message_it_cannot_locate(ros_node):
     with pytest.raises(LookupError):  # a 0-length value field has no sentinel to find
-        _PatchedMessage(JointState(name=[]), "position", 0, True)
+        PatchedMessage(JointState(name=[]), "position", 0, True)
 
 
 def test_log_throttle_lets_one_line_per_period_through():
@@ -66,7 +68,7 @@ def test_log_throttle_lets_one_line_per_period_through():
 CHILD = """
 import rclpy
 from rclpy.logging import LoggingSeverity
-from policy_distill_ros.nodes.policy_io import HotPathLog
+from policy_distill_ros.nodes.rclpy_internals import HotPathLog
 rclpy.init()
 node = rclpy.create_node("hot_log_child")
 log = HotPathLog(node.get_logger())

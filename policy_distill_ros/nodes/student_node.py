@@ -47,21 +47,24 @@ from std_srvs.srv import Trigger
 
 from policy_distill_ros.core.enforcement import (NOMINAL, STATES, TRIGGERS, DeadlineEnforcer,
                                                  input_periods_for)
+from policy_distill_ros.core.fallback import FALLBACK_MODES, FallbackCommand, input_fault
 from policy_distill_ros.core.faults import FaultTracker
 from policy_distill_ros.core.fields import layout_labels
+from policy_distill_ros.core.log_throttle import LogThrottle
 from policy_distill_ros.core.loop_timer import LoopTimer
 from policy_distill_ros.core.observation import ObservationAssembler
 from policy_distill_ros.core.policy_file import OnnxPolicy
 from policy_distill_ros.core.realtime import MAX_PRIORITY, set_realtime_priority
 from policy_distill_ros.core.spec import PolicySpec, load_policy_spec
-from policy_distill_ros.nodes.policy_io import (ENFORCEMENT_TOPIC, FALLBACK_MODES, ActionPublisher,
-                                               FallbackCommand, HotPathLog, InputCache,
-                                               InputStamps, LogThrottle, PolicyIo, input_fault,
-                                               message_type_for, parse_topic_types,
-                                               twist_command)
+from policy_distill_ros.nodes.action_publisher import ActionPublisher
+from policy_distill_ros.nodes.inputs import InputCache, InputStamps, twist_command
+from policy_distill_ros.nodes.policy_io import PolicyIo
+from policy_distill_ros.nodes.rclpy_internals import HotPathLog
 from policy_distill_ros.nodes.ros_common import (COMMAND_QOS, LATCHED_QOS, SENSOR_QOS,
                                                  add_parameter_check, declare, require_choice,
                                                  spin_node, warn_unknown_parameters)
+from policy_distill_ros.nodes.topic_types import (ENFORCEMENT_TOPIC, message_type_for,
+                                                  parse_topic_types)
 
 COMMAND_TOPIC = "command"   # geometry_msgs/TwistStamped feeding `kind: command` terms
 
