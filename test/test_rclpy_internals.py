@@ -121,3 +121,33 @@ def test_hot_path_log_binding_is_the_rcutils_one(ros_node):
     log.info("pinning the rcutils binding")
     assert log._emit is not None, "HotPathLog fell back to the public logger methods"
 
+
+
+def test_passive_subscriptions_are_taken_first_when_the_waited_one_wakes_the_loop(ros_node):
+    """One wake-up per sensor frame: the imu never wakes the thread, it is taken (with its rmw
+    receive time) just before the joint_states message that does."""
+    order = []
+    imu_sub = ros_node.create_subscription(
+        JointState, "pin_imu", lambda msg, info=None: order.append(("imu", info)), RELIABLE)
+    joints_sub = ros_node.create_subscription(
+        JointState, "pin_joints", lambda msg: order.append(("joints", None)), RELIABLE)
+    imu_pub = ros_node.create_publisher(JointState, "pin_imu", RELIABLE)
+    joints_pub = ros_node.create_publisher(JointState, "pin_joints", RELIABLE)
+    publish_until_matched(ros_node, imu_pub)
+    publish_until_matched(ros_node, joints_pub)
+    loop = TakeLoop(ros_node, [joints_sub], "pin_passive", passive=[imu_sub]).start()
+    try:
+        imu_pub.publish(JointState())
+        time.sleep(0.3)
+        assert order == [], "a passive subscription woke the loop"
+        joints_pub.publish(JointState())
+        assert wait_for(lambda: len(order) == 2)
+        assert [name for name, _ in order] == ["imu", "joints"]
+        received_ns = order[0][1]["received_timestamp"]
+        assert 0.2e9 < time.time_ns() - received_ns < 10e9  # when it arrived, not when taken
+        imu_pub.publish(JointState())
+        time.sleep(0.2)
+        loop.take_passive()  # a timer loop takes on its own thread
+        assert [name for name, _ in order] == ["imu", "joints", "imu"]
+    finally:
+        loop.close()

@@ -41,30 +41,46 @@ class PolicyIo:
     `decode_sensors`: JointState and Imu inputs are taken serialized and decoded by core.cdr
     (duck-typed messages; rclpy's deserializer when the bytes are not plain CDR), saving rclpy's
     object construction, the largest per-message cost left on the student's path.
+    `wake_on`: the topics whose arrival wakes the thread (default: all). The others are taken
+    when one of these arrives, first, or by `take_inputs()` from the caller's thread (a timer
+    loop: no wake-up per message at all). `on_message(topic, msg, received_ns)`: received_ns is
+    the rmw receive time (system clock, ns), None where the binding does not give it.
     """
 
     def __init__(self, owner: Node, topics: Sequence[str],
-                 on_message: Callable[[str, object], None], joint_names: Sequence[str],
+                 on_message: Callable[[str, object, Optional[int]], None],
+                 joint_names: Sequence[str],
                  type_overrides: Optional[Mapping[str, str]] = None,
                  events: Sequence[Tuple[str, type, object, Callable[[object], None]]] = (),
-                 sensor_qos: QoSProfile = SENSOR_QOS, decode_sensors: bool = False) -> None:
+                 sensor_qos: QoSProfile = SENSOR_QOS, decode_sensors: bool = False,
+                 wake_on: Optional[Sequence[str]] = None) -> None:
         self.node = owner
         group = LoopServed()
         self.subscriptions = [
             owner.create_subscription(msg_type, topic, callback, qos, callback_group=group)
             for topic, msg_type, qos, callback in events]
+        passive = []
         for topic in topics:
             msg_type = message_type_for(topic, type_overrides)
             callback = _bind(on_message, topic)
             decoder = _decoder_for(msg_type) if decode_sensors else None
             if decoder is not None:
                 callback = _decoding(callback, decoder, msg_type)
-            self.subscriptions.append(owner.create_subscription(
+            subscription = owner.create_subscription(
                 msg_type, topic, callback, sensor_qos, raw=decoder is not None,
-                callback_group=group))
+                callback_group=group)
+            if wake_on is None or topic in wake_on:
+                self.subscriptions.append(subscription)
+            else:
+                passive.append(subscription)
         self.out = ActionPublisher(owner, joint_names)
         self._loop = TakeLoop(owner, self.subscriptions, f"{owner.get_name()}_io",
-                              group=group).start()
+                              group=group, passive=passive).start()
+        self.subscriptions += passive
+
+    def take_inputs(self) -> None:
+        """Hand what the passive (not `wake_on`) topics hold to `on_message`, on this thread."""
+        self._loop.take_passive()
 
     def close(self) -> None:
         self._loop.close()
@@ -82,20 +98,24 @@ def _decoder_for(msg_type: type) -> Optional[Callable[[bytes], object]]:
     return None
 
 
-def _decoding(callback: Callable[[object], None], decoder: Callable[[bytes], object],
-              msg_type: type) -> Callable[[bytes], None]:
+def _decoding(callback: Callable[[object, Optional[dict]], None],
+              decoder: Callable[[bytes], object],
+              msg_type: type) -> Callable[[bytes, Optional[dict]], None]:
     from rclpy.serialization import deserialize_message
 
     from policy_distill_ros.core.cdr import CdrError
 
-    def on_raw(data: bytes) -> None:
+    def on_raw(data: bytes, info: Optional[dict] = None) -> None:
         try:
             msg = decoder(data)
         except (CdrError, UnicodeDecodeError):
             msg = deserialize_message(data, msg_type)  # not plain CDR: rclpy knows them all
-        callback(msg)
+        callback(msg, info)
     return on_raw
 
 
-def _bind(on_message: Callable[[str, object], None], topic: str) -> Callable[[object], None]:
-    return lambda msg: on_message(topic, msg)
+def _bind(on_message: Callable[[str, object, Optional[int]], None],
+          topic: str) -> Callable[[object, Optional[dict]], None]:
+    def on_msg(msg: object, info: Optional[dict] = None) -> None:
+        on_message(topic, msg, None if info is None else info["received_timestamp"])
+    return on_msg

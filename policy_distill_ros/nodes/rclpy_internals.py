@@ -106,15 +106,23 @@ class TakeLoop:
     `periodic=(period_s, callback)`: also call `callback()` on this thread every period_s
     (monotonic, missed periods skipped), always after taking every message that has arrived,
     so a watchdog never reports a silence while the messages that end it wait unread.
+
+    `passive`: subscriptions that never wake the thread: what they hold is taken (everything
+    queued, in order) just before the woken-for messages are handled, or by `take_passive()`
+    from another thread. A sensor frame (imu, then joint_states) thus costs one wake-up when
+    only its last topic is waited on; the rmw receive time in each message's info keeps the
+    age of a passively taken message exact.
     """
 
     WAIT_TIMEOUT_NS = 100_000_000
 
     def __init__(self, node: Node, subscriptions: Sequence, name: str,
                  periodic: Optional[Tuple[float, Callable[[], None]]] = None,
-                 group: Optional[LoopServed] = None) -> None:
+                 group: Optional[LoopServed] = None, passive: Sequence = ()) -> None:
         self.node = node
         self.subscriptions = list(subscriptions)
+        self.passive = list(passive)
+        self._passive_lock = threading.Lock()
         self._periodic = periodic
         if periodic is not None and not periodic[0] > 0:
             raise ValueError(f"TakeLoop periodic period must be > 0 s, got {periodic[0]!r}")
@@ -129,8 +137,10 @@ class TakeLoop:
             self._wait_set = _rclpy.WaitSet(len(self.subscriptions), 1, 0, 0, 0, 0,
                                             node.context.handle)
             self._wake = node.create_guard_condition(lambda: None, callback_group=group)
+            self._passive_served = [_Served(sub) for sub in self.passive]
             target = self._wait_loop
         except (ImportError, AttributeError, TypeError):
+            self._passive_served = None  # the executor serves them like the others
             if group is not None:
                 group.executor_serves()
                 if periodic is not None:
@@ -141,6 +151,7 @@ class TakeLoop:
                 if periodic is not None:
                     node.create_timer(periodic[0], periodic[1])
                 target = self._executor_loop
+        self._name = name
         self._thread = None if target is None else threading.Thread(target=target, daemon=True,
                                                                     name=name)
 
@@ -151,38 +162,42 @@ class TakeLoop:
 
     def _wait_loop(self) -> None:
         subs, wait_set, stop = self.subscriptions, self._wait_set, self._stop
-        served = [(sub.handle, sub.msg_type, sub.raw, sub.callback) for sub in subs]
-        with_info = {id(sub.callback) for sub in subs if _takes_message_info(sub.callback)}
+        served = [_Served(sub) for sub in subs]
+        wake_handle = self._wake.handle
         period_s, periodic = self._periodic if self._periodic is not None else (None, None)
         next_due = time.monotonic() + period_s if period_s else math.inf
         timeout_ns = self.WAIT_TIMEOUT_NS
+        call = self._call
         try:
             with contextlib.ExitStack() as stack:  # handles stay valid while we wait on them
                 for sub in subs:
                     stack.enter_context(sub.handle)
-                stack.enter_context(self._wake.handle)
+                stack.enter_context(wake_handle)
                 while not stop.is_set():
                     wait_set.clear_entities()
-                    for handle, _, _, _ in served:
-                        wait_set.add_subscription(handle)
-                    wait_set.add_guard_condition(self._wake.handle)
+                    for entry in served:
+                        wait_set.add_subscription(entry.handle)
+                    wait_set.add_guard_condition(wake_handle)
                     if period_s:
                         timeout_ns = max(0, int((next_due - time.monotonic()) * 1e9))
                     wait_set.wait(timeout_ns)
                     ready = wait_set.get_ready_entities("subscription")
-                    for handle, msg_type, raw, callback in served:
-                        if handle.pointer in ready:
+                    if ready and self._passive_served:
+                        self.take_passive()
+                    for entry in served:
+                        if entry.pointer in ready:
+                            handle, msg_type, raw, callback = entry.take_args
                             taken = handle.take_message(msg_type, raw)
                             while taken is not None:  # everything queued, in order
-                                if id(callback) in with_info:  # (msg, rmw message info)
-                                    self._call(callback, taken[0], taken[1])
+                                if entry.with_info:  # (msg, rmw message info)
+                                    call(callback, taken[0], taken[1])
                                 else:
-                                    self._call(callback, taken[0])
+                                    call(callback, taken[0])
                                 taken = handle.take_message(msg_type, raw) if period_s else None
                     if period_s:
                         now = time.monotonic()
                         if now >= next_due:
-                            self._call(periodic)
+                            call(periodic)
                             next_due += period_s
                             if next_due <= now:  # overran: skip, never burst
                                 next_due = now + period_s
@@ -190,13 +205,31 @@ class TakeLoop:
             if not stop.is_set():
                 raise
 
+    def take_passive(self) -> None:
+        """Take and handle everything the passive subscriptions hold (any thread; no-op where
+        the executor serves them)."""
+        passive = self._passive_served
+        if not passive:
+            return
+        with self._passive_lock:
+            for entry in passive:
+                handle, msg_type, raw, callback = entry.take_args
+                with handle:  # valid while taken from, whichever thread this is
+                    taken = handle.take_message(msg_type, raw)
+                    while taken is not None:
+                        if entry.with_info:
+                            self._call(callback, taken[0], taken[1])
+                        else:
+                            self._call(callback, taken[0])
+                        taken = handle.take_message(msg_type, raw)
+
     def _call(self, callback: Callable, *args) -> None:
         """A handler's exception is logged (at most once a second), never ends the loop."""
         try:
             callback(*args)
         except Exception as exc:  # noqa: BLE001 - the hot path must outlive any bug
             if self._error_log.due():
-                self._log.error(f"{self._thread.name}: {exc!r}")
+                self._log.error(f"{self._name}: {exc!r}")
 
     def _executor_loop(self) -> None:
         try:
@@ -216,6 +249,18 @@ class TakeLoop:
         if self._wake is not None and self._executor is None:
             self.node.destroy_guard_condition(self._wake)
             self._wake = None
+
+
+class _Served:
+    """A subscription's handle, pointer and take arguments, read once (rclpy properties)."""
+
+    __slots__ = ("handle", "pointer", "take_args", "with_info")
+
+    def __init__(self, sub) -> None:
+        self.handle = sub.handle
+        self.pointer = sub.handle.pointer
+        self.take_args = (sub.handle, sub.msg_type, sub.raw, sub.callback)
+        self.with_info = _takes_message_info(sub.callback)
 
 
 def _takes_message_info(callback: Callable) -> bool:

@@ -33,6 +33,7 @@ under SCHED_FIFO, as a robot deployment would (bench/student_latency.py on_messa
 """
 from __future__ import annotations
 
+import gc
 import os
 import sys
 import threading
@@ -56,8 +57,9 @@ from policy_distill_ros.core.observation import ObservationAssembler
 from policy_distill_ros.core.policy_file import OnnxPolicy
 from policy_distill_ros.core.realtime import MAX_PRIORITY, set_realtime_priority
 from policy_distill_ros.core.spec import PolicySpec, load_policy_spec
+from policy_distill_ros.core.timing import LogHistogram
 from policy_distill_ros.nodes.action_publisher import ActionPublisher
-from policy_distill_ros.nodes.inputs import InputCache, InputStamps, twist_command
+from policy_distill_ros.nodes.inputs import InputStamps, twist_command
 from policy_distill_ros.nodes.policy_io import PolicyIo
 from policy_distill_ros.nodes.rclpy_internals import HotPathLog
 from policy_distill_ros.nodes.ros_common import (COMMAND_QOS, LATCHED_QOS, SENSOR_QOS,
@@ -147,7 +149,7 @@ class StudentNode(LifecycleNode):
         self._spec: Optional[PolicySpec] = None
         self._policy: Optional[OnnxPolicy] = None
         self._asm: Optional[ObservationAssembler] = None
-        self._inputs: Optional[InputCache] = None
+        self._topics: list = []
         self._io: Optional[PolicyIo] = None
         self._out: Optional[ActionPublisher] = None
         self._fallback: Optional[FallbackCommand] = None
@@ -168,6 +170,8 @@ class StudentNode(LifecycleNode):
         self._self_muted = False   # own gap > deadline: muted until the monitor says nominal
         self._command_mode = "published"  # published | withheld | waiting: logged per change
         self._loop_started_s: Optional[float] = None
+        self._action_lateness = LogHistogram()  # timer: publish time - due time, seconds
+        self._published_mono_s = 0.0
         self._next_monitor_lookup_s, self._monitor_discovered = 0.0, False
         self._log = HotPathLog(self.get_logger())  # for the IO / loop threads
         self.ticks = 0
@@ -201,7 +205,7 @@ class StudentNode(LifecycleNode):
         self.get_logger().info(
             f"configured: model {cfg.model_path} (obs {spec.observation.size}, actions "
             f"{spec.action.size}), {self._rate_hz:g} Hz, trigger {cfg.trigger}, fallback "
-            f"{cfg.fallback_mode}, inputs {', '.join(self._inputs.topics)}")
+            f"{cfg.fallback_mode}, inputs {', '.join(self._topics)}")
         return TransitionCallbackReturn.SUCCESS
 
     def _build(self, cfg: StudentConfig, spec: PolicySpec, policy: OnnxPolicy) -> None:
@@ -219,7 +223,7 @@ class StudentNode(LifecycleNode):
         if cfg.trigger == "on_message" and self._trigger_topic not in topics:
             raise ValueError(f"trigger_topic {self._trigger_topic!r} is not an input topic of "
                              f"the model ({', '.join(topics)})")
-        self._inputs = InputCache(topics)
+        self._topics = topics
         for topic in topics:  # unknown topic types fail here, before anything is created
             message_type_for(topic, cfg.type_table)
         self._command_term = any(getattr(t, "kind", None) == "command"
@@ -242,14 +246,23 @@ class StudentNode(LifecycleNode):
         # Time objects (7 us -> 0.1 us per call, twice per tick).
         sim_time = bool(self.get_parameter("use_sim_time").value)
         self._now_s = self._ros_now_s if sim_time else time.time
+        # One wake-up per sensor frame: on_message waits for the trigger topic only and takes
+        # the other topics first when it arrives; the timer loop takes everything itself at
+        # its due time, so no message wakes a thread at all (ages from the rmw receive time).
+        wake_on = [self._trigger_topic] if cfg.trigger == "on_message" else []
         self._io = PolicyIo(self, topics, self._on_input, action.joints, cfg.type_table,
-                            events=events, decode_sensors=True)
+                            events=events, decode_sensors=True, wake_on=wake_on)
         self._out = self._io.out
 
     def on_activate(self, state: LifecycleState) -> TransitionCallbackReturn:
         self._faults = FaultTracker()
         self._deadline.restart_timing()  # the inactive time is no gap of the policy's
         self._loop_started_s = time.monotonic()
+        self._action_lateness = LogHistogram()
+        # Everything built so far lives until shutdown: out of the collector's way, so a
+        # collection on the hot path walks only what the ticks allocate.
+        gc.collect()
+        gc.freeze()
         self._active = True
         if self._cfg.trigger == "timer":
             if self.get_parameter("use_sim_time").value:
@@ -277,9 +290,11 @@ class StudentNode(LifecycleNode):
 
     def _stop_loop(self) -> None:
         self._active = False
-        if self._loop is not None:
-            self._loop.stop()
+        loop = self._loop
+        if loop is not None:
+            loop.stop()
             self._loop = None
+            self._log_loop_timing(loop)
         if self._timer is not None:
             self.destroy_timer(self._timer)
             self._timer = None
@@ -292,7 +307,7 @@ class StudentNode(LifecycleNode):
         self._subs = []
         if self._io is not None:
             self._io.close()
-        self._io = self._out = self._policy = self._asm = self._inputs = None
+        self._io = self._out = self._policy = self._asm = None
 
     def destroy_node(self) -> None:
         self._stop_loop()
@@ -303,23 +318,21 @@ class StudentNode(LifecycleNode):
     def _ros_now_s(self) -> float:
         return self.get_clock().now().nanoseconds * 1e-9
 
-    def _on_input(self, topic: str, msg) -> None:
-        """PolicyIo thread. on_message: assemble at once (this thread also runs the tick, so
-        only the trigger topic's own work is on the message-to-action path); timer: store."""
+    def _on_input(self, topic: str, msg, received_ns: Optional[int] = None) -> None:
+        """PolicyIo thread (on_message; the trigger topic last) or the loop's own thread (timer,
+        from `take_inputs`): into the assembler; the trigger topic then runs the tick."""
         cfg = self._cfg
         if cfg is None:
             return
         now_s = self._now_s()
-        if cfg.trigger == "timer":
-            inputs = self._inputs
-            if inputs is not None:
-                inputs.store(topic, msg, now_s)
-            return
+        # the age counts from the DDS receive time, also for a message taken later
+        receive_s = now_s if received_ns is None else \
+            now_s - max(0.0, time.time() - received_ns * 1e-9)
         with self._tick_lock:
             if self._asm is None:
                 return
-            self._ingest(topic, msg, now_s)
-        if topic == self._trigger_topic and self._active:
+            self._ingest(topic, msg, receive_s)
+        if cfg.trigger == "on_message" and topic == self._trigger_topic and self._active:
             self._tick(now_s)
 
     def _on_command(self, msg) -> None:
@@ -333,11 +346,7 @@ class StudentNode(LifecycleNode):
             self._reset_episode(jump, keep_stamp=True)  # this message starts the new episode
         self._asm.on_message(topic, msg, receive_s)
 
-    def _feed_inputs(self) -> None:
-        """Timer trigger: messages stored since the last tick into the assembler."""
-        if self._cfg.trigger == "timer":
-            for topic, entry in self._inputs.take_new():
-                self._ingest(topic, entry.msg, entry.receive_s)
+    def _feed_command(self) -> None:
         command = self._pending_command
         if command is not None:
             self._asm.set_command(command)
@@ -386,6 +395,9 @@ class StudentNode(LifecycleNode):
     # ---- the control tick ------------------------------------------------------------------
     def _tick(self, now_s: Optional[float] = None) -> None:
         """One control step; `now_s`: when the triggering message arrived (on_message)."""
+        io = self._io
+        if now_s is None and io is not None:
+            io.take_inputs()  # timer: what arrived since the last tick, on this thread
         with self._tick_lock:
             if not self._active or self._out is None:
                 return
@@ -400,9 +412,12 @@ class StudentNode(LifecycleNode):
                 except Exception:  # noqa: BLE001 - nothing safer left to do
                     pass
             self.ticks += 1
+            loop = self._loop
+            if loop is not None:  # timer: when the action went out, against its due time
+                self._action_lateness.add(self._published_mono_s - loop.due_s)
 
     def _control_step(self, now_s: float) -> None:
-        self._feed_inputs()
+        self._feed_command()
         obs = self._asm.build(now_s)
         policy = self._policy  # one read: a hot reload swaps this reference between ticks
         fault = input_fault(obs, self._cfg.max_input_age_s)
@@ -430,6 +445,7 @@ class StudentNode(LifecycleNode):
             self._out.publish(self._fallback.command(), stamp, fallback=True)
         else:
             self._out.publish(command, stamp, fallback=fault is not None, withheld=withheld)
+        self._published_mono_s = time.monotonic()
         # bookkeeping after the action is out
         mode = "waiting" if waiting else ("withheld" if withheld else "published")
         if mode != self._command_mode:
@@ -459,6 +475,17 @@ class StudentNode(LifecycleNode):
             self._log.error(f"deadline missed: {d.last_gap_misses} deadline(s) of "
                             f"{d.deadline_s * 1e3:.2f} ms without an action "
                             f"({d.misses} misses in {self.ticks} ticks)")
+
+    def _log_loop_timing(self, loop: LoopTimer) -> None:
+        """Timer trigger: how late actions went out against their due times, in one line."""
+        late = self._action_lateness
+        if late.count == 0:
+            return
+        self.get_logger().info(
+            f"timer loop: {late.count} actions, published after their due time p50 "
+            f"{late.percentile(50) * 1e3:.3f} / p99 {late.percentile(99) * 1e3:.3f} / max "
+            f"{late.max * 1e3:.3f} ms; {loop.skipped_ticks} ticks skipped after "
+            f"{loop.overruns} overruns")
 
     @property
     def deadline_misses(self) -> int:

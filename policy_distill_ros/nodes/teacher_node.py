@@ -231,7 +231,7 @@ class TeacherNode(Node):
     def _ros_now_s(self) -> float:
         return self.get_clock().now().nanoseconds * 1e-9
 
-    def _on_input(self, topic: str, msg) -> None:
+    def _on_input(self, topic: str, msg, received_ns=None) -> None:
         self._feed(("input", topic, msg, self._now_s()), topic == self._cfg.trigger_topic)
 
     def _feed(self, item, is_trigger: bool) -> None:
