@@ -1,61 +1,15 @@
-"""What a policy node keeps of its inputs between messages: the newest message per topic (timer
-trigger), the newest header stamp (the echo's stamp rule) and the operator's command.
+"""What a policy node reads from its inputs besides the observation: the newest header stamp
+(the echo's stamp rule, episode resets) and the operator's command.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Dict, Iterable, List, Optional, Tuple
+from typing import Optional
 
 import numpy as np
 from geometry_msgs.msg import TwistStamped
 
 from policy_distill_ros.core.episode import EpisodeBoundary
 from policy_distill_ros.nodes.ros_common import stamp_to_s
-
-
-@dataclass
-class StoredInput:
-    """The newest message of one topic and when it arrived (node clock, seconds)."""
-
-    msg: object
-    receive_s: float
-    seq: int
-
-
-class InputCache:
-    """Newest message per topic, written by subscription callbacks, read by the control loop.
-
-    A callback does one dict assignment (atomic under the GIL); the loop takes what is new since
-    its last look. No lock on the hot path; the sequence number tells new from already seen.
-    """
-
-    def __init__(self, topics: Iterable[str]) -> None:
-        self._latest: Dict[str, Optional[StoredInput]] = {t: None for t in topics}
-        self._seen: Dict[str, int] = {t: 0 for t in self._latest}
-        self._seq = 0
-
-    @property
-    def topics(self) -> List[str]:
-        return list(self._latest)
-
-    def store(self, topic: str, msg: object, receive_s: float) -> None:
-        self._seq += 1  # only the executor thread writes, so this counter needs no lock
-        self._latest[topic] = StoredInput(msg, receive_s, self._seq)
-
-    def take_new(self) -> List[Tuple[str, StoredInput]]:
-        """Entries stored since the previous call, oldest arrival first."""
-        fresh = []
-        for topic, entry in list(self._latest.items()):
-            if entry is not None and entry.seq != self._seen[topic]:
-                self._seen[topic] = entry.seq
-                fresh.append((topic, entry))
-        fresh.sort(key=lambda item: item[1].seq)
-        return fresh
-
-    def clear(self) -> None:
-        for topic in self._latest:
-            self._latest[topic] = None
-            self._seen[topic] = 0
 
 
 def header_stamp_s(msg: object) -> Optional[float]:
