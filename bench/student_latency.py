@@ -130,9 +130,8 @@ def run_probe(out_path: str) -> None:
     import struct
 
     import rclpy
+    from rclpy.qos import HistoryPolicy, QoSProfile, ReliabilityPolicy
     from sensor_msgs.msg import JointState
-
-    from policy_distill_ros.nodes.ros_common import COMMAND_QOS
     rclpy.init()
     node = rclpy.create_node("bench_probe")
     rows = np.zeros((1_000_000, 3), dtype=np.int64)
@@ -149,7 +148,11 @@ def run_probe(out_path: str) -> None:
             rows[i] = (now_ns, sec * 1_000_000_000 + nanosec, raw[16:16 + frame_len] == fallback)
             count[0] = i + 1
 
-    subscription = node.create_subscription(JointState, "policy_action", on_echo, COMMAND_QOS,
+    # every echo counts (an unanswered frame is the node's, not the probe's): reliable and a
+    # deep queue, as the timing monitor subscribes
+    deep = QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=1000,
+                      reliability=ReliabilityPolicy.RELIABLE)
+    subscription = node.create_subscription(JointState, "policy_action", on_echo, deep,
                                             raw=True)
     try:
         _serve(node, [subscription], "probe")
