@@ -13,23 +13,26 @@ Loop choice, measured on this 2-core machine (500 Hz loop doing ~0.1 ms of numpy
 500 Hz JointState + Imu arriving in the same process, 10 s each):
   rclpy timer on the executor:      period std 0.159 ms, p99 |period - 2 ms| 0.61 ms, max 6.5 ms
   dedicated absolute-time thread:   period std 0.063 ms, p99 |period - 2 ms| 0.25 ms, max 3.5 ms
-so wall-clock runs use core's LoopTimer thread; subscription callbacks (on policy_io.PolicyIo's
-own thread) only store messages. Under use_sim_time the loop must follow /clock, so it is an
-rclpy timer on the ROS clock. With `trigger: on_message` inference runs in the trigger topic's
-callback: the lowest sensor-to-action latency, without the 0..1 period sampling delay of a
-timer (bench/student_latency.py measures both); a silent trigger topic is then caught by the
-timing monitor, not by this node. In that mode every input is assembled as it arrives, on the
-IO thread that also runs the tick, so the trigger message carries only its own work.
+so wall-clock runs use core's LoopTimer thread, which takes the inputs itself at each due time
+(no thread wakes per message; ages count from the rmw receive time). Under use_sim_time the
+loop must follow /clock, so it is an rclpy timer on the ROS clock. With `trigger: on_message`
+inference runs when the trigger topic arrives: the lowest sensor-to-action latency, without
+the 0..1 period sampling delay of a timer (bench/student_latency.py measures both); a silent
+trigger topic is then caught by the timing monitor, not by this node. In that mode the IO
+thread (policy_io.PolicyIo) wakes for the trigger topic only and takes the frame's other
+topics just before it: one wake-up per sensor frame.
 Deadline enforcement (core.enforcement, docs/enforcement.md): the student counts its misses
 with the timing monitor's definition (whole deadlines in the gap between two of its actions)
 and withholds its commands (echoes only, flagged `withheld`) while the monitor's state on
 `policy_enforcement` is not nominal, so the monitor's fallback holds without alternation. A
 student that sees its own gap exceed the deadline, with a monitor watching, mutes itself at
 once (the monitor is declaring the fallback meanwhile) until the monitor says nominal again.
-Hot path costs: message publishing from preallocated CDR buffers (policy_io), the system clock
-read directly (no rclpy Time objects) unless use_sim_time, no per-tick logging (faults log
-on change; deadline misses at most once a second). `realtime_priority` puts the whole process
-under SCHED_FIFO, as a robot deployment would (bench/student_latency.py on_message_rt).
+Hot path costs: message publishing from preallocated CDR buffers (action_publisher), the
+system clock read directly (no rclpy Time objects) unless use_sim_time, no per-tick logging
+(faults log on change; deadline misses at most once a second), the heap built at start-up
+frozen out of the collector's way (gc.freeze at activation). `realtime_priority` puts the
+whole process under SCHED_FIFO, as a robot deployment would (bench/student_latency.py
+on_message_rt).
 """
 from __future__ import annotations
 
