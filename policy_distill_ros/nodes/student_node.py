@@ -328,9 +328,10 @@ class StudentNode(LifecycleNode):
         if cfg is None:
             return
         now_s = self._now_s()
-        # the age counts from the DDS receive time, also for a message taken later
-        receive_s = now_s if received_ns is None else \
-            now_s - max(0.0, time.time() - received_ns * 1e-9)
+        # the age counts from the DDS receive time (system clock), also for a message taken
+        # later; under use_sim_time ages are sim time, so from the take (at most a tick late)
+        receive_s = now_s if received_ns is None or self._now_s is not time.time else \
+            min(now_s, received_ns * 1e-9)
         with self._tick_lock:
             if self._asm is None:
                 return
