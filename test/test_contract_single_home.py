@@ -15,11 +15,7 @@ HOMES = {"core/contract.py", "core/config_keys.py"}
 
 # Files allowed to keep a copy for now. Each entry must say why and is removed once it is not
 # needed (test_exemptions_are_still_needed fails on a stale one).
-EXEMPT = {
-    # Being split on another branch while this one landed (issue 14); its stamps, markers,
-    # type-name normalization and topic table switch to core.contract at merge.
-    "nodes/policy_io.py": "split in parallel; the lead switches it to core.contract at merge",
-}
+EXEMPT: dict[str, str] = {}
 
 RULES = {
     "stamp arithmetic (core.contract: stamp_ns, stamp_s, ns_to_s, s_to_ns, ...)": [

@@ -1,4 +1,4 @@
-"""policy_io pieces without DDS peers: patched-CDR publishing, hot-path logging, throttling."""
+"""Policy-node output without DDS peers: patched-CDR publishing, hot-path logging, throttling."""
 from __future__ import annotations
 
 import subprocess
@@ -12,7 +12,11 @@ from rclpy.serialization import deserialize_message
 from sensor_msgs.msg import JointState
 from std_msgs.msg import Float64MultiArray
 
-from policy_distill_ros.nodes.policy_io import ActionPublisher, LogThrottle, _PatchedMessage
+from policy_distill_ros.core.contract import FALLBACK_FRAME, WITHHELD_FALLBACK_FRAME, WITHHELD_FRAME
+
+from policy_distill_ros.core.log_throttle import LogThrottle
+from policy_distill_ros.nodes.action_publisher import ActionPublisher
+from policy_distill_ros.nodes.patched_message import PatchedMessage
 
 REPO = Path(__file__).resolve().parents[1]
 JOINTS = ["hip_1", "ankle_1", "hip_2"]
@@ -26,9 +30,9 @@ def test_patched_messages_deserialize_to_the_published_values(ros_node):
     cmd = deserialize_message(command.fill(values), Float64MultiArray)
     np.testing.assert_array_equal(cmd.data, values)
     assert cmd.layout.dim[0].label == ",".join(JOINTS) and cmd.layout.dim[0].size == 3
-    for patched, frame in ((echo, ""), (fallback, ActionPublisher.FALLBACK_FRAME),
-                           (withheld, ActionPublisher.WITHHELD_FRAME),
-                           (withheld_fallback, ActionPublisher.WITHHELD_FALLBACK_FRAME)):
+    for patched, frame in ((echo, ""), (fallback, FALLBACK_FRAME),
+                           (withheld, WITHHELD_FRAME),
+                           (withheld_fallback, WITHHELD_FALLBACK_FRAME)):
         msg = deserialize_message(patched.fill(values, 1_700_000_000, 999_999_999), JointState)
         assert (msg.header.stamp.sec, msg.header.stamp.nanosec) == (1_700_000_000, 999_999_999)
         assert msg.header.frame_id == frame and list(msg.name) == JOINTS
@@ -49,7 +53,7 @@ def test_publish_refuses_non_finite_and_wrong_size(ros_node):
 
 def test_patched_message_refuses_a_message_it_cannot_locate(ros_node):
     with pytest.raises(LookupError):  # a 0-length value field has no sentinel to find
-        _PatchedMessage(JointState(name=[]), "position", 0, True)
+        PatchedMessage(JointState(name=[]), "position", 0, True)
 
 
 def test_log_throttle_lets_one_line_per_period_through():
@@ -66,7 +70,7 @@ def test_log_throttle_lets_one_line_per_period_through():
 CHILD = """
 import rclpy
 from rclpy.logging import LoggingSeverity
-from policy_distill_ros.nodes.policy_io import HotPathLog
+from policy_distill_ros.nodes.rclpy_internals import HotPathLog
 rclpy.init()
 node = rclpy.create_node("hot_log_child")
 log = HotPathLog(node.get_logger())

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import signal
 import sys
-from typing import Any, Callable, Optional, Sequence
+from typing import Any, Callable, Iterable, Optional, Sequence, Tuple
 
 import rclpy
 from rcl_interfaces.msg import (FloatingPointRange, IntegerRange, ParameterDescriptor,
@@ -34,7 +34,7 @@ LATCHED_QOS = QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=1,
 
 __all__ = ["SENSOR_QOS", "COMMAND_QOS", "LATCHED_QOS", "qos_profile_sensor_data", "declare",
            "add_parameter_check", "warn_unknown_parameters", "stamp_to_s", "s_to_stamp",
-           "spin_node"]
+           "spin_node", "log_fault_lines"]
 
 
 # Integer parameters without an explicit bound get these (int32): `ros2 param describe` and
@@ -211,3 +211,12 @@ def _node_name_from(args) -> Optional[str]:
         if isinstance(arg, str) and arg.startswith("__node:="):
             return arg.split(":=", 1)[1]
     return None
+
+
+def log_fault_lines(logger, lines: Iterable[Tuple[str, str]]) -> None:
+    """Emit core.faults.FaultTracker.update's (level, text) lines on a node logger."""
+    for level, text in lines:
+        if level == "error":  # two call sites: rclpy fixes a call site's severity
+            logger.error(text)
+        else:
+            logger.info(text)

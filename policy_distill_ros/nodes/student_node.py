@@ -13,26 +13,30 @@ Loop choice, measured on this 2-core machine (500 Hz loop doing ~0.1 ms of numpy
 500 Hz JointState + Imu arriving in the same process, 10 s each):
   rclpy timer on the executor:      period std 0.159 ms, p99 |period - 2 ms| 0.61 ms, max 6.5 ms
   dedicated absolute-time thread:   period std 0.063 ms, p99 |period - 2 ms| 0.25 ms, max 3.5 ms
-so wall-clock runs use core's LoopTimer thread; subscription callbacks (on policy_io.PolicyIo's
-own thread) only store messages. Under use_sim_time the loop must follow /clock, so it is an
-rclpy timer on the ROS clock. With `trigger: on_message` inference runs in the trigger topic's
-callback: the lowest sensor-to-action latency, without the 0..1 period sampling delay of a
-timer (bench/student_latency.py measures both); a silent trigger topic is then caught by the
-timing monitor, not by this node. In that mode every input is assembled as it arrives, on the
-IO thread that also runs the tick, so the trigger message carries only its own work.
+so wall-clock runs use core's LoopTimer thread, which takes the inputs itself at each due time
+(no thread wakes per message; ages count from the rmw receive time). Under use_sim_time the
+loop must follow /clock, so it is an rclpy timer on the ROS clock. With `trigger: on_message`
+inference runs when the trigger topic arrives: the lowest sensor-to-action latency, without
+the 0..1 period sampling delay of a timer (bench/student_latency.py measures both); a silent
+trigger topic is then caught by the timing monitor, not by this node. In that mode the IO
+thread (policy_io.PolicyIo) wakes for the trigger topic only and takes the frame's other
+topics just before it: one wake-up per sensor frame.
 Deadline enforcement (core.enforcement, docs/enforcement.md): the student counts its misses
 with the timing monitor's definition (whole deadlines in the gap between two of its actions)
 and withholds its commands (echoes only, flagged `withheld`) while the monitor's state on
 `policy_enforcement` is not nominal, so the monitor's fallback holds without alternation. A
 student that sees its own gap exceed the deadline, with a monitor watching, mutes itself at
 once (the monitor is declaring the fallback meanwhile) until the monitor says nominal again.
-Hot path costs: message publishing from preallocated CDR buffers (policy_io), the system clock
-read directly (no rclpy Time objects) unless use_sim_time, no per-tick logging (faults log
-on change; deadline misses at most once a second). `realtime_priority` puts the whole process
-under SCHED_FIFO, as a robot deployment would (bench/student_latency.py on_message_rt).
+Hot path costs: message publishing from preallocated CDR buffers (action_publisher), the
+system clock read directly (no rclpy Time objects) unless use_sim_time, no per-tick logging
+(faults log on change; deadline misses at most once a second), the heap built at start-up
+frozen out of the collector's way (gc.freeze at activation). `realtime_priority` puts the
+whole process under SCHED_FIFO, as a robot deployment would (bench/student_latency.py
+on_message_rt).
 """
 from __future__ import annotations
 
+import gc
 import os
 import sys
 import threading
@@ -45,24 +49,28 @@ from rclpy.lifecycle import LifecycleNode, LifecycleState, TransitionCallbackRet
 from std_msgs.msg import Float64MultiArray, String
 from std_srvs.srv import Trigger
 
-from policy_distill_ros.core.contract import COMMAND, ns_to_s
+from policy_distill_ros.core.contract import COMMAND, POLICY_ENFORCEMENT, ns_to_s
 from policy_distill_ros.core.enforcement import (NOMINAL, STATES, TRIGGERS, DeadlineEnforcer,
                                                  input_periods_for)
+from policy_distill_ros.core.fallback import FALLBACK_MODES, FallbackCommand, input_fault
 from policy_distill_ros.core.faults import FaultTracker
 from policy_distill_ros.core.fields import layout_labels
+from policy_distill_ros.core.log_throttle import LogThrottle
 from policy_distill_ros.core.loop_timer import LoopTimer
 from policy_distill_ros.core.observation import ObservationAssembler
 from policy_distill_ros.core.policy_file import OnnxPolicy
 from policy_distill_ros.core.realtime import MAX_PRIORITY, set_realtime_priority
 from policy_distill_ros.core.spec import PolicySpec, load_policy_spec
-from policy_distill_ros.nodes.policy_io import (ENFORCEMENT_TOPIC, FALLBACK_MODES, ActionPublisher,
-                                               FallbackCommand, HotPathLog, InputCache,
-                                               InputStamps, LogThrottle, PolicyIo, input_fault,
-                                               message_type_for, parse_topic_types,
-                                               twist_command)
+from policy_distill_ros.core.timing import LogHistogram
+from policy_distill_ros.nodes.action_publisher import ActionPublisher
+from policy_distill_ros.nodes.inputs import InputStamps, twist_command
+from policy_distill_ros.nodes.policy_io import PolicyIo
+from policy_distill_ros.nodes.rclpy_internals import HotPathLog
 from policy_distill_ros.nodes.ros_common import (COMMAND_QOS, LATCHED_QOS, SENSOR_QOS,
                                                  add_parameter_check, declare, require_choice,
                                                  spin_node, warn_unknown_parameters)
+from policy_distill_ros.nodes.topic_types import (message_type_for,
+                                                  parse_topic_types)
 
 COMMAND_TOPIC = COMMAND   # geometry_msgs/TwistStamped feeding `kind: command` terms
 
@@ -145,7 +153,7 @@ class StudentNode(LifecycleNode):
         self._spec: Optional[PolicySpec] = None
         self._policy: Optional[OnnxPolicy] = None
         self._asm: Optional[ObservationAssembler] = None
-        self._inputs: Optional[InputCache] = None
+        self._topics: list = []
         self._io: Optional[PolicyIo] = None
         self._out: Optional[ActionPublisher] = None
         self._fallback: Optional[FallbackCommand] = None
@@ -166,11 +174,13 @@ class StudentNode(LifecycleNode):
         self._self_muted = False   # own gap > deadline: muted until the monitor says nominal
         self._command_mode = "published"  # published | withheld | waiting: logged per change
         self._loop_started_s: Optional[float] = None
+        self._action_lateness = LogHistogram()  # timer: publish time - due time, seconds
+        self._published_mono_s = 0.0
         self._next_monitor_lookup_s, self._monitor_discovered = 0.0, False
         self._log = HotPathLog(self.get_logger())  # for the IO / loop threads
         self.ticks = 0
         self._reload_lock = threading.Lock()
-        self.create_subscription(String, ENFORCEMENT_TOPIC, self._on_enforcement, LATCHED_QOS)
+        self.create_subscription(String, POLICY_ENFORCEMENT, self._on_enforcement, LATCHED_QOS)
         # Sensor callbacks and the loop run on other threads (PolicyIo, LoopTimer), so a reload
         # served here never delays them; the load itself runs in a worker thread all the same.
         self.create_service(Trigger, "~/reload", self._on_reload)
@@ -199,7 +209,7 @@ class StudentNode(LifecycleNode):
         self.get_logger().info(
             f"configured: model {cfg.model_path} (obs {spec.observation.size}, actions "
             f"{spec.action.size}), {self._rate_hz:g} Hz, trigger {cfg.trigger}, fallback "
-            f"{cfg.fallback_mode}, inputs {', '.join(self._inputs.topics)}")
+            f"{cfg.fallback_mode}, inputs {', '.join(self._topics)}")
         return TransitionCallbackReturn.SUCCESS
 
     def _build(self, cfg: StudentConfig, spec: PolicySpec, policy: OnnxPolicy) -> None:
@@ -217,7 +227,7 @@ class StudentNode(LifecycleNode):
         if cfg.trigger == "on_message" and self._trigger_topic not in topics:
             raise ValueError(f"trigger_topic {self._trigger_topic!r} is not an input topic of "
                              f"the model ({', '.join(topics)})")
-        self._inputs = InputCache(topics)
+        self._topics = topics
         for topic in topics:  # unknown topic types fail here, before anything is created
             message_type_for(topic, cfg.type_table)
         self._command_term = any(getattr(t, "kind", None) == "command"
@@ -240,14 +250,23 @@ class StudentNode(LifecycleNode):
         # Time objects (7 us -> 0.1 us per call, twice per tick).
         sim_time = bool(self.get_parameter("use_sim_time").value)
         self._now_s = self._ros_now_s if sim_time else time.time
+        # One wake-up per sensor frame: on_message waits for the trigger topic only and takes
+        # the other topics first when it arrives; the timer loop takes everything itself at
+        # its due time, so no message wakes a thread at all (ages from the rmw receive time).
+        wake_on = [self._trigger_topic] if cfg.trigger == "on_message" else []
         self._io = PolicyIo(self, topics, self._on_input, action.joints, cfg.type_table,
-                            events=events, decode_sensors=True)
+                            events=events, decode_sensors=True, wake_on=wake_on)
         self._out = self._io.out
 
     def on_activate(self, state: LifecycleState) -> TransitionCallbackReturn:
         self._faults = FaultTracker()
         self._deadline.restart_timing()  # the inactive time is no gap of the policy's
         self._loop_started_s = time.monotonic()
+        self._action_lateness = LogHistogram()
+        # Everything built so far lives until shutdown: out of the collector's way, so a
+        # collection on the hot path walks only what the ticks allocate.
+        gc.collect()
+        gc.freeze()
         self._active = True
         if self._cfg.trigger == "timer":
             if self.get_parameter("use_sim_time").value:
@@ -275,9 +294,11 @@ class StudentNode(LifecycleNode):
 
     def _stop_loop(self) -> None:
         self._active = False
-        if self._loop is not None:
-            self._loop.stop()
+        loop = self._loop
+        if loop is not None:
+            loop.stop()
             self._loop = None
+            self._log_loop_timing(loop)
         if self._timer is not None:
             self.destroy_timer(self._timer)
             self._timer = None
@@ -290,7 +311,7 @@ class StudentNode(LifecycleNode):
         self._subs = []
         if self._io is not None:
             self._io.close()
-        self._io = self._out = self._policy = self._asm = self._inputs = None
+        self._io = self._out = self._policy = self._asm = None
 
     def destroy_node(self) -> None:
         self._stop_loop()
@@ -301,23 +322,22 @@ class StudentNode(LifecycleNode):
     def _ros_now_s(self) -> float:
         return ns_to_s(self.get_clock().now().nanoseconds)
 
-    def _on_input(self, topic: str, msg) -> None:
-        """PolicyIo thread. on_message: assemble at once (this thread also runs the tick, so
-        only the trigger topic's own work is on the message-to-action path); timer: store."""
+    def _on_input(self, topic: str, msg, received_ns: Optional[int] = None) -> None:
+        """PolicyIo thread (on_message; the trigger topic last) or the loop's own thread (timer,
+        from `take_inputs`): into the assembler; the trigger topic then runs the tick."""
         cfg = self._cfg
         if cfg is None:
             return
         now_s = self._now_s()
-        if cfg.trigger == "timer":
-            inputs = self._inputs
-            if inputs is not None:
-                inputs.store(topic, msg, now_s)
-            return
+        # the age counts from the DDS receive time (system clock), also for a message taken
+        # later; under use_sim_time ages are sim time, so from the take (at most a tick late)
+        receive_s = now_s if received_ns is None or self._now_s is not time.time else \
+            min(now_s, ns_to_s(received_ns))
         with self._tick_lock:
             if self._asm is None:
                 return
-            self._ingest(topic, msg, now_s)
-        if topic == self._trigger_topic and self._active:
+            self._ingest(topic, msg, receive_s)
+        if cfg.trigger == "on_message" and topic == self._trigger_topic and self._active:
             self._tick(now_s)
 
     def _on_command(self, msg) -> None:
@@ -331,11 +351,7 @@ class StudentNode(LifecycleNode):
             self._reset_episode(jump, keep_stamp=True)  # this message starts the new episode
         self._asm.on_message(topic, msg, receive_s)
 
-    def _feed_inputs(self) -> None:
-        """Timer trigger: messages stored since the last tick into the assembler."""
-        if self._cfg.trigger == "timer":
-            for topic, entry in self._inputs.take_new():
-                self._ingest(topic, entry.msg, entry.receive_s)
+    def _feed_command(self) -> None:
         command = self._pending_command
         if command is not None:
             self._asm.set_command(command)
@@ -384,6 +400,9 @@ class StudentNode(LifecycleNode):
     # ---- the control tick ------------------------------------------------------------------
     def _tick(self, now_s: Optional[float] = None) -> None:
         """One control step; `now_s`: when the triggering message arrived (on_message)."""
+        io = self._io
+        if now_s is None and io is not None:
+            io.take_inputs()  # timer: what arrived since the last tick, on this thread
         with self._tick_lock:
             if not self._active or self._out is None:
                 return
@@ -398,9 +417,12 @@ class StudentNode(LifecycleNode):
                 except Exception:  # noqa: BLE001 - nothing safer left to do
                     pass
             self.ticks += 1
+            loop = self._loop
+            if loop is not None:  # timer: when the action went out, against its due time
+                self._action_lateness.add(self._published_mono_s - loop.due_s)
 
     def _control_step(self, now_s: float) -> None:
-        self._feed_inputs()
+        self._feed_command()
         obs = self._asm.build(now_s)
         policy = self._policy  # one read: a hot reload swaps this reference between ticks
         fault = input_fault(obs, self._cfg.max_input_age_s)
@@ -428,6 +450,7 @@ class StudentNode(LifecycleNode):
             self._out.publish(self._fallback.command(), stamp, fallback=True)
         else:
             self._out.publish(command, stamp, fallback=fault is not None, withheld=withheld)
+        self._published_mono_s = time.monotonic()
         # bookkeeping after the action is out
         mode = "waiting" if waiting else ("withheld" if withheld else "published")
         if mode != self._command_mode:
@@ -458,6 +481,17 @@ class StudentNode(LifecycleNode):
                             f"{d.deadline_s * 1e3:.2f} ms without an action "
                             f"({d.misses} misses in {self.ticks} ticks)")
 
+    def _log_loop_timing(self, loop: LoopTimer) -> None:
+        """Timer trigger: how late actions went out against their due times, in one line."""
+        late = self._action_lateness
+        if late.count == 0:
+            return
+        self.get_logger().info(
+            f"timer loop: {late.count} actions, published after their due time p50 "
+            f"{late.percentile(50) * 1e3:.3f} / p99 {late.percentile(99) * 1e3:.3f} / max "
+            f"{late.max * 1e3:.3f} ms; {loop.skipped_ticks} ticks skipped after "
+            f"{loop.overruns} overruns")
+
     @property
     def deadline_misses(self) -> int:
         return 0 if self._deadline is None else self._deadline.misses
@@ -473,7 +507,7 @@ class StudentNode(LifecycleNode):
             return True
         if now >= self._next_monitor_lookup_s:  # a graph query: at most twice a second
             self._next_monitor_lookup_s = now + 0.5
-            self._monitor_discovered = self.count_publishers(ENFORCEMENT_TOPIC) > 0
+            self._monitor_discovered = self.count_publishers(POLICY_ENFORCEMENT) > 0
         return self._monitor_discovered  # discovered, its latched state not yet here
 
     def _on_enforcement(self, msg: String) -> None:

@@ -47,16 +47,18 @@ from sensor_msgs.msg import JointState
 from std_msgs.msg import Float64MultiArray
 
 from policy_distill_ros.core.contract import is_fallback_frame, ns_to_s, stamp_ns
+from policy_distill_ros.core.fallback import FALLBACK_MODES, FallbackCommand, input_fault
 from policy_distill_ros.core.faults import FaultTracker
 from policy_distill_ros.core.fields import layout_labels
+from policy_distill_ros.core.log_throttle import LogThrottle
 from policy_distill_ros.core.observation import ObservationAssembler
 from policy_distill_ros.core.teacher_modes import ActionMixer, LabelGate
-from policy_distill_ros.nodes.policy_io import (FALLBACK_MODES, FallbackCommand, InputStamps,
-                                               LogThrottle, PolicyIo, input_fault,
-                                               log_fault_lines, message_type_for,
-                                               parse_topic_types)
-from policy_distill_ros.nodes.ros_common import (SENSOR_QOS, declare, require_choice,
-                                                 s_to_stamp, spin_node, warn_unknown_parameters)
+from policy_distill_ros.nodes.inputs import InputStamps
+from policy_distill_ros.nodes.policy_io import PolicyIo
+from policy_distill_ros.nodes.ros_common import (SENSOR_QOS, declare, log_fault_lines,
+                                                 require_choice, s_to_stamp, spin_node,
+                                                 warn_unknown_parameters)
+from policy_distill_ros.nodes.topic_types import message_type_for, parse_topic_types
 
 MODES = ("drive", "label", "mix")
 # Echoes of other policies and episode events: reliable, with depth (in label mode the
@@ -225,7 +227,7 @@ class TeacherNode(Node):
     def _ros_now_s(self) -> float:
         return ns_to_s(self.get_clock().now().nanoseconds)
 
-    def _on_input(self, topic: str, msg) -> None:
+    def _on_input(self, topic: str, msg, received_ns=None) -> None:
         self._feed(("input", topic, msg, self._now_s()), topic == self._cfg.trigger_topic)
 
     def _feed(self, item, is_trigger: bool) -> None:

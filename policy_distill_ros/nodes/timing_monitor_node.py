@@ -19,7 +19,8 @@ Its own stalls are not the student's misses: echoes are timed by their DDS sourc
 is taken first (the watchdog runs on the echo thread after the reads, and drains again just
 before it declares). A time jump (sim reset, stamps or /clock going back) restarts the
 statistics. Cost matters (it shares the robot computer): echoes and watchdog share one
-`TakeLoop` thread (its subscription sits on this node, out of the executor's wait set); under use_sim_time the watchdog is an rclpy timer.
+`TakeLoop` thread (its subscription sits on this node, out of the executor's wait set); under
+use_sim_time the watchdog is an rclpy timer.
 """
 from __future__ import annotations
 
@@ -41,19 +42,21 @@ from sensor_msgs.msg import JointState
 from std_msgs.msg import Float64, String
 from std_srvs.srv import Trigger
 
-from policy_distill_ros.core.contract import is_fallback_frame, is_withheld_frame, ns_to_s
+from policy_distill_ros.core.contract import (POLICY_ENFORCEMENT, header_stamp_s,
+                                              is_fallback_frame, is_withheld_frame, ns_to_s)
 from policy_distill_ros.core.enforcement import (ESCALATIONS, LATCHED, NOMINAL, TIME_JUMP_S,
                                                  TRIGGERS, DeadlineEnforcer, StateChange,
                                                  input_periods_for)
+from policy_distill_ros.core.fallback import FALLBACK_MODES, FallbackCommand
 from policy_distill_ros.core.policy_file import read_metadata
 from policy_distill_ros.core.spec import ActionSpec, load_policy_spec
 from policy_distill_ros.core.timing import LatencyStats, PeriodStats
-from policy_distill_ros.nodes.policy_io import (FALLBACK_MODES, ENFORCEMENT_TOPIC, ActionPublisher,
-                                               FallbackCommand, HotPathLog, LoopServed,
-                                               TakeLoop, header_stamp_s, message_type_for)
+from policy_distill_ros.nodes.action_publisher import ActionPublisher
+from policy_distill_ros.nodes.rclpy_internals import HotPathLog, LoopServed, TakeLoop
 from policy_distill_ros.nodes.ros_common import (LATCHED_QOS, SENSOR_QOS, add_parameter_check,
                                                  declare, require_choice, spin_node, stamp_to_s,
                                                  warn_unknown_parameters)
+from policy_distill_ros.nodes.topic_types import message_type_for
 
 # Every echo counts (a dropped echo would look like a miss): reliable, and deep enough to hold
 # 2 s of echoes at 500 Hz while this process is starved (the newest would push out the oldest).
@@ -216,7 +219,7 @@ class TimingMonitorNode(Node):
         self._diag_pub = self.create_publisher(DiagnosticArray, "/diagnostics", 10)
         # Only a monitor that commands the fallback asks the student to give way: with
         # publish_fallback false (recording in a lockstep simulation) it only reports.
-        self._state_pub = self.create_publisher(String, ENFORCEMENT_TOPIC, LATCHED_QOS) \
+        self._state_pub = self.create_publisher(String, POLICY_ENFORCEMENT, LATCHED_QOS) \
             if self._out is not None else None
         self._state_msg = String(data=NOMINAL)
         if self._state_pub is not None:
