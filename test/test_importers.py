@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import io
 import json
-import re
 import pickle
+import re
 import zipfile
 
 import numpy as np
@@ -105,9 +105,9 @@ def rsl_rl_runner(std_type: str = "scalar", obs_normalization: bool = True, acti
                   **actor_overrides):
     """A real rsl_rl OnPolicyRunner on a tiny vectorized env, trained 2 iterations.
     `actor_overrides` change the actor config (e.g. class_name="RNNModel", rnn_type="gru")."""
-    from tensordict import TensorDict
     from rsl_rl.env import VecEnv
     from rsl_rl.runners import OnPolicyRunner
+    from tensordict import TensorDict
 
     class DriftEnv(VecEnv):
         def __init__(self) -> None:

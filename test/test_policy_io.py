@@ -13,7 +13,6 @@ from sensor_msgs.msg import JointState
 from std_msgs.msg import Float64MultiArray
 
 from policy_distill_ros.core.contract import FALLBACK_FRAME, WITHHELD_FALLBACK_FRAME, WITHHELD_FRAME
-
 from policy_distill_ros.core.log_throttle import LogThrottle
 from policy_distill_ros.nodes.action_publisher import ActionPublisher
 from policy_distill_ros.nodes.patched_message import PatchedMessage
@@ -87,5 +86,5 @@ def test_hot_path_log_keeps_levels_and_logger_name():
     lines = [line for line in err.splitlines() if "hot_log_child" in line]
     assert len(lines) == 3, err
     for line, (level, text) in zip(lines, [("ERROR", "first line"), ("WARN", "second line"),
-                                           ("INFO", "third line")]):
+                                           ("INFO", "third line")], strict=True):
         assert f"[{level}]" in line and line.endswith(f"[hot_log_child]: {text}"), line

@@ -102,7 +102,7 @@ def test_round_trip_three_readers_agree(tmp_path):
         theirs = [(c.topic, t, bytes(d)) for c, t, d in reader.messages()]
     assert theirs == want
 
-    from mcap import reader as mcap_reader   # the independent MCAP reader (requirements/dev.txt)
+    from mcap import reader as mcap_reader  # the independent MCAP reader (requirements/dev.txt)
     files = sorted(p for p in os.listdir(bag) if p.endswith(".mcap"))
     with open(bag / files[0], "rb") as f:
         reader = mcap_reader.make_reader(f, validate_crcs=True)
@@ -123,7 +123,7 @@ def test_deserialized_fields_equal_rclpy_fields(tmp_path):
     write_bag(tmp_path / "b", stream)
     got = list(read_bag(str(tmp_path / "b")))
     assert len(got) == len(stream)
-    for (topic, msgtype, t, sent), item in zip(stream, got):
+    for (topic, msgtype, t, sent), item in zip(stream, got, strict=True):
         assert (item.topic, item.msgtype, item.log_time_ns) == (topic, msgtype, t)
         if msgtype.endswith("JointState"):
             assert list(item.message.name) == list(sent.name)
@@ -320,7 +320,7 @@ def _fill_until_error(bag, opener=None):
     sent = []
     for i in range(100000):
         m = joint_state(i)
-        m.name = ["j%d" % k for k in range(200)]       # ~2 KB per message: fills fast
+        m.name = [f"j{k}" for k in range(200)]       # ~2 KB per message: fills fast
         data = serialize_message(m)
         if not writer.write(channel, 1000 + i, data):
             break

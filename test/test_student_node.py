@@ -23,8 +23,15 @@ from std_srvs.srv import Trigger
 
 from node_process import node_process
 from policy_models import make_linear_policy, make_recurrent_policy
-from ros_harness import (RECORD, RobotPeer, echo_stamp, echo_stamp_s, is_fallback, wait_for_log,
-                         wait_until)
+from ros_harness import (
+    RECORD,
+    RobotPeer,
+    echo_stamp,
+    echo_stamp_s,
+    is_fallback,
+    wait_for_log,
+    wait_until,
+)
 
 pytestmark = [pytest.mark.dds, pytest.mark.timeout(180)]
 
@@ -57,7 +64,8 @@ class Reference:
 
     @staticmethod
     def step(peer: RobotPeer, last_command: np.ndarray) -> np.ndarray:
-        by_name = dict(zip(peer.joint_order, zip(peer.position, peer.velocity)))
+        by_name = dict(zip(peer.joint_order, zip(peer.position, peer.velocity, strict=True),
+                           strict=True))
         pos = np.array([by_name[j][0] for j in JOINTS])
         vel = np.array([by_name[j][1] for j in JOINTS])
         return np.concatenate([(pos - OFFSET) * 2.0, np.clip(vel * 0.5, -1, 1),

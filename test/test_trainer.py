@@ -11,8 +11,13 @@ from policy_distill_ros.core.spec import load_policy_spec
 from policy_distill_ros.training.dataset import DistillDataset, dataset_from_bags
 from policy_distill_ros.training.networks import TeacherConfig, TeacherPolicy, count_parameters
 from policy_distill_ros.training.normalizer import EmpiricalNormalizer, NormalizerConfig
-from policy_distill_ros.training.trainer import (TrainConfig, TrainingError, export_student, fit,
-                                                 teacher_outputs)
+from policy_distill_ros.training.trainer import (
+    TrainConfig,
+    TrainingError,
+    export_student,
+    fit,
+    teacher_outputs,
+)
 from sim_bags import record_sim_bag, specs
 
 
@@ -166,7 +171,7 @@ def test_recurrent_student_trains_on_episode_windows_and_exports(tmp_path):
                           "gru_hidden_size": 16}, epochs=6, sequence_length=8, batch_size=64)
     result = fit(teacher, norm, ds, cfg, progress=False)
     assert result.history[-1]["val"]["total"] < result.history[0]["val"]["total"]
-    from policy_distill_ros.core.spec import PolicySpec, ObservationSpec, ObsTerm
+    from policy_distill_ros.core.spec import ObservationSpec, ObsTerm, PolicySpec
     student_spec, _ = specs()
     spec = PolicySpec(ObservationSpec((ObsTerm("x", topic="imu", field="data", size=12),)),
                       student_spec.action, 20.0)
@@ -198,7 +203,8 @@ def test_config_is_validated_and_round_trips():
     cfg = config(grad_clip=None, lr_schedule="constant")
     assert TrainConfig.from_dict(cfg.to_dict()).to_dict() == cfg.to_dict()
     for bad, match in (({"epochs": 0}, "epochs"), ({"lr": -1.0}, "lr"),
-                       ({"val_fraction": 0.95}, "val_fraction"), ({"lr_schedule": "step"}, "lr_schedule"),
+                       ({"val_fraction": 0.95}, "val_fraction"),
+                       ({"lr_schedule": "step"}, "lr_schedule"),
                        ({"batch_size": 2.5}, "batch_size"), ({"epoch": 3}, "unknown keys")):
         with pytest.raises(ValueError, match=match):
             config(**bad)

@@ -80,8 +80,11 @@ def _load_config(path: str) -> dict:
 def initial_dataset(items, config_dir: Path, student_spec, teacher_spec):
     """One dataset from bags, globs and dataset .npz files (relative to `config_dir` as in
     `pipeline.resolve_path`); None when `items` is empty. Shared by dagger, sweep and quantize."""
-    from policy_distill_ros.training.dataset import (DistillDataset, dataset_from_bags,
-                                                     iter_bag_paths)
+    from policy_distill_ros.training.dataset import (
+        DistillDataset,
+        dataset_from_bags,
+        iter_bag_paths,
+    )
     from policy_distill_ros.training.pipeline import resolve_path
     items = [items] if isinstance(items, str) else list(items or [])
     npz = [resolve_path(p, config_dir) for p in items if str(p).endswith(".npz")]
@@ -136,9 +139,12 @@ def run(args: argparse.Namespace) -> int:
     from policy_distill_ros.core.spec import load_policy_spec
     from policy_distill_ros.training.dagger import DaggerConfig, run_dagger
     from policy_distill_ros.training.dataset import DatasetError
-    from policy_distill_ros.training.evaluation import (comparison_table,
-                                                        evaluate_teacher_and_student,
-                                                        format_table, held_out_seeds)
+    from policy_distill_ros.training.evaluation import (
+        comparison_table,
+        evaluate_teacher_and_student,
+        format_table,
+        held_out_seeds,
+    )
     from policy_distill_ros.training.pipeline import resolve_path
     from policy_distill_ros.training.teacher_loading import load_teacher_any
     from policy_distill_ros.training.trainer import TrainConfig, TrainingError, export_student

@@ -6,7 +6,6 @@ everywhere; numpy only, so it is tested without ROS.
 from __future__ import annotations
 
 import threading
-from typing import Optional, Tuple
 
 import numpy as np
 
@@ -22,15 +21,15 @@ class FallbackCommand:
     last_safe: the last command the policy produced from good input (default pose before any).
     """
 
-    def __init__(self, mode: str, default_pose: np.ndarray, lower: Optional[np.ndarray] = None,
-                 upper: Optional[np.ndarray] = None) -> None:
+    def __init__(self, mode: str, default_pose: np.ndarray, lower: np.ndarray | None = None,
+                 upper: np.ndarray | None = None) -> None:
         if mode not in FALLBACK_MODES:
             raise ValueError(f"fallback_mode {mode!r}: expected one of {', '.join(FALLBACK_MODES)}")
         self.mode = mode
         self._default = np.asarray(default_pose, dtype=np.float64).copy()
         self._lower = None if lower is None else np.asarray(lower, dtype=np.float64)
         self._upper = None if upper is None else np.asarray(upper, dtype=np.float64)
-        self._last_safe: Optional[np.ndarray] = None
+        self._last_safe: np.ndarray | None = None
         self._lock = threading.Lock()
 
     def remember_safe(self, command: np.ndarray) -> None:
@@ -56,7 +55,7 @@ class FallbackCommand:
         return np.array(value, dtype=np.float64)
 
 
-def input_fault(obs, max_input_age_s: float) -> Optional[Tuple[str, str]]:
+def input_fault(obs, max_input_age_s: float) -> tuple[str, str] | None:
     """(kind, text) when an assembled observation must not be acted on: an input problem (NaN,
     wrong size, unknown joint, no message yet) or a topic older than `max_input_age_s`."""
     if obs.problem:

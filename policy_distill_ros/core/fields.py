@@ -11,7 +11,7 @@ from typing import Any
 
 import numpy as np
 
-from .contract import header_stamp_s, stamp_s   # re-exported: the stamp rule lives there
+from .contract import header_stamp_s, stamp_s  # re-exported: the stamp rule lives there
 
 __all__ = ["FieldError", "extract", "header_stamp_s", "stamp_s", "names_of", "layout_labels"]
 

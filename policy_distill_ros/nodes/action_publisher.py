@@ -3,15 +3,20 @@ from __future__ import annotations
 
 import array
 import math
-from typing import Sequence
+from collections.abc import Sequence
 
 import numpy as np
 from rclpy.node import Node
 from sensor_msgs.msg import JointState
 from std_msgs.msg import Float64MultiArray, MultiArrayDimension
 
-from policy_distill_ros.core.contract import (FALLBACK_FRAME, WITHHELD_FALLBACK_FRAME, WITHHELD_FRAME,
-                                              echo_frame, s_to_sec_nanosec)
+from policy_distill_ros.core.contract import (
+    FALLBACK_FRAME,
+    WITHHELD_FALLBACK_FRAME,
+    WITHHELD_FRAME,
+    echo_frame,
+    s_to_sec_nanosec,
+)
 from policy_distill_ros.nodes.patched_message import PatchedMessage
 from policy_distill_ros.nodes.ros_common import COMMAND_QOS
 

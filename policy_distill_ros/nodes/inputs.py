@@ -3,8 +3,6 @@
 """
 from __future__ import annotations
 
-from typing import Optional
-
 import numpy as np
 from geometry_msgs.msg import TwistStamped
 
@@ -26,7 +24,7 @@ class InputStamps:
         self.episodes = EpisodeBoundary()
         self.newest = None   # (seconds, builtin_interfaces/Time)
 
-    def on_message(self, topic: str, msg: object) -> Optional[str]:
+    def on_message(self, topic: str, msg: object) -> str | None:
         """Record `msg`'s stamp; a description when time went backwards (reset), else None."""
         stamp = header_stamp_s(msg)
         if stamp is None:

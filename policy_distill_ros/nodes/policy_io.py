@@ -6,7 +6,7 @@ lives in `core/`.
 """
 from __future__ import annotations
 
-from typing import Callable, Mapping, Optional, Sequence, Tuple
+from collections.abc import Callable, Mapping, Sequence
 
 from rclpy.node import Node
 from rclpy.qos import QoSProfile
@@ -48,12 +48,12 @@ class PolicyIo:
     """
 
     def __init__(self, owner: Node, topics: Sequence[str],
-                 on_message: Callable[[str, object, Optional[int]], None],
+                 on_message: Callable[[str, object, int | None], None],
                  joint_names: Sequence[str],
-                 type_overrides: Optional[Mapping[str, str]] = None,
-                 events: Sequence[Tuple[str, type, object, Callable[[object], None]]] = (),
+                 type_overrides: Mapping[str, str] | None = None,
+                 events: Sequence[tuple[str, type, object, Callable[[object], None]]] = (),
                  sensor_qos: QoSProfile = SENSOR_QOS, decode_sensors: bool = False,
-                 wake_on: Optional[Sequence[str]] = None) -> None:
+                 wake_on: Sequence[str] | None = None) -> None:
         self.node = owner
         group = LoopServed()
         self.subscriptions = [
@@ -90,7 +90,7 @@ class PolicyIo:
         self.out.destroy()
 
 
-def _decoder_for(msg_type: type) -> Optional[Callable[[bytes], object]]:
+def _decoder_for(msg_type: type) -> Callable[[bytes], object] | None:
     from policy_distill_ros.core.cdr import DECODERS
     for name, cls in MESSAGE_TYPES.items():
         if cls is msg_type and name in DECODERS:
@@ -98,14 +98,14 @@ def _decoder_for(msg_type: type) -> Optional[Callable[[bytes], object]]:
     return None
 
 
-def _decoding(callback: Callable[[object, Optional[dict]], None],
+def _decoding(callback: Callable[[object, dict | None], None],
               decoder: Callable[[bytes], object],
-              msg_type: type) -> Callable[[bytes, Optional[dict]], None]:
+              msg_type: type) -> Callable[[bytes, dict | None], None]:
     from rclpy.serialization import deserialize_message
 
     from policy_distill_ros.core.cdr import CdrError
 
-    def on_raw(data: bytes, info: Optional[dict] = None) -> None:
+    def on_raw(data: bytes, info: dict | None = None) -> None:
         try:
             msg = decoder(data)
         except (CdrError, UnicodeDecodeError):
@@ -114,8 +114,8 @@ def _decoding(callback: Callable[[object, Optional[dict]], None],
     return on_raw
 
 
-def _bind(on_message: Callable[[str, object, Optional[int]], None],
-          topic: str) -> Callable[[object, Optional[dict]], None]:
-    def on_msg(msg: object, info: Optional[dict] = None) -> None:
+def _bind(on_message: Callable[[str, object, int | None], None],
+          topic: str) -> Callable[[object, dict | None], None]:
+    def on_msg(msg: object, info: dict | None = None) -> None:
         on_message(topic, msg, None if info is None else info["received_timestamp"])
     return on_msg

@@ -15,7 +15,7 @@ import contextlib
 import math
 import threading
 import time
-from typing import Callable, Optional, Sequence, Tuple
+from collections.abc import Callable, Sequence
 
 from rclpy.callback_groups import CallbackGroup
 from rclpy.executors import SingleThreadedExecutor
@@ -118,8 +118,8 @@ class TakeLoop:
     WAIT_TIMEOUT_NS = 100_000_000
 
     def __init__(self, node: Node, subscriptions: Sequence, name: str,
-                 periodic: Optional[Tuple[float, Callable[[], None]]] = None,
-                 group: Optional[LoopServed] = None, passive: Sequence = ()) -> None:
+                 periodic: tuple[float, Callable[[], None]] | None = None,
+                 group: LoopServed | None = None, passive: Sequence = ()) -> None:
         self.node = node
         self.subscriptions = list(subscriptions)
         self.passive = list(passive)
@@ -130,7 +130,7 @@ class TakeLoop:
         self._stop = threading.Event()
         self._error_log = LogThrottle()
         self._log = HotPathLog(node.get_logger())
-        self._executor: Optional[SingleThreadedExecutor] = None
+        self._executor: SingleThreadedExecutor | None = None
         self._wake = None
         target = None
         try:
@@ -156,7 +156,7 @@ class TakeLoop:
         self._thread = None if target is None else threading.Thread(target=target, daemon=True,
                                                                     name=name)
 
-    def start(self) -> "TakeLoop":
+    def start(self) -> TakeLoop:
         if self._thread is not None:
             self._thread.start()
         return self
@@ -202,7 +202,7 @@ class TakeLoop:
                             next_due += period_s
                             if next_due <= now:  # overran: skip, never burst
                                 next_due = now + period_s
-        except Exception:  # noqa: BLE001 - context shut down under us: nothing left to serve
+        except Exception:
             if not stop.is_set():
                 raise
 

@@ -6,15 +6,25 @@ from __future__ import annotations
 
 import signal
 import sys
-from typing import Any, Callable, Iterable, Optional, Sequence, Tuple
+from collections.abc import Callable, Iterable, Sequence
+from typing import Any
 
 import rclpy
-from rcl_interfaces.msg import (FloatingPointRange, IntegerRange, ParameterDescriptor,
-                                SetParametersResult)
+from rcl_interfaces.msg import (
+    FloatingPointRange,
+    IntegerRange,
+    ParameterDescriptor,
+    SetParametersResult,
+)
 from rclpy.executors import ExternalShutdownException, SingleThreadedExecutor
 from rclpy.node import Node
-from rclpy.qos import (DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPolicy,
-                       qos_profile_sensor_data)
+from rclpy.qos import (
+    DurabilityPolicy,
+    HistoryPolicy,
+    QoSProfile,
+    ReliabilityPolicy,
+    qos_profile_sensor_data,
+)
 
 from policy_distill_ros.core.contract import s_to_sec_nanosec, stamp_s
 
@@ -51,9 +61,9 @@ def require_choice(name: str, value: Any, choices: Sequence[str]) -> None:
 
 
 def declare(node: Node, name: str, default: Any, description: str, *,
-            read_only: bool = False, min_value: Optional[float] = None,
-            max_value: Optional[float] = None, choices: Optional[Sequence[str]] = None,
-            check: Optional[Callable[[Any], Optional[str]]] = None) -> Any:
+            read_only: bool = False, min_value: float | None = None,
+            max_value: float | None = None, choices: Sequence[str] | None = None,
+            check: Callable[[Any], str | None] | None = None) -> Any:
     """Declare a parameter with a descriptor (shown by `ros2 param describe`) and return its value.
 
     Ranges and read-only are enforced by rclpy itself; `choices` and `check` (value -> None, or
@@ -91,7 +101,7 @@ def declare(node: Node, name: str, default: Any, description: str, *,
     return value
 
 
-def add_parameter_check(node: Node, name: str, check: Callable[[Any], Optional[str]]) -> None:
+def add_parameter_check(node: Node, name: str, check: Callable[[Any], str | None]) -> None:
     """One more runtime check for a declared parameter (value -> None or the refusal reason)."""
     _parameter_checks(node).setdefault(name, []).append(check)
 
@@ -205,7 +215,7 @@ def _ignore(signum: int) -> None:
         pass
 
 
-def _node_name_from(args) -> Optional[str]:
+def _node_name_from(args) -> str | None:
     """The node name a failed constructor would have had: `__node:=` from the arguments."""
     for arg in (args if args is not None else sys.argv):
         if isinstance(arg, str) and arg.startswith("__node:="):
@@ -213,7 +223,7 @@ def _node_name_from(args) -> Optional[str]:
     return None
 
 
-def log_fault_lines(logger, lines: Iterable[Tuple[str, str]]) -> None:
+def log_fault_lines(logger, lines: Iterable[tuple[str, str]]) -> None:
     """Emit core.faults.FaultTracker.update's (level, text) lines on a node logger."""
     for level, text in lines:
         if level == "error":  # two call sites: rclpy fixes a call site's severity

@@ -42,7 +42,6 @@ import sys
 import threading
 import time
 from dataclasses import dataclass
-from typing import Optional
 
 import numpy as np
 from rclpy.lifecycle import LifecycleNode, LifecycleState, TransitionCallbackReturn
@@ -50,8 +49,13 @@ from std_msgs.msg import Float64MultiArray, String
 from std_srvs.srv import Trigger
 
 from policy_distill_ros.core.contract import COMMAND, POLICY_ENFORCEMENT, ns_to_s
-from policy_distill_ros.core.enforcement import (NOMINAL, STATES, TRIGGERS, DeadlineEnforcer,
-                                                 input_periods_for)
+from policy_distill_ros.core.enforcement import (
+    NOMINAL,
+    STATES,
+    TRIGGERS,
+    DeadlineEnforcer,
+    input_periods_for,
+)
 from policy_distill_ros.core.fallback import FALLBACK_MODES, FallbackCommand, input_fault
 from policy_distill_ros.core.faults import FaultTracker
 from policy_distill_ros.core.fields import layout_labels
@@ -66,11 +70,17 @@ from policy_distill_ros.nodes.action_publisher import ActionPublisher
 from policy_distill_ros.nodes.inputs import InputStamps, twist_command
 from policy_distill_ros.nodes.policy_io import PolicyIo
 from policy_distill_ros.nodes.rclpy_internals import HotPathLog
-from policy_distill_ros.nodes.ros_common import (COMMAND_QOS, LATCHED_QOS, SENSOR_QOS,
-                                                 add_parameter_check, declare, require_choice,
-                                                 spin_node, warn_unknown_parameters)
-from policy_distill_ros.nodes.topic_types import (message_type_for,
-                                                  parse_topic_types)
+from policy_distill_ros.nodes.ros_common import (
+    COMMAND_QOS,
+    LATCHED_QOS,
+    SENSOR_QOS,
+    add_parameter_check,
+    declare,
+    require_choice,
+    spin_node,
+    warn_unknown_parameters,
+)
+from policy_distill_ros.nodes.topic_types import message_type_for, parse_topic_types
 
 COMMAND_TOPIC = COMMAND   # geometry_msgs/TwistStamped feeding `kind: command` terms
 
@@ -149,31 +159,31 @@ class StudentNode(LifecycleNode):
                 self.get_logger().warning(problem)
             else:
                 self.get_logger().info(f"SCHED_FIFO priority {priority}")
-        self._cfg: Optional[StudentConfig] = None
-        self._spec: Optional[PolicySpec] = None
-        self._policy: Optional[OnnxPolicy] = None
-        self._asm: Optional[ObservationAssembler] = None
+        self._cfg: StudentConfig | None = None
+        self._spec: PolicySpec | None = None
+        self._policy: OnnxPolicy | None = None
+        self._asm: ObservationAssembler | None = None
         self._topics: list = []
-        self._io: Optional[PolicyIo] = None
-        self._out: Optional[ActionPublisher] = None
-        self._fallback: Optional[FallbackCommand] = None
+        self._io: PolicyIo | None = None
+        self._out: ActionPublisher | None = None
+        self._fallback: FallbackCommand | None = None
         self._faults = FaultTracker()
         self._subs: list = []
-        self._loop: Optional[LoopTimer] = None
+        self._loop: LoopTimer | None = None
         self._timer = None
         self._active = False
         self._stamps = InputStamps()  # newest input stamp (echo stamp rule), time going back
-        self._episode_problem: Optional[str] = None
+        self._episode_problem: str | None = None
         self._now_s = self._ros_now_s
-        self._command_buf: Optional[np.ndarray] = None
-        self._pending_command: Optional[np.ndarray] = None  # newest operator command term
+        self._command_buf: np.ndarray | None = None
+        self._pending_command: np.ndarray | None = None  # newest operator command term
         self._tick_lock = threading.Lock()
         self._miss_log = LogThrottle(1.0)
-        self._deadline: Optional[DeadlineEnforcer] = None
-        self._monitor_state: Optional[str] = None  # None: no monitor heard, never withhold
+        self._deadline: DeadlineEnforcer | None = None
+        self._monitor_state: str | None = None  # None: no monitor heard, never withhold
         self._self_muted = False   # own gap > deadline: muted until the monitor says nominal
         self._command_mode = "published"  # published | withheld | waiting: logged per change
-        self._loop_started_s: Optional[float] = None
+        self._loop_started_s: float | None = None
         self._action_lateness = LogHistogram()  # timer: publish time - due time, seconds
         self._published_mono_s = 0.0
         self._next_monitor_lookup_s, self._monitor_discovered = 0.0, False
@@ -322,7 +332,7 @@ class StudentNode(LifecycleNode):
     def _ros_now_s(self) -> float:
         return ns_to_s(self.get_clock().now().nanoseconds)
 
-    def _on_input(self, topic: str, msg, received_ns: Optional[int] = None) -> None:
+    def _on_input(self, topic: str, msg, received_ns: int | None = None) -> None:
         """PolicyIo thread (on_message; the trigger topic last) or the loop's own thread (timer,
         from `take_inputs`): into the assembler; the trigger topic then runs the tick."""
         cfg = self._cfg
@@ -398,7 +408,7 @@ class StudentNode(LifecycleNode):
         return response
 
     # ---- the control tick ------------------------------------------------------------------
-    def _tick(self, now_s: Optional[float] = None) -> None:
+    def _tick(self, now_s: float | None = None) -> None:
         """One control step; `now_s`: when the triggering message arrived (on_message)."""
         io = self._io
         if now_s is None and io is not None:
@@ -518,7 +528,7 @@ class StudentNode(LifecycleNode):
         if msg.data == NOMINAL:
             self._self_muted = False
 
-    def _echo_stamp(self, stamp_s: Optional[float], now_s: float):
+    def _echo_stamp(self, stamp_s: float | None, now_s: float):
         """The stamp rule: the newest input's own Time message (exact), else now."""
         if stamp_s is None:
             return now_s
@@ -538,7 +548,7 @@ class StudentNode(LifecycleNode):
                 self._log.info(text)
 
     # ---- hot reload ------------------------------------------------------------------------
-    def _check_model_path(self, path: str) -> Optional[str]:
+    def _check_model_path(self, path: str) -> str | None:
         """A new `model_path` at run time: loaded and swapped in now, or refused with the
         reason (the parameter keeps its old value); unconfigured, the file must exist."""
         if self._spec is None:
@@ -561,7 +571,7 @@ class StudentNode(LifecycleNode):
         response.success, response.message = result[0]
         return response
 
-    def reload(self, path: Optional[str] = None) -> tuple[bool, str]:
+    def reload(self, path: str | None = None) -> tuple[bool, str]:
         """Load + validate `path` (default: model_path) and swap it in; never on the loop thread.
 
         The new model must match the running spec exactly (same observation layout, actions and
@@ -587,7 +597,7 @@ class StudentNode(LifecycleNode):
             self._reload_lock.release()
 
 
-def _check_topic_types(value: str) -> Optional[str]:
+def _check_topic_types(value: str) -> str | None:
     try:
         parse_topic_types([e for e in value.split(",") if e.strip()])
     except ValueError as exc:

@@ -38,7 +38,6 @@ import os
 import sys
 import time
 from dataclasses import dataclass, field
-from typing import Optional
 
 import numpy as np
 from rclpy.node import Node
@@ -55,9 +54,15 @@ from policy_distill_ros.core.observation import ObservationAssembler
 from policy_distill_ros.core.teacher_modes import ActionMixer, LabelGate
 from policy_distill_ros.nodes.inputs import InputStamps
 from policy_distill_ros.nodes.policy_io import PolicyIo
-from policy_distill_ros.nodes.ros_common import (SENSOR_QOS, declare, log_fault_lines,
-                                                 require_choice, s_to_stamp, spin_node,
-                                                 warn_unknown_parameters)
+from policy_distill_ros.nodes.ros_common import (
+    SENSOR_QOS,
+    declare,
+    log_fault_lines,
+    require_choice,
+    s_to_stamp,
+    spin_node,
+    warn_unknown_parameters,
+)
 from policy_distill_ros.nodes.topic_types import message_type_for, parse_topic_types
 
 MODES = ("drive", "label", "mix")
@@ -158,7 +163,7 @@ class TeacherNode(Node):
         }
         warn_unknown_parameters(self)
         self.ticks = self.labels = self.fallbacks = self.incomplete_frames = 0
-        self._io: Optional[PolicyIo] = None
+        self._io: PolicyIo | None = None
         try:
             self._configure(TeacherNodeConfig(**names))
         except Exception as exc:  # noqa: BLE001 - every cause is reported the same way
@@ -189,7 +194,7 @@ class TeacherNode(Node):
         self._acted = False    # a first complete observation was seen
         self._topics = frozenset(topics)
         self._fresh: set[str] = set()   # input topics heard since the last action
-        self._pending_s: Optional[float] = None   # a trigger waiting for the rest of its frame
+        self._pending_s: float | None = None   # a trigger waiting for the rest of its frame
         self._incomplete_log = LogThrottle(5.0)
         self._mixer = ActionMixer(cfg.beta, cfg.seed) if cfg.mode == "mix" else None
         self._gate = LabelGate() if cfg.mode == "label" else None

@@ -30,7 +30,6 @@ import sys
 import threading
 import time
 from dataclasses import dataclass
-from typing import Dict, Optional
 
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
 from lifecycle_msgs.msg import Transition
@@ -42,20 +41,39 @@ from sensor_msgs.msg import JointState
 from std_msgs.msg import Float64, String
 from std_srvs.srv import Trigger
 
-from policy_distill_ros.core.contract import (POLICY_ENFORCEMENT, header_stamp_s,
-                                              is_fallback_frame, is_withheld_frame, ns_to_s)
-from policy_distill_ros.core.enforcement import (ESCALATIONS, LATCHED, NOMINAL, TIME_JUMP_S,
-                                                 TRIGGERS, DeadlineEnforcer, StateChange,
-                                                 input_periods_for)
+from policy_distill_ros.core.contract import (
+    POLICY_ENFORCEMENT,
+    header_stamp_s,
+    is_fallback_frame,
+    is_withheld_frame,
+    ns_to_s,
+)
+from policy_distill_ros.core.enforcement import (
+    ESCALATIONS,
+    LATCHED,
+    NOMINAL,
+    TIME_JUMP_S,
+    TRIGGERS,
+    DeadlineEnforcer,
+    StateChange,
+    input_periods_for,
+)
 from policy_distill_ros.core.fallback import FALLBACK_MODES, FallbackCommand
 from policy_distill_ros.core.policy_file import read_metadata
 from policy_distill_ros.core.spec import ActionSpec, load_policy_spec
 from policy_distill_ros.core.timing import LatencyStats, PeriodStats
 from policy_distill_ros.nodes.action_publisher import ActionPublisher
 from policy_distill_ros.nodes.rclpy_internals import HotPathLog, LoopServed, TakeLoop
-from policy_distill_ros.nodes.ros_common import (LATCHED_QOS, SENSOR_QOS, add_parameter_check,
-                                                 declare, require_choice, spin_node, stamp_to_s,
-                                                 warn_unknown_parameters)
+from policy_distill_ros.nodes.ros_common import (
+    LATCHED_QOS,
+    SENSOR_QOS,
+    add_parameter_check,
+    declare,
+    require_choice,
+    spin_node,
+    stamp_to_s,
+    warn_unknown_parameters,
+)
 from policy_distill_ros.nodes.topic_types import message_type_for
 
 # Every echo counts (a dropped echo would look like a miss): reliable, and deep enough to hold
@@ -106,7 +124,7 @@ class MonitorConfig:
         self.topics = [t.strip() for t in self.input_topics.split(",") if t.strip()]
 
 
-def load_action_spec(cfg: MonitorConfig) -> tuple[Optional[ActionSpec], float]:
+def load_action_spec(cfg: MonitorConfig) -> tuple[ActionSpec | None, float]:
     """Action spec and control rate from the policy file's metadata, else from a spec YAML."""
     if cfg.model_path:
         meta = read_metadata(cfg.model_path)
@@ -195,7 +213,7 @@ class TimingMonitorNode(Node):
         elif cfg.publish_fallback:
             self.get_logger().warning("no model_path/spec_path: misses are reported but no "
                                       "fallback command can be published")
-        self._ages: Dict[str, float] = {}
+        self._ages: dict[str, float] = {}
         self._misses_reported = 0    # deadline misses already summarised on /diagnostics
         self.student_fallbacks = 0   # echoes flagged `fallback`: the student's own
         self.withheld = 0            # echoes flagged `withheld`: the student muted meanwhile
@@ -361,7 +379,7 @@ class TimingMonitorNode(Node):
         except Exception:  # noqa: BLE001 - shutting down: the watchdog check decides alone
             pass
 
-    def _apply(self, change: Optional[StateChange]) -> None:
+    def _apply(self, change: StateChange | None) -> None:
         """Lock held: publish and log a state change, once."""
         if change is None:
             return

@@ -8,8 +8,9 @@ flush, so a killed recorder still leaves a directory that tools accept.
 from __future__ import annotations
 
 import os
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Dict, List, Mapping, Optional, Sequence
+from typing import Any
 
 import yaml
 
@@ -44,7 +45,7 @@ class OfferedQos:
                 raise ValueError(f"OfferedQos.{name} is {getattr(self, name)!r}; expected one of "
                                  f"{', '.join(table)}")
 
-    def to_dict(self) -> Dict[str, Any]:
+    def to_dict(self) -> dict[str, Any]:
         return {"history": HISTORY[self.history], "depth": int(self.depth),
                 "reliability": RELIABILITY[self.reliability],
                 "durability": DURABILITY[self.durability],
@@ -74,21 +75,21 @@ class TopicEntry:
 class FileEntry:
     path: str
     message_count: int = 0
-    start_ns: Optional[int] = None
-    end_ns: Optional[int] = None
+    start_ns: int | None = None
+    end_ns: int | None = None
 
 
 @dataclass
 class BagMetadata:
     """Everything metadata.yaml says, in one place."""
 
-    topics: List[TopicEntry] = field(default_factory=list)
-    files: List[FileEntry] = field(default_factory=list)
-    custom_data: Dict[str, str] = field(default_factory=dict)
+    topics: list[TopicEntry] = field(default_factory=list)
+    files: list[FileEntry] = field(default_factory=list)
+    custom_data: dict[str, str] = field(default_factory=dict)
     compression_format: str = ""
     compression_mode: str = ""
 
-    def to_dict(self) -> Dict[str, Any]:
+    def to_dict(self) -> dict[str, Any]:
         starts = [f.start_ns for f in self.files if f.start_ns is not None]
         ends = [f.end_ns for f in self.files if f.end_ns is not None]
         start = min(starts) if starts else 0
@@ -139,7 +140,7 @@ def write_metadata(bag_dir: str, metadata: BagMetadata) -> None:
         raise
 
 
-def read_metadata(bag_dir: str) -> Dict[str, Any]:
+def read_metadata(bag_dir: str) -> dict[str, Any]:
     """The `rosbag2_bagfile_information` mapping; ValueError naming the file when it is broken."""
     path = os.path.join(bag_dir, METADATA_FILE)
     try:

@@ -11,16 +11,21 @@ import glob
 import heapq
 import os
 import re
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
-from typing import Any, Dict, Iterable, Iterator, List, NamedTuple, Optional, Tuple
+from typing import Any, NamedTuple
 
 from policy_distill_ros.core.contract import MessageTypeError, normalize_type_name, ns_to_s
 from policy_distill_ros.recording import bag_metadata as meta
 from policy_distill_ros.recording.bag_writer import SPECS_METADATA_NAME
-from policy_distill_ros.recording.mcap_scan import (McapFileError, McapScan, chunk_messages,
-                                                    read_chunk, scan_mcap)
-from policy_distill_ros.recording.msg_types import (decode_cdr, default_typestore,
-                                                    register_schemas)
+from policy_distill_ros.recording.mcap_scan import (
+    McapFileError,
+    McapScan,
+    chunk_messages,
+    read_chunk,
+    scan_mcap,
+)
+from policy_distill_ros.recording.msg_types import decode_cdr, default_typestore, register_schemas
 
 
 class BagError(ValueError):
@@ -44,14 +49,14 @@ class TopicInfo:
 @dataclass
 class BagInfo:
     path: str
-    files: List[str]
-    topics: Dict[str, TopicInfo]
+    files: list[str]
+    topics: dict[str, TopicInfo]
     message_count: int
-    start_ns: Optional[int]
-    end_ns: Optional[int]
-    custom_data: Dict[str, str] = field(default_factory=dict)  # specs, teacher hash, ...
+    start_ns: int | None
+    end_ns: int | None
+    custom_data: dict[str, str] = field(default_factory=dict)  # specs, teacher hash, ...
     complete: bool = True          # every file closed properly (has its MCAP summary)
-    problems: List[str] = field(default_factory=list)
+    problems: list[str] = field(default_factory=list)
 
     @property
     def duration_s(self) -> float:
@@ -60,13 +65,13 @@ class BagInfo:
         return ns_to_s(self.end_ns - self.start_ns)
 
 
-def bag_files(path: str) -> List[str]:
+def bag_files(path: str) -> list[str]:
     """The .mcap files of a bag directory (metadata.yaml order, then unlisted ones), or [path]."""
     if os.path.isfile(path):
         return [path]
     if not os.path.isdir(path):
         raise BagError(f"bag {path} does not exist")
-    listed: List[str] = []
+    listed: list[str] = []
     yaml_path = os.path.join(path, meta.METADATA_FILE)
     if os.path.exists(yaml_path):
         try:
@@ -90,12 +95,12 @@ def bag_files(path: str) -> List[str]:
     return files
 
 
-def _split_index(path: str) -> Tuple[int, str]:
+def _split_index(path: str) -> tuple[int, str]:
     match = re.search(r"_(\d+)\.mcap$", path)
     return (int(match.group(1)) if match else -1, path)
 
 
-def scan_bag(path: str) -> List[McapScan]:
+def scan_bag(path: str) -> list[McapScan]:
     """Every MCAP file of a bag, scanned, channels defined only inside chunks found."""
     scans = []
     for file_path in bag_files(path):
@@ -109,7 +114,8 @@ def scan_bag(path: str) -> List[McapScan]:
 
 
 def _find_channels_in_chunks(scan: McapScan) -> None:
-    """Channels defined only inside chunks (rosbag2's writer, no summary): read chunks until known."""
+    """Channels defined only inside chunks (rosbag2's writer, no summary): read chunks until
+    known."""
     needed = {c for chunk in scan.chunks for c in chunk.counts} - set(scan.channels)
     if not needed and (scan.channels or not scan.chunks):
         return
@@ -120,7 +126,7 @@ def _find_channels_in_chunks(scan: McapScan) -> None:
                 return
 
 
-def _topic_of(scan: McapScan, channel_id: int) -> Tuple[str, str]:
+def _topic_of(scan: McapScan, channel_id: int) -> tuple[str, str]:
     channel = scan.channels.get(channel_id)
     if channel is None:
         raise BagError(f"{scan.path}: message on channel {channel_id}, which no channel record "
@@ -132,7 +138,7 @@ def _topic_of(scan: McapScan, channel_id: int) -> Tuple[str, str]:
     return channel.topic, schema.name
 
 
-def _wanted(topics: Optional[Iterable[str]], scans: List[McapScan]) -> Optional[set]:
+def _wanted(topics: Iterable[str] | None, scans: list[McapScan]) -> set | None:
     """Resolve requested names ('imu' matches '/imu'); unknown names are an error, not silence."""
     if topics is None:
         return None
@@ -147,7 +153,7 @@ def _wanted(topics: Optional[Iterable[str]], scans: List[McapScan]) -> Optional[
     return wanted
 
 
-def read_bag_raw(path: str, topics: Optional[Iterable[str]] = None) -> Iterator[BagMessage]:
+def read_bag_raw(path: str, topics: Iterable[str] | None = None) -> Iterator[BagMessage]:
     """(topic, msgtype, log_time_ns, CDR bytes) in log-time order over every file and chunk.
 
     Chunks are opened lazily, only when their start time is reached, so memory stays at a few
@@ -155,7 +161,7 @@ def read_bag_raw(path: str, topics: Optional[Iterable[str]] = None) -> Iterator[
     """
     scans = scan_bag(path)
     wanted = _wanted(topics, scans)
-    heap: List[tuple] = []     # (time, 0=chunk to open | 1=message, order, position, payload)
+    heap: list[tuple] = []     # (time, 0=chunk to open | 1=message, order, position, payload)
     order = 0
     for file_index, scan in enumerate(scans):
         for chunk in scan.chunks:
@@ -171,7 +177,7 @@ def read_bag_raw(path: str, topics: Optional[Iterable[str]] = None) -> Iterator[
             heap.append((msgs[0][0], 1, order, 0, (file_index, msgs)))
             order += 1
     heapq.heapify(heap)
-    handles: Dict[int, Any] = {}
+    handles: dict[int, Any] = {}
     try:
         while heap:
             time_ns, kind, key, pos, payload = heapq.heappop(heap)
@@ -203,7 +209,7 @@ def read_bag_raw(path: str, topics: Optional[Iterable[str]] = None) -> Iterator[
             handle.close()
 
 
-def read_bag(path: str, topics: Optional[Iterable[str]] = None) -> Iterator[BagMessage]:
+def read_bag(path: str, topics: Iterable[str] | None = None) -> Iterator[BagMessage]:
     """(topic, msgtype, log_time_ns, deserialized message) in log-time order."""
     scans = scan_bag(path)
     store = default_typestore()
@@ -234,9 +240,9 @@ def _normalized(msgtype: str) -> str:
 def bag_info(path: str) -> BagInfo:
     """Counts per topic, time span, recorded specs, and whether every file was closed."""
     scans = scan_bag(path)
-    topics: Dict[str, TopicInfo] = {}
+    topics: dict[str, TopicInfo] = {}
     total, starts, ends, problems = 0, [], [], []
-    custom: Dict[str, str] = {}
+    custom: dict[str, str] = {}
     if os.path.isdir(path) and os.path.exists(os.path.join(path, meta.METADATA_FILE)):
         custom.update({str(k): str(v) for k, v in
                        (meta.read_metadata(path).get("custom_data") or {}).items()})
@@ -244,7 +250,7 @@ def bag_info(path: str) -> BagInfo:
         custom.update(scan.metadata.get(SPECS_METADATA_NAME, {}))
         if scan.problem and not scan.complete:
             problems.append(f"{scan.path}: {scan.problem}")
-        counts: Dict[int, int] = {}
+        counts: dict[int, int] = {}
         for chunk in scan.chunks:
             chunk_counts = chunk.counts
             if not chunk.indexes_complete:   # indexes may be torn: count inside the chunk

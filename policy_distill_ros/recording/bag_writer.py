@@ -16,12 +16,12 @@ import errno
 import os
 import threading
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Dict, List, Optional, Sequence, Tuple
 
+from policy_distill_ros.core.contract import normalize_type_name
 from policy_distill_ros.recording import bag_metadata as meta
 from policy_distill_ros.recording.mcap_file import FileOpener, McapFileWriter, open_exclusive
-from policy_distill_ros.core.contract import normalize_type_name
 from policy_distill_ros.recording.msg_types import message_definition
 
 SPECS_METADATA_NAME = "policy_distill_ros"
@@ -55,7 +55,7 @@ class BagWriterConfig:
     max_file_size_mb: float = 0.0               # split into <name>_<i>.mcap files; 0 = never
     compression: str = "none"                   # chunk compression: none | zstd
     max_pending_messages: int = 1_000_000       # beyond this (writer stalled) messages are dropped
-    custom_data: Dict[str, str] = field(default_factory=dict)  # specs, teacher hash, ...
+    custom_data: dict[str, str] = field(default_factory=dict)  # specs, teacher hash, ...
 
     def __post_init__(self) -> None:
         if not self.path:
@@ -97,25 +97,25 @@ class BagWriter:
         self._opener = file_opener
         self._lock = threading.Lock()
         self._wake = threading.Condition(self._lock)
-        self._pending: List[Tuple[int, int, int, int, bytes]] = []
-        self._topics: Dict[str, _Topic] = {}
-        self._schema_ids: Dict[str, int] = {}
+        self._pending: list[tuple[int, int, int, int, bytes]] = []
+        self._topics: dict[str, _Topic] = {}
+        self._schema_ids: dict[str, int] = {}
         self._sequence = 0
         self._dropped = 0
         self._written = 0
         self._flush_requests = 0
         self._flushes_done = 0
         self._closing = False
-        self._error: Optional[BagWriteError] = None
-        self._file: Optional[McapFileWriter] = None
-        self._files: List[meta.FileEntry] = []
-        self._topic_counts: Dict[int, int] = {}
-        self._thread: Optional[threading.Thread] = None
+        self._error: BagWriteError | None = None
+        self._file: McapFileWriter | None = None
+        self._files: list[meta.FileEntry] = []
+        self._topic_counts: dict[int, int] = {}
+        self._thread: threading.Thread | None = None
         self._topics_in_yaml = 0
 
     # ------------------------------------------------------------ public API
 
-    def open(self) -> "BagWriter":
+    def open(self) -> BagWriter:
         if os.path.exists(self.path):
             raise FileExistsError(f"bag directory {self.path} exists already; a recorder never "
                                   f"overwrites a bag")
@@ -127,7 +127,7 @@ class BagWriter:
         return self
 
     def add_topic(self, topic: str, msgtype: str, qos: Sequence[meta.OfferedQos] = (),
-                  msgdef: Optional[str] = None, type_hash: Optional[str] = None) -> int:
+                  msgdef: str | None = None, type_hash: str | None = None) -> int:
         """Register a topic (definition from the typestore unless given); returns its channel id."""
         msgtype = normalize_type_name(msgtype)
         if msgdef is None or type_hash is None:
@@ -149,7 +149,7 @@ class BagWriter:
         return entry.channel_id
 
     def write(self, channel_id: int, log_time_ns: int, data: bytes,
-              publish_time_ns: Optional[int] = None) -> bool:
+              publish_time_ns: int | None = None) -> bool:
         """Queue one serialized message; False when it was not kept (stopped or overloaded)."""
         with self._lock:
             if self._error is not None or self._closing:
@@ -198,7 +198,7 @@ class BagWriter:
             self._file.abandon()
 
     @property
-    def error(self) -> Optional[BagWriteError]:
+    def error(self) -> BagWriteError | None:
         return self._error
 
     @property
@@ -214,11 +214,11 @@ class BagWriter:
     def pending(self) -> int:
         return len(self._pending)
 
-    def topic_counts(self) -> Dict[str, int]:
+    def topic_counts(self) -> dict[str, int]:
         with self._lock:
             return {t.name: self._topic_counts[t.channel_id] for t in self._topics.values()}
 
-    def __enter__(self) -> "BagWriter":
+    def __enter__(self) -> BagWriter:
         return self.open()
 
     def __exit__(self, *exc) -> None:
@@ -249,8 +249,8 @@ class BagWriter:
             if closing or self._error is not None:
                 return
 
-    def _write_batch(self, batch: List[Tuple[int, int, int, int, bytes]],
-                     topics: List[_Topic]) -> None:
+    def _write_batch(self, batch: list[tuple[int, int, int, int, bytes]],
+                     topics: list[_Topic]) -> None:
         assert self._file is not None
         for topic in topics:
             self._declare(self._file, topic)

@@ -5,8 +5,9 @@ found by equality of (sec, nanosec), never by nearest-time guessing.
 """
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass, field
-from typing import Any, Dict, Iterable, List, Tuple
+from typing import Any
 
 from policy_distill_ros.core.contract import stamp_ns
 from policy_distill_ros.recording.bag_reader import BagMessage
@@ -14,7 +15,7 @@ from policy_distill_ros.recording.bag_reader import BagMessage
 
 @dataclass
 class StampJoin:
-    pairs: List[Tuple[int, Any, Any]] = field(default_factory=list)  # (stamp ns, state, action)
+    pairs: list[tuple[int, Any, Any]] = field(default_factory=list)  # (stamp ns, state, action)
     unmatched_states: int = 0
     unmatched_actions: int = 0
     duplicate_stamps: int = 0      # a second state with a stamp already seen (the first is kept)
@@ -23,8 +24,8 @@ class StampJoin:
 def join_by_stamp(messages: Iterable[BagMessage], state_topic: str,
                   action_topic: str) -> StampJoin:
     """Pair each action on `action_topic` with the `state_topic` message of the same stamp."""
-    states: Dict[int, Any] = {}
-    actions: List[Tuple[int, Any]] = []
+    states: dict[int, Any] = {}
+    actions: list[tuple[int, Any]] = []
     result = StampJoin()
     state_names = {state_topic, "/" + state_topic.lstrip("/")}
     action_names = {action_topic, "/" + action_topic.lstrip("/")}

@@ -11,8 +11,9 @@ from __future__ import annotations
 
 import io
 import os
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import BinaryIO, Callable, Dict, Mapping, Optional, Sequence, Tuple
+from typing import BinaryIO
 
 from mcap.writer import CompressionType, IndexType, Writer
 
@@ -21,7 +22,7 @@ LIBRARY = "policy_distill_ros recorder"
 COMPRESSION = {"": CompressionType.NONE, "zstd": CompressionType.ZSTD}
 
 # (channel id, sequence, log time ns, publish time ns, CDR bytes)
-PendingMessage = Tuple[int, int, int, int, bytes]
+PendingMessage = tuple[int, int, int, int, bytes]
 FileOpener = Callable[[str], BinaryIO]
 
 
@@ -75,8 +76,8 @@ class FileStats:
 
     path: str
     message_count: int = 0
-    start_ns: Optional[int] = None
-    end_ns: Optional[int] = None
+    start_ns: int | None = None
+    end_ns: int | None = None
 
     def add(self, messages: Sequence[PendingMessage]) -> None:
         if not messages:
@@ -95,18 +96,19 @@ class McapFileWriter:
     is exactly what one flush of the recorder wrote.
     """
 
-    def __init__(self, path: str, compression: str = "", metadata: Optional[Mapping[str,
-                 Mapping[str, str]]] = None, opener: FileOpener = open_exclusive) -> None:
+    def __init__(self, path: str, compression: str = "",
+                 metadata: Mapping[str, Mapping[str, str]] | None = None,
+                 opener: FileOpener = open_exclusive) -> None:
         if compression not in COMPRESSION:
             raise ValueError(f"chunk compression {compression!r} is not supported; use "
                              f"{' or '.join(map(repr, COMPRESSION))}")
         self.path = path
         self.compression = compression
         self.stats = FileStats(path=path)
-        self._schemas: Dict[int, int] = {}      # our schema id -> the Writer's
-        self._channels: Dict[int, int] = {}
+        self._schemas: dict[int, int] = {}      # our schema id -> the Writer's
+        self._channels: dict[int, int] = {}
         self._broken = False                    # a block failed: the Writer's indexes are wrong
-        self._file: Optional[_BlockFile] = _BlockFile(path, opener(path))
+        self._file: _BlockFile | None = _BlockFile(path, opener(path))
         self._writer = Writer(self._file, chunk_size=1 << 62,
                               compression=COMPRESSION[compression], index_types=IndexType.ALL)
         self._writer.start(profile=PROFILE, library=LIBRARY)
@@ -163,7 +165,7 @@ class McapFileWriter:
         self._file.file.close()
         self._file = None
 
-    def _commit(self, step: Optional[Callable[[], None]] = None) -> None:
+    def _commit(self, step: Callable[[], None] | None = None) -> None:
         """Run a Writer step (its output stays in memory), then write that block to the file."""
         assert self._file is not None and not self._broken, f"{self.path} is closed"
         try:

@@ -10,13 +10,23 @@ from __future__ import annotations
 import os
 import struct
 from dataclasses import dataclass, field
-from typing import BinaryIO, Dict, List, Optional, Tuple
+from typing import BinaryIO
 
 from mcap.data_stream import ReadDataStream
 from mcap.exceptions import McapError
 from mcap.reader import SeekingReader
-from mcap.records import (Channel, Chunk, DataEnd, Footer, Header, McapRecord, Message,
-                          MessageIndex, Metadata, Schema)
+from mcap.records import (
+    Channel,
+    Chunk,
+    DataEnd,
+    Footer,
+    Header,
+    McapRecord,
+    Message,
+    MessageIndex,
+    Metadata,
+    Schema,
+)
 from mcap.stream_reader import MAGIC_SIZE, StreamReader, breakup_chunk
 from mcap.writer import MCAP0_MAGIC
 
@@ -38,7 +48,7 @@ class ChunkRef:
     start_ns: int
     end_ns: int
     compression: str              # "" (none), "zstd" or "lz4"
-    counts: Dict[int, int] = field(default_factory=dict)          # channel -> messages
+    counts: dict[int, int] = field(default_factory=dict)          # channel -> messages
     # False for the last chunk of an unclosed file: the write may have been cut inside its
     # message indexes, so `counts` may miss channels; count from the chunk's content instead.
     indexes_complete: bool = True
@@ -56,15 +66,15 @@ class LooseMessage:
 @dataclass
 class McapScan:
     path: str
-    header: Optional[Header] = None
-    schemas: Dict[int, Schema] = field(default_factory=dict)
-    channels: Dict[int, Channel] = field(default_factory=dict)
-    chunks: List[ChunkRef] = field(default_factory=list)
-    loose: List[LooseMessage] = field(default_factory=list)
-    metadata: Dict[str, Dict[str, str]] = field(default_factory=dict)
+    header: Header | None = None
+    schemas: dict[int, Schema] = field(default_factory=dict)
+    channels: dict[int, Channel] = field(default_factory=dict)
+    chunks: list[ChunkRef] = field(default_factory=list)
+    loose: list[LooseMessage] = field(default_factory=list)
+    metadata: dict[str, dict[str, str]] = field(default_factory=dict)
     data_end: int = MAGIC_SIZE    # end of the last complete data-section record
     complete: bool = False        # summary and footer present
-    problem: Optional[str] = None # e.g. the torn end of a killed recording
+    problem: str | None = None # e.g. the torn end of a killed recording
 
 
 def scan_mcap(path: str) -> McapScan:
@@ -128,7 +138,7 @@ def _walk(f: BinaryIO, scan: McapScan, size: int) -> None:
     """Read the records in order up to the data-end record, the footer, or the torn end."""
     f.seek(0)
     start = MAGIC_SIZE                    # where the record being read begins
-    last: Optional[ChunkRef] = None
+    last: ChunkRef | None = None
     try:
         for record in StreamReader(f, emit_chunks=True).records:
             end = f.tell()
@@ -185,7 +195,7 @@ def _top_level(scan: McapScan, record: McapRecord) -> None:
         scan.loose.append(LooseMessage(record.channel_id, record.log_time, record.data))
 
 
-def read_chunk(f: BinaryIO, path: str, chunk: ChunkRef) -> List[McapRecord]:
+def read_chunk(f: BinaryIO, path: str, chunk: ChunkRef) -> list[McapRecord]:
     """The records inside a chunk, decompressed and checked against its CRC."""
     f.seek(chunk.record_offset + RECORD_PREFIX_SIZE)
     try:
@@ -196,14 +206,14 @@ def read_chunk(f: BinaryIO, path: str, chunk: ChunkRef) -> List[McapRecord]:
                             f"({exc})") from exc
 
 
-def chunk_messages(records: List[McapRecord], scan: McapScan, path: str,
-                   offset: int) -> List[Tuple[int, int, bytes]]:
+def chunk_messages(records: list[McapRecord], scan: McapScan, path: str,
+                   offset: int) -> list[tuple[int, int, bytes]]:
     """(channel id, log time ns, data) of every message in a chunk, in record order.
 
     Schema and channel records inside the chunk (where `mcap`'s Writer puts them) are added to
     `scan` on the way.
     """
-    out: List[Tuple[int, int, bytes]] = []
+    out: list[tuple[int, int, bytes]] = []
     for record in records:
         if isinstance(record, Message):
             out.append((record.channel_id, record.log_time, record.data))

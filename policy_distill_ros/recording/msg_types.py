@@ -7,7 +7,7 @@ rclpy messages, so `core/fields.py` reads both.
 from __future__ import annotations
 
 import functools
-from typing import Iterable, Tuple
+from collections.abc import Iterable
 
 from rosbags.typesys import Stores, get_types_from_msg, get_typestore
 from rosbags.typesys.store import Typestore
@@ -16,13 +16,13 @@ from rosbags.typesys.store import Typestore
 from policy_distill_ros.core.contract import MessageTypeError, normalize_type_name
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def default_typestore() -> Typestore:
     """A fresh typestore with the standard ROS 2 messages (cached: building one takes ~50 ms)."""
     return get_typestore(Stores.ROS2_KILTED)
 
 
-def message_definition(msgtype: str, typestore: Typestore | None = None) -> Tuple[str, str]:
+def message_definition(msgtype: str, typestore: Typestore | None = None) -> tuple[str, str]:
     """(ros2msg definition text with dependencies, RIHS01 type hash) for a message type."""
     store = typestore or default_typestore()
     msgtype = normalize_type_name(msgtype)
@@ -33,7 +33,7 @@ def message_definition(msgtype: str, typestore: Typestore | None = None) -> Tupl
     return text, store.hash_rihs01(msgtype)
 
 
-def register_schemas(store: Typestore, schemas: Iterable[Tuple[str, str, bytes]]) -> None:
+def register_schemas(store: Typestore, schemas: Iterable[tuple[str, str, bytes]]) -> None:
     """Teach `store` the types a bag brings along that it does not know yet (custom messages).
 
     `schemas` are (type name, encoding, definition) as stored in the MCAP schema records.

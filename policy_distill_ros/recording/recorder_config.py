@@ -11,8 +11,8 @@ import datetime
 import hashlib
 import json
 import os
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Dict, List, Optional, Sequence, Tuple
 
 import yaml
 
@@ -30,10 +30,10 @@ KEY_RECORDED_TOPICS = "recorded_topics"    # comma-separated, as configured
 @dataclass(frozen=True)
 class TopicRequest:
     name: str
-    msgtype: Optional[str] = None   # None: discover from the publishers on the graph
+    msgtype: str | None = None   # None: discover from the publishers on the graph
 
 
-def parse_topic(entry: str, deprecations: Optional[List[str]] = None) -> TopicRequest:
+def parse_topic(entry: str, deprecations: list[str] | None = None) -> TopicRequest:
     """'imu' or 'imu=sensor_msgs/msg/Imu' -> TopicRequest; ValueError naming the entry. A
     deprecation line (old 'imu:Type' form) is appended to `deprecations` for the node to log."""
     if not entry.strip():
@@ -81,7 +81,7 @@ def _spec_text(path: str, what: str) -> str:
     return text
 
 
-def default_bag_name(now: Optional[datetime.datetime] = None) -> str:
+def default_bag_name(now: datetime.datetime | None = None) -> str:
     """rosbag2's default naming: rosbag2_YYYY_MM_DD-HH_MM_SS."""
     return (now or datetime.datetime.now()).strftime("rosbag2_%Y_%m_%d-%H_%M_%S")
 
@@ -99,8 +99,8 @@ class RecorderConfig:
     teacher_path: str = ""
     teacher_spec_path: str = ""
     student_spec_path: str = ""
-    requests: List[TopicRequest] = field(init=False)
-    deprecations: List[str] = field(init=False)    # one line each, for the node to log
+    requests: list[TopicRequest] = field(init=False)
+    deprecations: list[str] = field(init=False)    # one line each, for the node to log
 
     def __post_init__(self) -> None:
         if not self.topics:
@@ -118,10 +118,10 @@ class RecorderConfig:
             raise ValueError("recorder discovery_warn_s must be >= 0")
         self.writer_config()   # flush period, size and compression checks live there
 
-    def resolved_bag_path(self, now: Optional[datetime.datetime] = None) -> str:
+    def resolved_bag_path(self, now: datetime.datetime | None = None) -> str:
         return self.bag_path or os.path.join(self.output_dir, default_bag_name(now))
 
-    def custom_data(self) -> Dict[str, str]:
+    def custom_data(self) -> dict[str, str]:
         """Specs and teacher identity, read now (a missing file fails at start, not at the end)."""
         data = {KEY_RECORDED_TOPICS: ",".join(r.name for r in self.requests)}
         if self.teacher_path:
@@ -138,14 +138,14 @@ class RecorderConfig:
         return data
 
     def writer_config(self, bag_path: str = "unset",
-                      custom_data: Optional[Dict[str, str]] = None) -> BagWriterConfig:
+                      custom_data: dict[str, str] | None = None) -> BagWriterConfig:
         return BagWriterConfig(path=bag_path, flush_period_s=self.flush_period_s,
                                max_file_size_mb=self.max_bag_size_mb,
                                compression=self.compression,
                                custom_data=dict(custom_data or {}))
 
 
-def choose_qos(offered: Sequence[Tuple[str, str]]) -> Tuple[str, str]:
+def choose_qos(offered: Sequence[tuple[str, str]]) -> tuple[str, str]:
     """(reliability, durability) to subscribe with, from the publishers' (reliability, durability).
 
     Reliable only when every publisher is reliable (a reliable subscriber never hears a best

@@ -13,8 +13,8 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Dict, List, Optional, Sequence
 
 from mcap.records import Channel, Header, Message, Schema
 from mcap.writer import CompressionType, Writer
@@ -30,8 +30,8 @@ from policy_distill_ros.recording.msg_types import MessageTypeError, message_def
 @dataclass
 class RecoveryReport:
     bag: str
-    repaired_files: List[str] = field(default_factory=list)
-    bytes_cut: Dict[str, int] = field(default_factory=dict)   # torn tail removed per file
+    repaired_files: list[str] = field(default_factory=list)
+    bytes_cut: dict[str, int] = field(default_factory=dict)   # torn tail removed per file
     message_count: int = 0
 
 
@@ -76,8 +76,8 @@ def _rewrite(scan: McapScan, temporary: str) -> None:
         writer.start(profile=header.profile, library=header.library)
         for name, values in scan.metadata.items():
             writer.add_metadata(name, values)
-        schemas: Dict[int, int] = {}     # id in the old file -> id in the new one
-        channels: Dict[int, int] = {}
+        schemas: dict[int, int] = {}     # id in the old file -> id in the new one
+        channels: dict[int, int] = {}
 
         def declare(record) -> None:
             if isinstance(record, Schema) and record.id not in schemas:
@@ -106,8 +106,8 @@ def _rewrite(scan: McapScan, temporary: str) -> None:
         os.fsync(target.fileno())
 
 
-def _metadata_from(path: str, scans: List[McapScan]) -> meta.BagMetadata:
-    old: Optional[dict] = None
+def _metadata_from(path: str, scans: list[McapScan]) -> meta.BagMetadata:
+    old: dict | None = None
     try:
         old = meta.read_metadata(path)
     except (OSError, ValueError):
@@ -115,11 +115,11 @@ def _metadata_from(path: str, scans: List[McapScan]) -> meta.BagMetadata:
     hashes = {t["topic_metadata"]["name"]: t["topic_metadata"].get("type_description_hash", "")
               for t in (old or {}).get("topics_with_message_count") or []}
     custom = {str(k): str(v) for k, v in ((old or {}).get("custom_data") or {}).items()}
-    topics: Dict[str, meta.TopicEntry] = {}
+    topics: dict[str, meta.TopicEntry] = {}
     files = []
     for scan in scans:
         custom = {**scan.metadata.get(SPECS_METADATA_NAME, {}), **custom}
-        counts: Dict[int, int] = {}
+        counts: dict[int, int] = {}
         for chunk in scan.chunks:
             for channel_id, n in chunk.counts.items():
                 counts[channel_id] = counts.get(channel_id, 0) + n
@@ -145,7 +145,7 @@ def _hash(msgtype: str) -> str:
         return ""
 
 
-def main(argv: Optional[Sequence[str]] = None) -> int:
+def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("bag", help="bag directory left by a killed recorder")
     args = parser.parse_args(argv)

@@ -39,14 +39,21 @@ import json
 import logging
 import math
 import os
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterable, Sequence
+from typing import Any
 
 import numpy as np
 
-from policy_distill_ros.core.contract import (EPISODE, FALLBACK_FRAME, header_stamp_ns,
-                                              is_fallback_frame, ns_to_s, s_to_ns)
+from policy_distill_ros.core.contract import (
+    EPISODE,
+    FALLBACK_FRAME,
+    header_stamp_ns,
+    is_fallback_frame,
+    ns_to_s,
+    s_to_ns,
+)
 from policy_distill_ros.core.fields import layout_labels
 from policy_distill_ros.core.observation import ObservationAssembler
 from policy_distill_ros.core.spec import PolicySpec, SpecError
@@ -124,7 +131,7 @@ class DistillDataset:
     def action_size(self) -> int:
         return int(self.actions.shape[1])
 
-    def subset(self, rows: np.ndarray) -> "DistillDataset":
+    def subset(self, rows: np.ndarray) -> DistillDataset:
         """The samples at `rows` (indices or a boolean mask); returns of kept episodes only."""
         rows = np.asarray(rows)
         ids = self.episode_id[rows]
@@ -133,14 +140,14 @@ class DistillDataset:
                               ids, {k: v for k, v in self.episode_return.items() if k in kept},
                               self.sources)
 
-    def _check_compatible(self, other: "DistillDataset") -> None:
+    def _check_compatible(self, other: DistillDataset) -> None:
         for name in ("student_obs", "teacher_obs", "actions"):
             a, b = getattr(self, name), getattr(other, name)
             if a.shape[1] != b.shape[1]:
                 raise ValueError(f"concat: {name} widths differ ({a.shape[1]} vs {b.shape[1]}): "
                                  f"datasets built with different specs")
 
-    def concat(self, other: "DistillDataset") -> "DistillDataset":
+    def concat(self, other: DistillDataset) -> DistillDataset:
         """Both datasets in one; `other`'s episodes get fresh ids after this one's."""
         self._check_compatible(other)
         sources = self.sources + tuple(s for s in other.sources if s not in self.sources)
@@ -157,7 +164,7 @@ class DistillDataset:
                               returns, sources)
 
     def split_by_episode(self, val_fraction: float, seed: int
-                         ) -> tuple["DistillDataset", "DistillDataset"]:
+                         ) -> tuple[DistillDataset, DistillDataset]:
         """(train, val) with whole episodes on each side; val gets round(fraction * episodes),
         at least one when the fraction is > 0."""
         if not 0.0 <= val_fraction < 1.0:
@@ -174,7 +181,7 @@ class DistillDataset:
         in_val = np.isin(self.episode_id, val_ids)
         return self.subset(~in_val), self.subset(in_val)
 
-    def filter_episodes(self, min_return: float | None) -> "DistillDataset":
+    def filter_episodes(self, min_return: float | None) -> DistillDataset:
         """Keep episodes whose return is >= min_return (unknown returns are dropped); None keeps
         everything."""
         if min_return is None:
@@ -206,13 +213,14 @@ class DistillDataset:
         return path
 
     @classmethod
-    def load(cls, path: str | os.PathLike) -> "DistillDataset":
+    def load(cls, path: str | os.PathLike) -> DistillDataset:
         try:
             with np.load(path, allow_pickle=False) as data:
                 header = json.loads(bytes(data["header"]).decode())
                 if header.get("format") != _FORMAT:
                     raise ValueError(f"format {header.get('format')!r} is not {_FORMAT!r}")
-                returns = dict(zip(data["return_ids"].tolist(), data["return_values"].tolist()))
+                returns = dict(zip(data["return_ids"].tolist(), data["return_values"].tolist(),
+                                   strict=True))
                 return cls(data["student_obs"], data["teacher_obs"], data["actions"],
                            data["episode_id"], returns, tuple(header.get("sources", ())))
         except (OSError, KeyError, ValueError) as exc:
@@ -293,7 +301,8 @@ class _Replay:
     def on_message(self, topic: str, msg: Any) -> None:
         if topic == EPISODE_TOPIC:
             labels = layout_labels(msg) or []
-            values = dict(zip(labels, np.asarray(msg.data, dtype=np.float64).tolist()))
+            values = dict(zip(labels, np.asarray(msg.data, dtype=np.float64).tolist(),
+                              strict=False))
             missing = [k for k in ("episode_id", "stamp_s") if k not in values]
             if missing:
                 raise DatasetError(f"bag {self.path}: topic '{EPISODE_TOPIC}' message has no "

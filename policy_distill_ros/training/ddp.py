@@ -17,7 +17,7 @@ import argparse
 import logging
 import os
 import sys
-from typing import Optional, Sequence
+from collections.abc import Sequence
 
 import torch
 import torch.distributed as dist
@@ -55,7 +55,7 @@ def _save_rank_state(directory: str, result, rank: int) -> None:
     save_file(state, os.path.join(directory, f"rank{rank}.safetensors"))
 
 
-def main(argv: Optional[Sequence[str]] = None) -> int:
+def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="policy_distill_ros.training.ddp",
                                      description=__doc__.splitlines()[0])
     add_run_arguments(parser)

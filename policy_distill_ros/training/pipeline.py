@@ -22,9 +22,10 @@ import dataclasses
 import logging
 import os
 import time
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Mapping
+from typing import Any
 
 import yaml
 
@@ -38,7 +39,7 @@ from .networks import TeacherPolicy, build_student, count_parameters
 from .normalizer import EmpiricalNormalizer, NormalizerConfig
 from .report import write_report
 from .teacher_loading import load_teacher_any
-from .trainer import TrainConfig, TrainResult, TrainingError, export_student, fit
+from .trainer import TrainConfig, TrainingError, TrainResult, export_student, fit
 
 __all__ = ["RunConfig", "RunOutputs", "load_run_config", "run_training", "find_config",
            "resolve_path", "add_run_arguments", "run_from_args", "STUDENT_FILE", "CONFIG_FILE",

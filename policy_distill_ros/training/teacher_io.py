@@ -24,6 +24,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
+from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
 from .networks import TeacherConfig, TeacherPolicy
@@ -159,7 +160,7 @@ def load_teacher(path: str | os.PathLike, verify_hash: bool = True
         raise TeacherFormatError(f"{directory / META_FILE}: {exc}") from None
     try:
         tensors = load_file(str(directory / WEIGHTS_FILE))
-    except Exception as exc:  # safetensors raises its own error types for truncated/corrupt files
+    except (SafetensorError, OSError) as exc:  # a truncated or corrupt file, or none
         raise TeacherFormatError(f"{directory / WEIGHTS_FILE}: unreadable ({exc})") from None
     if verify_hash:
         actual = content_hash(meta["architecture"], meta.get("normalizer"), tensors)

@@ -17,8 +17,9 @@ import dataclasses
 import logging
 import math
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 import torch
@@ -122,7 +123,7 @@ class TrainConfig:
         return d
 
     @classmethod
-    def from_dict(cls, d: dict, student_spec=None) -> "TrainConfig":
+    def from_dict(cls, d: dict, student_spec=None) -> TrainConfig:
         """From a plain dict (YAML); unknown keys are an error. With `student_spec` (a core
         PolicySpec) the student's obs_size, action_size and history_length default to it."""
         if not isinstance(d, dict):
@@ -279,7 +280,7 @@ def fit(teacher: TeacherPolicy, teacher_normalizer: EmpiricalNormalizer | None,
     `checkpoints` (`checkpoint.CheckpointOptions`): write checkpoints every N epochs and/or
     resume from one.
     """
-    from .runner import DistillRunner   # the runner builds on this module's types
+    from .runner import DistillRunner  # the runner builds on this module's types
     return DistillRunner(teacher, teacher_normalizer, dataset, config, student, progress,
                          on_epoch, val_dataset, student_normalizer, action_spec,
                          checkpoints).learn()
@@ -295,7 +296,7 @@ def episode_actions(student: BasePolicy, normalizer: EmpiricalNormalizer,
     out = np.zeros((len(dataset), student.config.action_size), np.float32)
     boundaries = np.flatnonzero(np.diff(dataset.episode_id)) + 1
     obs = torch.as_tensor(dataset.student_obs)
-    for lo, hi in zip(np.r_[0, boundaries], np.r_[boundaries, len(dataset)]):
+    for lo, hi in zip(np.r_[0, boundaries], np.r_[boundaries, len(dataset)], strict=True):
         seq = normalizer(obs[lo:hi]).unsqueeze(0)
         res = student(seq)
         out[lo:hi] = student.deterministic(res).squeeze(0).numpy()
