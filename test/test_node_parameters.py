@@ -149,3 +149,29 @@ def test_a_monitor_given_a_bad_model_says_so_in_one_line(tmp_path):
     assert code == 1, log
     assert "Traceback" not in log and log.count("[ERROR]") == 1, log
     assert "cannot start" in log and "garbage.onnx" in log, log
+
+
+# A value of the wrong type, as a user types it: `rate_hz:=500` is an INTEGER to ROS, the node
+# declared a DOUBLE; or text where a number is declared.
+WRONG_TYPES = {
+    "student_node": ("rate_hz", 500),
+    "timing_monitor_node": ("expected_rate_hz", 500),
+    "sensor_stream_node": ("rate_hz", 500),
+    "recorder_node": ("flush_period_s", 1),
+    "sim_node": ("seed", "abc"),
+    "teacher_node": ("beta", 1),
+    "trainer_node": ("epochs", "ten"),
+}
+
+
+@pytest.mark.parametrize("which", sorted(WRONG_TYPES))
+def test_a_wrongly_typed_parameter_is_one_line_naming_it(model, tmp_path, which):
+    module, params = nodes_under_test(model, str(tmp_path))[which]
+    name, value = WRONG_TYPES[which]
+    with node_process(module, which, {**params, name: value}) as proc:
+        code = proc.wait(timeout=60)
+        log = proc.node.read_log()
+    assert code == 1, log
+    assert "Traceback" not in log and log.count("[ERROR]") == 1, log
+    error = next(line for line in log.splitlines() if "[ERROR]" in line)
+    assert "cannot start" in error and f"'{name}'" in error, log

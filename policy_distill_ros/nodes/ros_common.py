@@ -4,8 +4,10 @@ Kept tiny on purpose: logic lives in `core/`, this file only adapts it to ROS.
 """
 from __future__ import annotations
 
+import re
 import signal
 import sys
+import traceback
 from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
@@ -16,6 +18,7 @@ from rcl_interfaces.msg import (
     ParameterDescriptor,
     SetParametersResult,
 )
+from rclpy.exceptions import InvalidParameterTypeException, ParameterException
 from rclpy.executors import ExternalShutdownException, SingleThreadedExecutor
 from rclpy.node import Node
 from rclpy.qos import (
@@ -184,10 +187,12 @@ def spin_node(make_node: Callable[[], Node], args=None, executor=None) -> int:
         pass
     except SystemExit as exc:
         code = exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
-    except (ValueError, OSError) as exc:
+    except (ValueError, OSError, ParameterException) as exc:
         rclpy.logging.get_logger(_node_name_from(args) or "policy_distill_ros").error(
-            f"cannot start: {exc}")
+            f"cannot start: {_startup_problem(exc)}")
         code = 1
+        if node is None:
+            _destroy_partial_node(exc)
     finally:
         _ignore(signal.SIGINT)
         _ignore(signal.SIGTERM)
@@ -195,6 +200,32 @@ def spin_node(make_node: Callable[[], Node], args=None, executor=None) -> int:
             node.destroy_node()
         rclpy.try_shutdown()
     return code
+
+
+def _startup_problem(exc: Exception) -> str:
+    """One line for a start-up failure; a wrongly typed parameter says what it got, what it
+    needs, and the usual fix (ROS reads `rate_hz:=500` as an integer)."""
+    found = _WRONG_TYPE.search(str(exc)) if isinstance(exc, InvalidParameterTypeException) \
+        else None
+    if found is None:
+        return str(exc)
+    name, value, got, expected = found.groups()
+    fix = f"; write {value}.0" if (got, expected) == ("INTEGER", "DOUBLE") else ""
+    return f"parameter '{name}' is {value!r} ({got}), declared {expected}{fix}"
+
+
+_WRONG_TYPE = re.compile(r"parameter '([^']+)' to '(.*)' of type '(\w+)', expecting type '(\w+)'")
+
+
+def _destroy_partial_node(exc: Exception) -> None:
+    """A node whose `__init__` raised is still tracked by the rclpy context, which would call its
+    own `destroy_node` at shutdown on attributes never set (a second traceback). Destroy it as
+    a plain Node here: it has nothing of its own to release yet."""
+    for frame, _ in traceback.walk_tb(exc.__traceback__):
+        partial = frame.f_locals.get("self")
+        if isinstance(partial, Node):
+            Node.destroy_node(partial)
+            return
 
 
 def _raise_interrupt_on(signum: int) -> None:
