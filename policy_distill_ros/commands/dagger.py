@@ -24,7 +24,7 @@ import json
 import logging
 from pathlib import Path
 
-from policy_distill_ros.core.config_keys import check_keys
+from policy_distill_ros.core.config_keys import check_keys, read_yaml
 
 HELP = "DAgger rounds in-process: the student drives, the teacher labels, data aggregates"
 LOG = logging.getLogger("policy-distill.dagger")
@@ -67,9 +67,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def _load_config(path: str) -> dict:
-    import yaml
-    with open(path) as f:
-        data = yaml.safe_load(f) or {}
+    data = read_yaml(path, "dagger config") or {}
     check_keys(data, _KEYS, path)
     for key in ("teacher", "student_spec", "teacher_spec"):
         if not data.get(key):

@@ -107,24 +107,9 @@ def check_action_bounds(info: dict, spec, spec_path: str) -> None:
 
 
 def _load_spec(path: str):
-    """The policy spec, every failure on one line naming the file (YAML errors span several)."""
-    import re
-
+    """The policy spec; every failure is one line naming the file (core.spec)."""
     from policy_distill_ros.core.spec import load_policy_spec
-    if Path(path).is_file():
-        try:
-            Path(path).read_text()
-        except UnicodeDecodeError:
-            raise ValueError(f"{path}: not a text file (expected a policy spec YAML)") from None
-    try:
-        return load_policy_spec(path)
-    except ValueError as exc:
-        lines = str(exc).splitlines()
-        if len(lines) <= 1:
-            raise
-        marks = re.findall(r"line (\d+), column (\d+)", str(exc))
-        where = f" (line {marks[-1][0]}, column {marks[-1][1]})" if marks else ""
-        raise ValueError(f"{lines[0].rstrip(':')}{where}") from None
+    return load_policy_spec(path)
 
 
 def run(args: argparse.Namespace) -> int:

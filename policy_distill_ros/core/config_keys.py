@@ -1,7 +1,9 @@
-"""The one check for unknown keys in a config mapping (YAML files, spec sections, dataclasses).
+"""How every config reader reads YAML and checks its keys (YAML files, spec sections,
+dataclasses).
 
-A typo in a config must fail loudly with one line naming the file or section, the key and the
-keys that exist; every config reader calls this so they all say it the same way.
+A typo or a syntax error in a config must fail loudly with one line naming the file or section
+and what is wrong (the key and the keys that exist; the line and column of bad YAML); every
+config reader calls these so they all say it the same way.
 """
 from __future__ import annotations
 
@@ -10,7 +12,7 @@ import difflib
 from collections.abc import Iterable, Mapping
 from typing import Any
 
-__all__ = ["check_keys", "dataclass_keys"]
+__all__ = ["check_keys", "dataclass_keys", "read_yaml", "yaml_problem"]
 
 
 def check_keys(data: Any, allowed: Iterable[str], where: str,
@@ -34,3 +36,26 @@ def check_keys(data: Any, allowed: Iterable[str], where: str,
 def dataclass_keys(cls: type) -> list:
     """The field names of a dataclass: the keys its `from_dict` accepts."""
     return [f.name for f in dataclasses.fields(cls)]
+
+
+def yaml_problem(exc: Exception) -> str:
+    """A PyYAML error in one line: 'line 3, column 3: expected the node content, but found
+    '-'' (PyYAML's own text spans four lines and quotes the source)."""
+    mark = getattr(exc, "problem_mark", None)
+    problem = getattr(exc, "problem", None) or str(exc).strip().splitlines()[0]
+    return f"line {mark.line + 1}, column {mark.column + 1}: {problem}" if mark else problem
+
+
+def read_yaml(path: Any, what: str, error: type[Exception] = ValueError) -> Any:
+    """The parsed content of a YAML file; `error` with one line naming `what` and the file when
+    it cannot be read, is not text or is not valid YAML."""
+    import yaml
+    try:
+        with open(path, encoding="utf-8") as f:
+            return yaml.safe_load(f)
+    except OSError as exc:
+        raise error(f"{what} {path}: {exc.strerror or exc}") from None
+    except UnicodeDecodeError:
+        raise error(f"{what} {path}: not a text file") from None
+    except yaml.YAMLError as exc:
+        raise error(f"{what} {path}: not valid YAML ({yaml_problem(exc)})") from None

@@ -14,7 +14,7 @@ from typing import Any
 
 import numpy as np
 
-from .config_keys import check_keys
+from .config_keys import check_keys, yaml_problem
 
 __all__ = ["SpecError", "ObsTerm", "ObservationSpec", "ActionSpec", "PolicySpec",
            "load_policy_spec", "dump_policy_spec", "PRIVILEGED_PREFIX", "TERM_KINDS"]
@@ -474,10 +474,12 @@ def load_policy_spec(path_or_dict: str | Path | Mapping[str, Any]) -> PolicySpec
         text = path.read_text()
     except OSError as e:
         raise SpecError(f"cannot read policy spec '{path}': {e}") from None
+    except UnicodeDecodeError:
+        raise SpecError(f"{path}: not a text file (expected a policy spec YAML)") from None
     try:
         data = yaml.safe_load(text)
     except yaml.YAMLError as e:
-        raise SpecError(f"policy spec '{path}' is not valid YAML: {e}") from None
+        raise SpecError(f"policy spec '{path}' is not valid YAML ({yaml_problem(e)})") from None
     if not isinstance(data, Mapping):
         raise SpecError(f"policy spec '{path}' must be a mapping with observation, action "
                         f"and rate_hz")

@@ -14,6 +14,8 @@ from typing import Any
 
 import yaml
 
+from policy_distill_ros.core.config_keys import yaml_problem
+
 METADATA_FILE = "metadata.yaml"
 METADATA_VERSION = 8
 ROS_DISTRO = "kilted"
@@ -147,7 +149,7 @@ def read_metadata(bag_dir: str) -> dict[str, Any]:
         with open(path, encoding="utf-8") as f:
             doc = yaml.safe_load(f)
     except yaml.YAMLError as exc:
-        raise ValueError(f"{path}: not valid YAML ({exc})") from None
+        raise ValueError(f"{path}: not valid YAML ({yaml_problem(exc)})") from None
     if not isinstance(doc, Mapping) or not isinstance(doc.get("rosbag2_bagfile_information"),
                                                       Mapping):
         raise ValueError(f"{path}: no 'rosbag2_bagfile_information' mapping; not a rosbag2 "

@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 
 import yaml
 
+from policy_distill_ros.core.config_keys import yaml_problem
 from policy_distill_ros.core.contract import parse_topic_type
 from policy_distill_ros.recording.bag_writer import BagWriterConfig
 
@@ -77,7 +78,7 @@ def _spec_text(path: str, what: str) -> str:
     except OSError as exc:
         raise ValueError(f"recorder {what} {path}: {exc.strerror or exc}") from None
     except yaml.YAMLError as exc:
-        raise ValueError(f"recorder {what} {path}: not valid YAML ({exc})") from None
+        raise ValueError(f"recorder {what} {path}: not valid YAML ({yaml_problem(exc)})") from None
     return text
 
 

@@ -12,9 +12,7 @@ from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
-import yaml
-
-from policy_distill_ros.core.config_keys import check_keys, dataclass_keys
+from policy_distill_ros.core.config_keys import check_keys, dataclass_keys, read_yaml
 
 ROBOTS = ("ant",)
 
@@ -206,8 +204,7 @@ def load_sim_config(path: str | Path, node_name: str = "sim_node") -> SimConfig:
 def _params_or_mapping(path: str | Path, node_name: str) -> Mapping:
     """`node_name`'s parameters when the file is a ROS params file, else its bare mapping."""
     from policy_distill_ros.params_file import node_blocks, node_params
-    with open(path) as f:
-        data = yaml.safe_load(f) or {}
+    data = read_yaml(path, "simulator config") or {}
     if isinstance(data, Mapping) and any(True for _ in node_blocks(data)):
         return node_params(data, node_name)
     return data

@@ -29,7 +29,7 @@ from typing import Any
 
 import yaml
 
-from policy_distill_ros.core.config_keys import check_keys
+from policy_distill_ros.core.config_keys import check_keys, read_yaml
 from policy_distill_ros.core.spec import PolicySpec, load_policy_spec
 
 from .checkpoint import CheckpointOptions, resolve_resume
@@ -149,10 +149,7 @@ def load_run_config(path: str | os.PathLike | None = None, data: Mapping | None 
     config_dir = None
     if path is not None:
         path = find_config(path)
-        try:
-            data = yaml.safe_load(path.read_text())
-        except (OSError, yaml.YAMLError) as exc:
-            raise ValueError(f"training config {path}: {exc}") from None
+        data = read_yaml(path, "training config")
         config_dir = path.resolve().parent
     data = dict(data or {})
     for key, value in (overrides or {}).items():
