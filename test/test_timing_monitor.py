@@ -132,13 +132,17 @@ def command_pattern(peer: RobotPeer, since: int) -> str:
     return "".join("F" if np.allclose(c, DEFAULT_POSE) else "P" for c in commands)
 
 
-def assert_no_alternation(pattern: str, monitor_log: str) -> None:
+def assert_no_alternation(pattern: str, monitor_log: str, student=None) -> None:
     """Each fallback the monitor declared is one unbroken run of fallback commands: no policy
-    command inside it (a loaded machine may cause several real fallbacks, each logged)."""
+    command inside it (a loaded machine may cause several real fallbacks, each logged).
+    `student`: its process, whose log a failure shows (its own fallbacks say why there)."""
     runs = " ".join(f"{m[0][0]}x{len(m[0])}" for m in re.finditer(r"P+|F+", pattern))
     declared = monitor_log.count("nominal -> fallback")
-    assert declared >= 1 and len(re.findall(r"F+", pattern)) <= declared, \
-        f"policy and fallback alternate ({declared} fallbacks declared): {runs}"
+    if declared >= 1 and len(re.findall(r"F+", pattern)) <= declared:
+        return
+    student_log = "" if student is None else f"\n--- student log:\n{student.node.read_log()}"
+    raise AssertionError(f"policy and fallback alternate ({declared} fallbacks declared): "
+                         f"{runs}\n--- monitor log:\n{monitor_log}{student_log}")
 
 
 def assert_quiet_while_nominal(peer: RobotPeer, mon) -> None:
@@ -258,7 +262,7 @@ def test_killed_student_gets_a_held_fallback_then_a_new_student_takes_over(peer,
                                      f"\n--- monitor log:\n{mon.node.read_log()[-1500:]}") \
                     from None
             assert_quiet_while_nominal(peer, mon)
-            assert_no_alternation(command_pattern(peer, since), mon.node.read_log())
+            assert_no_alternation(command_pattern(peer, since), mon.node.read_log(), second)
             assert "commands withheld" in second.node.read_log()
         log = mon.node.read_log()   # once per change: as many returns as fallbacks
         assert log.count("fallback -> nominal") >= 1, log[-3000:]
@@ -281,7 +285,7 @@ def test_stalled_student_fallback_holds_then_control_returns(peer, model):
         time.sleep(0.5)
         pattern = command_pattern(peer, since)
         assert "F" in pattern and pattern.endswith("P"), pattern
-        assert_no_alternation(pattern, mon.node.read_log())
+        assert_no_alternation(pattern, mon.node.read_log(), s)
         # the student counted the stall as the monitor did (the same definition, core)
         mon_misses = latest_count(peer, "deadline_misses")
         assert mon_misses >= 3, mon_misses   # >= 0.5 s / 150 ms
@@ -309,7 +313,7 @@ def test_latched_stop_holds_until_reset(peer, model):
         assert answer.success, answer.message
         wait_nominal_and_ok(peer, (mon, s))
         time.sleep(0.3)
-        assert_no_alternation(command_pattern(peer, since), mon.node.read_log())
+        assert_no_alternation(command_pattern(peer, since), mon.node.read_log(), s)
         assert not peer.call(Trigger, f"/{MONITOR}/reset", Trigger.Request()).success
         assert mon.node.read_log().count("-> latched") == 1
 
