@@ -1,4 +1,4 @@
-"""Teacher checkpoints: our safetensors format and importers that must reproduce rsl_rl / SB3 actions."""
+"""Teacher checkpoints: our safetensors format; importers that reproduce rsl_rl / SB3 actions."""
 
 from __future__ import annotations
 
@@ -40,7 +40,8 @@ def act(teacher, normalizer, obs: np.ndarray) -> np.ndarray:
 
 def make_teacher(seed: int = 0) -> tuple[TeacherPolicy, EmpiricalNormalizer]:
     torch.manual_seed(seed)
-    teacher = TeacherPolicy(TeacherConfig(obs_size=7, action_size=2, hidden_sizes=(32, 16), activation="elu"))
+    teacher = TeacherPolicy(TeacherConfig(obs_size=7, action_size=2, hidden_sizes=(32, 16),
+                                          activation="elu"))
     normalizer = EmpiricalNormalizer(NormalizerConfig(size=7))
     normalizer.update(torch.randn(100, 7) * 3 + 1)
     return teacher, normalizer.freeze()
@@ -48,8 +49,10 @@ def make_teacher(seed: int = 0) -> tuple[TeacherPolicy, EmpiricalNormalizer]:
 
 def test_teacher_round_trip_reproduces_outputs_and_hash(tmp_path):
     teacher, normalizer = make_teacher()
-    sha = save_teacher(teacher, normalizer, tmp_path / "t", info={"env": "toy", "observation_spec": {"a": 1}})
-    assert sorted(p.name for p in (tmp_path / "t").iterdir()) == ["model.safetensors", "teacher.json"]
+    sha = save_teacher(teacher, normalizer, tmp_path / "t",
+                       info={"env": "toy", "observation_spec": {"a": 1}})
+    assert sorted(p.name for p in (tmp_path / "t").iterdir()) == ["model.safetensors",
+                                                                 "teacher.json"]
     loaded, loaded_norm, info = load_teacher(tmp_path / "t")
     obs = np.random.default_rng(0).normal(size=(20, 7)) * 3
     np.testing.assert_array_equal(act(loaded, loaded_norm, obs), act(teacher, normalizer, obs))
@@ -67,7 +70,8 @@ def test_no_pickle_in_teacher_files(tmp_path):
     teacher, normalizer = make_teacher()
     save_teacher(teacher, normalizer, tmp_path)
     meta = json.loads((tmp_path / "teacher.json").read_text())
-    assert meta["format"] == "policy_distill_ros.teacher" and meta["architecture"]["hidden_sizes"] == [32, 16]
+    assert (meta["format"] == "policy_distill_ros.teacher"
+            and meta["architecture"]["hidden_sizes"] == [32, 16])
     header_len = int.from_bytes((tmp_path / "model.safetensors").read_bytes()[:8], "little")
     header = json.loads((tmp_path / "model.safetensors").read_bytes()[8:8 + header_len])
     assert "policy.trunk.layers.0.weight" in header and "normalizer.mean" in header
@@ -95,7 +99,8 @@ def test_teacher_json_with_wrong_architecture_names_the_key(tmp_path):
     meta = json.loads((tmp_path / "teacher.json").read_text())
     meta["architecture"]["hidden_sizes"] = [32, 17]
     (tmp_path / "teacher.json").write_text(json.dumps(meta))
-    with pytest.raises(TeacherFormatError, match=r"policy.trunk.layers.1.weight has shape \[16, 32\]"):
+    with pytest.raises(TeacherFormatError,
+                       match=r"policy.trunk.layers.1.weight has shape \[16, 32\]"):
         load_teacher(tmp_path, verify_hash=False)
 
 
@@ -125,13 +130,15 @@ def rsl_rl_runner(std_type: str = "scalar", obs_normalization: bool = True, acti
             self.episode_length_buf += 1
             dones = self.episode_length_buf >= self.max_episode_length
             self.episode_length_buf[dones] = 0
-            return self.get_observations(), -actions.square().sum(-1), dones.float(), {"time_outs": dones.float()}
+            return (self.get_observations(), -actions.square().sum(-1), dones.float(),
+                    {"time_outs": dones.float()})
 
     cfg = {
         "algorithm": {"class_name": "PPO"},
         "actor": {"class_name": "MLPModel", "hidden_dims": [16, 8], "activation": activation,
                   "obs_normalization": obs_normalization,
-                  "distribution_cfg": {"class_name": "GaussianDistribution", "init_std": 0.7, "std_type": std_type},
+                  "distribution_cfg": {"class_name": "GaussianDistribution", "init_std": 0.7,
+                                       "std_type": std_type},
                   **actor_overrides},
         "critic": {"class_name": "MLPModel", "hidden_dims": [16], "activation": "elu",
                    "obs_normalization": obs_normalization},
@@ -172,10 +179,12 @@ def save_legacy(runner, path, normalizer_location: str) -> None:
     actor = torch.load(buffer, weights_only=True)["actor_state_dict"]
     model = {k.replace("mlp.", "actor."): v for k, v in actor.items() if k.startswith("mlp.")}
     for memory in ("memory_a.rnn.", "memory_c.rnn."):
-        model.update({k.replace("rnn.rnn.", memory): v for k, v in actor.items() if k.startswith("rnn.")})
+        model.update({k.replace("rnn.rnn.", memory): v for k, v in actor.items()
+                      if k.startswith("rnn.")})
     model["std"] = actor["distribution.std_param"]
     model["critic.0.weight"] = torch.zeros(16, 5)
-    norm = {k[len("obs_normalizer."):]: v for k, v in actor.items() if k.startswith("obs_normalizer.")}
+    norm = {k[len("obs_normalizer."):]: v for k, v in actor.items()
+            if k.startswith("obs_normalizer.")}
     legacy = {"model_state_dict": model, "optimizer_state_dict": {}, "iter": 2, "infos": None}
     if normalizer_location == "in_model":
         model.update({f"actor_obs_normalizer.{k}": v for k, v in norm.items()})
@@ -208,7 +217,8 @@ def test_rsl_rl_checkpoint_import_reproduces_actions(tmp_path, std_type):
     np.testing.assert_allclose(std, ref_std, rtol=1e-5)
     assert info.info["source"] == "rsl_rl" and info.architecture.hidden_sizes == (16, 8)
     assert info.info["activation_from"] == "params/agent.yaml"
-    assert info.info["self_check"]["max_action_diff"] <= 1e-5 and info.info["self_check"]["observations"] >= 200
+    assert (info.info["self_check"]["max_action_diff"] <= 1e-5
+            and info.info["self_check"]["observations"] >= 200)
     # the imported teacher survives our own format
     save_teacher(teacher, normalizer, tmp_path / "own", info.info)
     again, again_norm, again_info = load_teacher(tmp_path / "own")
@@ -222,19 +232,21 @@ def test_rsl_rl_without_normalizer(tmp_path):
     teacher, normalizer, _ = import_rsl_rl(tmp_path / "model.pt", activation="elu")
     assert normalizer is None
     obs = np.random.default_rng(2).normal(size=(16, 5))
-    np.testing.assert_allclose(act(teacher, None, obs), rsl_rl_reference(runner, obs)[0], atol=ATOL, rtol=0)
+    np.testing.assert_allclose(act(teacher, None, obs), rsl_rl_reference(runner, obs)[0],
+                               atol=ATOL, rtol=0)
 
 
 @pytest.mark.parametrize("normalizer_location", ["in_model", "top_level"])
 def test_legacy_actor_critic_layout_is_imported(tmp_path, normalizer_location):
-    """The older ActorCritic layout Isaac Lab checkpoints use. rsl-rl-lib 5.5 no longer writes it, so it is
-    assembled from a real runner's tensors with the legacy key names."""
+    """The older ActorCritic layout Isaac Lab checkpoints use. rsl-rl-lib 5.5 no longer writes it,
+    so it is assembled from a real runner's tensors with the legacy key names."""
     runner = rsl_rl_runner("scalar")
     save_legacy(runner, tmp_path / "legacy.pt", normalizer_location)
     teacher, normalizer, info = import_rsl_rl(tmp_path / "legacy.pt", activation="elu")
     assert info.info["layout"] == "ActorCritic model_state_dict"
     obs = np.random.default_rng(3).normal(size=(32, 5)) * 4
-    np.testing.assert_allclose(act(teacher, normalizer, obs), rsl_rl_reference(runner, obs)[0], atol=ATOL, rtol=0)
+    np.testing.assert_allclose(act(teacher, normalizer, obs), rsl_rl_reference(runner, obs)[0],
+                               atol=ATOL, rtol=0)
 
 
 class Payload:
@@ -248,11 +260,13 @@ def test_checkpoint_with_arbitrary_objects_is_refused(tmp_path):
     torch.save({"actor_state_dict": {}, "infos": Payload()}, tmp_path / "evil.pt")
     with pytest.raises(TeacherImportError, match="Payload.*refusing to unpickle") as refused:
         import_rsl_rl(tmp_path / "evil.pt")
-    assert "weights_only" not in str(refused.value) and str(tmp_path / "evil.pt") in str(refused.value)
+    assert ("weights_only" not in str(refused.value)
+            and str(tmp_path / "evil.pt") in str(refused.value))
     torch.save({"something": torch.zeros(1)}, tmp_path / "other.pt")
     with pytest.raises(TeacherImportError, match="actor_state_dict"):
         import_rsl_rl(tmp_path / "other.pt")
-    with pytest.raises(TeacherImportError, match="unknown rsl_rl activation .sin.; known: elu, selu"):
+    with pytest.raises(TeacherImportError,
+                       match="unknown rsl_rl activation .sin.; known: elu, selu"):
         import_rsl_rl(tmp_path / "other.pt", activation="sin")
 
 
@@ -261,7 +275,8 @@ def test_checkpoint_with_arbitrary_objects_is_refused(tmp_path):
 def pendulum_obs(n: int, seed: int) -> np.ndarray:
     rng = np.random.default_rng(seed)
     theta = rng.uniform(-np.pi, np.pi, n)
-    return np.stack([np.cos(theta), np.sin(theta), rng.uniform(-8, 8, n)], axis=1).astype(np.float32)
+    return np.stack([np.cos(theta), np.sin(theta), rng.uniform(-8, 8, n)],
+                    axis=1).astype(np.float32)
 
 
 def sb3_policy_actions(model, obs: np.ndarray) -> np.ndarray:
@@ -275,8 +290,8 @@ def sb3_policy_actions(model, obs: np.ndarray) -> np.ndarray:
 ])
 def test_sb3_ppo_import_reproduces_actions(tmp_path, policy_kwargs, activation):
     from stable_baselines3 import PPO
-    model = PPO("MlpPolicy", "Pendulum-v1", n_steps=64, batch_size=32, n_epochs=1, seed=0, device="cpu",
-                policy_kwargs=policy_kwargs)
+    model = PPO("MlpPolicy", "Pendulum-v1", n_steps=64, batch_size=32, n_epochs=1, seed=0,
+                device="cpu", policy_kwargs=policy_kwargs)
     model.learn(64)
     model.save(tmp_path / "ppo.zip")
     teacher, normalizer, info = import_sb3(tmp_path / "ppo.zip")
@@ -290,7 +305,8 @@ def test_sb3_ppo_import_reproduces_actions(tmp_path, policy_kwargs, activation):
     np.testing.assert_allclose(np.clip(ours, low, high), predicted, atol=ATOL, rtol=0)
     with torch.no_grad():
         std = teacher(torch.as_tensor(obs)).log_std.exp()
-    np.testing.assert_allclose(std.numpy()[0], model.policy.log_std.exp().detach().numpy(), rtol=1e-6)
+    np.testing.assert_allclose(std.numpy()[0], model.policy.log_std.exp().detach().numpy(),
+                               rtol=1e-6)
 
 
 def test_sb3_sac_import_reproduces_squashed_actions(tmp_path):
@@ -307,7 +323,8 @@ def test_sb3_sac_import_reproduces_squashed_actions(tmp_path):
     assert np.all(np.abs(ours) <= 1.0)
     low, high = np.array(info.info["action_low"]), np.array(info.info["action_high"])
     predicted, _ = model.predict(obs, deterministic=True)
-    np.testing.assert_allclose(low + 0.5 * (ours + 1.0) * (high - low), predicted, atol=2 * ATOL, rtol=0)
+    np.testing.assert_allclose(low + 0.5 * (ours + 1.0) * (high - low), predicted,
+                               atol=2 * ATOL, rtol=0)
     with torch.no_grad():
         mean, log_std, _ = model.actor.get_action_dist_params(torch.as_tensor(obs))
         out = teacher(torch.as_tensor(obs))
@@ -325,7 +342,8 @@ def test_sb3_vecnormalize_statistics_are_imported(tmp_path):
     model.learn(128)
     model.save(tmp_path / "ppo.zip")
     venv.save(str(tmp_path / "vecnormalize.pkl"))
-    teacher, normalizer, info = import_sb3(tmp_path / "ppo.zip", vecnormalize_path=tmp_path / "vecnormalize.pkl")
+    teacher, normalizer, info = import_sb3(tmp_path / "ppo.zip",
+                                           vecnormalize_path=tmp_path / "vecnormalize.pkl")
     assert normalizer.config.eps_placement == "var" and normalizer.config.clip == 2.5
     assert float(normalizer.count) > 100
     obs = pendulum_obs(64, seed=6)
@@ -346,7 +364,8 @@ class _Exploit:
 def test_vecnormalize_loader_refuses_foreign_globals_without_running_them(tmp_path):
     marker = tmp_path / "pwned"
     (tmp_path / "evil.pkl").write_bytes(pickle.dumps({"obs_rms": _Exploit(str(marker))}))
-    with pytest.raises(TeacherImportError, match="builtins.open is not allowed|io.open is not allowed"):
+    with pytest.raises(TeacherImportError,
+                       match="builtins.open is not allowed|io.open is not allowed"):
         load_vecnormalize(tmp_path / "evil.pkl")
     assert not marker.exists()
 
@@ -361,11 +380,11 @@ def test_sb3_bad_inputs_are_named(tmp_path):
         import_sb3(tmp_path / "empty.zip")
 
 
-# ------------------------------------------------------------------------------ rsl_rl: refused, never guessed
+# ------------------------------------------------------------------ rsl_rl: refused, never guessed
 
 def recurrent_runner(rnn_type: str, rnn_hidden_dim: int):
-    return rsl_rl_runner("scalar", class_name="RNNModel", rnn_type=rnn_type, rnn_hidden_dim=rnn_hidden_dim,
-                         rnn_num_layers=1)
+    return rsl_rl_runner("scalar", class_name="RNNModel", rnn_type=rnn_type,
+                         rnn_hidden_dim=rnn_hidden_dim, rnn_num_layers=1)
 
 
 @pytest.mark.parametrize("rnn_type, width, kind", [("lstm", 5, "LSTM"), ("gru", 12, "GRU")])
@@ -374,7 +393,8 @@ def test_recurrent_rsl_rl_actor_is_refused_naming_the_recurrence(tmp_path, rnn_t
     have fit the spec and imported silently wrong before."""
     runner = recurrent_runner(rnn_type, width)
     checkpoint = save_run(runner, tmp_path / "run")
-    with pytest.raises(TeacherImportError, match=rf"recurrent actor \({kind}, {width} units x 1 layer") as refused:
+    with pytest.raises(TeacherImportError,
+                       match=rf"recurrent actor \({kind}, {width} units x 1 layer") as refused:
         import_rsl_rl(checkpoint)
     assert str(checkpoint) in str(refused.value)
     (tmp_path / "run" / "params" / "agent.yaml").unlink()   # the weights alone say it too
@@ -397,31 +417,39 @@ def test_activation_comes_from_agent_yaml_or_is_asked_for(tmp_path):
     obs = np.random.default_rng(7).normal(size=(64, 5)) * 3
     teacher, normalizer, info = import_rsl_rl(checkpoint)
     assert info.architecture.activation == "tanh"
-    np.testing.assert_allclose(act(teacher, normalizer, obs), rsl_rl_reference(runner, obs)[0], atol=ATOL, rtol=0)
+    np.testing.assert_allclose(act(teacher, normalizer, obs), rsl_rl_reference(runner, obs)[0],
+                               atol=ATOL, rtol=0)
     with pytest.raises(TeacherImportError, match="--activation elu contradicts .*agent.yaml"):
         import_rsl_rl(checkpoint, activation="elu")
     # no agent config beside the checkpoint: refused, never assumed elu
     bare = tmp_path / "bare" / "model_2.pt"
     bare.parent.mkdir()
     bare.write_bytes(checkpoint.read_bytes())
-    with pytest.raises(TeacherImportError, match=r"do not record the actor's activation.*--activation"):
+    with pytest.raises(TeacherImportError,
+                       match=r"do not record the actor's activation.*--activation"):
         import_rsl_rl(bare)
     # an older Isaac Lab 'policy' section (ActorCritic) is read too; widths must match the weights
     legacy_yaml = tmp_path / "legacy_agent.yaml"
     legacy_yaml.write_text("seed: 42\npolicy:\n  class_name: ActorCritic\n  activation: tanh\n"
-                           "  actor_hidden_dims: !!python/tuple\n  - 16\n  - 8\n  init_noise_std: 1.0\n")
+                           "  actor_hidden_dims: !!python/tuple\n  - 16\n  - 8\n"
+                           "  init_noise_std: 1.0\n")
     assert import_rsl_rl(bare, agent_config=legacy_yaml)[2].architecture.activation == "tanh"
-    legacy_yaml.write_text("policy:\n  class_name: ActorCritic\n  activation: tanh\n  actor_hidden_dims: [32, 8]\n")
-    with pytest.raises(TeacherImportError, match=r"hidden dims \[32, 8\].*\[16, 8\]: not this run's config"):
+    legacy_yaml.write_text("policy:\n  class_name: ActorCritic\n  activation: tanh\n"
+                           "  actor_hidden_dims: [32, 8]\n")
+    with pytest.raises(TeacherImportError,
+                       match=r"hidden dims \[32, 8\].*\[16, 8\]: not this run's config"):
         import_rsl_rl(bare, agent_config=legacy_yaml)
-    legacy_yaml.write_text("policy:\n  class_name: ActorCriticRecurrent\n  activation: elu\n  rnn_type: lstm\n")
+    legacy_yaml.write_text("policy:\n  class_name: ActorCriticRecurrent\n  activation: elu\n"
+                           "  rnn_type: lstm\n")
     with pytest.raises(TeacherImportError, match="describes a recurrent actor"):
         import_rsl_rl(bare, agent_config=legacy_yaml)
     # Python tags are read as plain data, never constructed or called
     marker = tmp_path / "ran"
-    legacy_yaml.write_text(f"policy:\n  class_name: !!python/object/apply:os.system ['touch {marker}']\n"
+    legacy_yaml.write_text(f"policy:\n"
+                           f"  class_name: !!python/object/apply:os.system ['touch {marker}']\n"
                            f"  activation: tanh\n  actor_hidden_dims: [16, 8]\n")
-    assert import_rsl_rl(bare, agent_config=legacy_yaml)[2].info["activation_from"] == "legacy_agent.yaml"
+    assert (import_rsl_rl(bare, agent_config=legacy_yaml)[2].info["activation_from"]
+            == "legacy_agent.yaml")
     assert not marker.exists()
     legacy_yaml.write_bytes(b"\xff\xfe\x00binary")
     with pytest.raises(TeacherImportError, match="legacy_agent.yaml: not a text file"):
@@ -429,21 +457,23 @@ def test_activation_comes_from_agent_yaml_or_is_asked_for(tmp_path):
 
 
 def test_self_check_refuses_a_conversion_that_drifts_from_rsl_rl(tmp_path, monkeypatch):
-    """The self-check is not a formality: make our normalizer convention wrong and the import stops."""
+    """The self-check is no formality: make our normalizer convention wrong and the import stops."""
     import policy_distill_ros.training.importers as importers
     checkpoint = save_run(rsl_rl_runner("scalar"), tmp_path / "run")
     monkeypatch.setattr(importers, "RSL_RL_NORMALIZER_EPS", 1e-8)
-    with pytest.raises(TeacherImportError, match=r"differs from rsl_rl 5\.\d+\.\d+ MLPModel on 300 probe "
-                                                 r"observations \(max action difference [0-9.e-]+"):
+    with pytest.raises(TeacherImportError,
+                       match=r"differs from rsl_rl 5\.\d+\.\d+ MLPModel on 300 probe "
+                             r"observations \(max action difference [0-9.e-]+"):
         import_rsl_rl(checkpoint)
 
 
-@pytest.mark.parametrize("tensor", ["mlp.0.weight", "obs_normalizer._mean", "distribution.std_param",
-                                    "critic_state_dict.mlp.0.bias"])
+@pytest.mark.parametrize("tensor", ["mlp.0.weight", "obs_normalizer._mean",
+                                    "distribution.std_param", "critic_state_dict.mlp.0.bias"])
 def test_non_finite_rsl_rl_tensor_is_refused_by_name(tmp_path, tensor):
     checkpoint = save_run(rsl_rl_runner("scalar"), tmp_path / "run")
     ckpt = torch.load(checkpoint, weights_only=True)
-    part, name = tensor.split(".", 1) if tensor.startswith("critic_state_dict.") else ("actor_state_dict", tensor)
+    part, name = (tensor.split(".", 1) if tensor.startswith("critic_state_dict.")
+                  else ("actor_state_dict", tensor))
     ckpt[part][name].view(-1)[0] = float("nan")
     torch.save(ckpt, checkpoint)
     with pytest.raises(TeacherImportError, match=rf"tensor {re.escape(tensor)} holds 1 NaN/Inf"):
@@ -455,7 +485,8 @@ def test_cnn_or_unknown_actor_tensors_are_refused(tmp_path):
     ckpt = torch.load(checkpoint, weights_only=True)
     ckpt["actor_state_dict"]["cnn.0.weight"] = torch.zeros(4, 1, 3)
     torch.save(ckpt, checkpoint)
-    with pytest.raises(TeacherImportError, match=r"tensors an MLP Gaussian actor does not have \(cnn.0.weight\)"):
+    with pytest.raises(TeacherImportError,
+                       match=r"tensors an MLP Gaussian actor does not have \(cnn.0.weight\)"):
         import_rsl_rl(checkpoint)
 
 
@@ -473,7 +504,7 @@ def test_unreadable_rsl_rl_checkpoint_is_one_clear_line(tmp_path, content, reaso
     assert "weights_only" not in message and "\n" not in message
 
 
-# ------------------------------------------------------------------------------ SB3: refused, one line each
+# ------------------------------------------------------------------ SB3: refused, one line each
 
 @pytest.fixture(scope="module")
 def ppo_with_vecnormalize(tmp_path_factory):
@@ -506,7 +537,8 @@ def test_non_finite_sb3_weights_are_refused_by_name(ppo_with_vecnormalize, tmp_p
     buffer = io.BytesIO()
     torch.save(state, buffer)
     rewrite_zip(src / "ppo.zip", tmp_path / "nan.zip", {"policy.pth": buffer.getvalue()})
-    with pytest.raises(TeacherImportError, match=r"nan.zip: tensor policy.pth:action_net.bias holds 1 NaN/Inf"):
+    with pytest.raises(TeacherImportError,
+                       match=r"nan.zip: tensor policy.pth:action_net.bias holds 1 NaN/Inf"):
         import_sb3(tmp_path / "nan.zip")
 
 
@@ -516,7 +548,8 @@ def test_non_finite_sb3_weights_are_refused_by_name(ppo_with_vecnormalize, tmp_p
     ("mean", "dict", r"mean is not a numeric array \(dict\)"),
     ("mean", "delete", r"obs_rms has no mean"),
 ])
-def test_bad_vecnormalize_statistics_are_one_clear_line(ppo_with_vecnormalize, tmp_path, attribute, value, message):
+def test_bad_vecnormalize_statistics_are_one_clear_line(ppo_with_vecnormalize, tmp_path, attribute,
+                                                        value, message):
     import copy
     src, venv = ppo_with_vecnormalize
     original, venv.obs_rms = venv.obs_rms, copy.deepcopy(venv.obs_rms)
@@ -572,7 +605,8 @@ def test_sb3_td3_deterministic_actor_is_refused(tmp_path):
                 policy_kwargs={"net_arch": [8]})
     model.learn(16)
     model.save(tmp_path / "td3.zip")
-    with pytest.raises(TeacherImportError, match=r"td3.zip: a TD3/DDPG deterministic actor: not supported"):
+    with pytest.raises(TeacherImportError,
+                       match=r"td3.zip: a TD3/DDPG deterministic actor: not supported"):
         import_sb3(tmp_path / "td3.zip")
 
 
@@ -581,7 +615,8 @@ def test_non_finite_legacy_tensors_are_refused_by_name(tmp_path):
     ckpt = torch.load(tmp_path / "legacy.pt", weights_only=True)
     ckpt["obs_norm_state_dict"]["_std"].view(-1)[2] = float("inf")
     torch.save(ckpt, tmp_path / "legacy.pt")
-    with pytest.raises(TeacherImportError, match=r"legacy.pt: tensor obs_norm_state_dict._std holds 1 NaN/Inf"):
+    with pytest.raises(TeacherImportError,
+                       match=r"legacy.pt: tensor obs_norm_state_dict._std holds 1 NaN/Inf"):
         import_rsl_rl(tmp_path / "legacy.pt", activation="elu")
     ckpt["obs_norm_state_dict"]["_std"].view(-1)[2] = 1.0
     ckpt["model_state_dict"]["critic.0.weight"][0, 0] = float("nan")

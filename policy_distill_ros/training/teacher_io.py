@@ -51,14 +51,18 @@ class TeacherInfo:
     path: str | None = None
 
 
-def _state_tensors(teacher: TeacherPolicy, normalizer: EmpiricalNormalizer | None) -> dict[str, torch.Tensor]:
-    tensors = {f"policy.{k}": v.detach().cpu().contiguous() for k, v in teacher.state_dict().items()}
+def _state_tensors(teacher: TeacherPolicy, normalizer: EmpiricalNormalizer | None
+                   ) -> dict[str, torch.Tensor]:
+    tensors = {f"policy.{k}": v.detach().cpu().contiguous()
+               for k, v in teacher.state_dict().items()}
     if normalizer is not None:
-        tensors.update({f"normalizer.{k}": v.detach().cpu().contiguous() for k, v in normalizer.state_dict().items()})
+        tensors.update({f"normalizer.{k}": v.detach().cpu().contiguous()
+                        for k, v in normalizer.state_dict().items()})
     return tensors
 
 
-def content_hash(architecture: dict, normalizer: dict | None, tensors: dict[str, torch.Tensor]) -> str:
+def content_hash(architecture: dict, normalizer: dict | None,
+                 tensors: dict[str, torch.Tensor]) -> str:
     """sha256 over canonical JSON of the configs and every tensor in sorted-name order."""
     digest = hashlib.sha256()
     digest.update(json.dumps({"architecture": architecture, "normalizer": normalizer},
@@ -66,13 +70,15 @@ def content_hash(architecture: dict, normalizer: dict | None, tensors: dict[str,
     for name in sorted(tensors):
         tensor = tensors[name].detach().cpu().contiguous()
         digest.update(f"{name}|{tensor.dtype}|{list(tensor.shape)}|".encode())
-        digest.update(tensor.reshape(-1).view(torch.uint8).numpy().tobytes() if tensor.numel() else b"")
+        digest.update(tensor.reshape(-1).view(torch.uint8).numpy().tobytes()
+                      if tensor.numel() else b"")
     return digest.hexdigest()
 
 
 def teacher_hash(teacher: TeacherPolicy, normalizer: EmpiricalNormalizer | None) -> str:
     """The hash ``save_teacher`` would record for these modules."""
-    return content_hash(teacher.config.to_dict(), normalizer.config.to_dict() if normalizer else None,
+    return content_hash(teacher.config.to_dict(),
+                        normalizer.config.to_dict() if normalizer else None,
                         _state_tensors(teacher, normalizer))
 
 
@@ -80,25 +86,28 @@ def _json_safe(info: dict) -> dict:
     try:
         return json.loads(json.dumps(info))
     except (TypeError, ValueError) as exc:
-        raise TeacherFormatError(f"save_teacher: info must be JSON-serializable ({exc})") from None
+        raise TeacherFormatError(f"save_teacher: info must be JSON-serializable "
+                                 f"({exc})") from None
 
 
-def save_teacher(teacher: TeacherPolicy, normalizer: EmpiricalNormalizer | None, directory: str | os.PathLike,
-                 info: dict | None = None) -> str:
+def save_teacher(teacher: TeacherPolicy, normalizer: EmpiricalNormalizer | None,
+                 directory: str | os.PathLike, info: dict | None = None) -> str:
     """Write ``directory/model.safetensors`` and ``directory/teacher.json``; returns the sha256.
 
     Each file is written to a temporary name and renamed, weights first, so a reader never sees
     a ``teacher.json`` whose weights are missing.
     """
     if not isinstance(teacher, TeacherPolicy):
-        raise TypeError(f"save_teacher: expected a TeacherPolicy, got {type(teacher).__name__}")
+        raise TypeError(f"save_teacher: expected a TeacherPolicy, "
+                        f"got {type(teacher).__name__}")
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
     tensors = _state_tensors(teacher, normalizer)
     architecture = teacher.config.to_dict()
     norm_cfg = normalizer.config.to_dict() if normalizer is not None else None
     sha = content_hash(architecture, norm_cfg, tensors)
-    meta = {"format": FORMAT, "version": VERSION, "architecture": architecture, "normalizer": norm_cfg,
+    meta = {"format": FORMAT, "version": VERSION, "architecture": architecture,
+            "normalizer": norm_cfg,
             "normalizer_frozen": bool(normalizer.frozen) if normalizer is not None else None,
             "info": _json_safe(info or {}), "sha256": sha}
     tmp_weights = directory / f".{WEIGHTS_FILE}.tmp-{os.getpid()}"
@@ -136,8 +145,8 @@ def read_teacher_info(path: str | os.PathLike) -> dict:
     if not isinstance(meta, dict) or meta.get("format") != FORMAT:
         raise TeacherFormatError(f"{directory / META_FILE}: format is not {FORMAT!r}")
     if meta.get("version") != VERSION:
-        raise TeacherFormatError(f"{directory / META_FILE}: unsupported version {meta.get('version')!r} "
-                                 f"(this build reads {VERSION})")
+        raise TeacherFormatError(f"{directory / META_FILE}: unsupported version "
+                                 f"{meta.get('version')!r} (this build reads {VERSION})")
     for key in ("architecture", "sha256"):
         if key not in meta:
             raise TeacherFormatError(f"{directory / META_FILE}: missing {key!r}")
@@ -155,13 +164,15 @@ def load_teacher(path: str | os.PathLike, verify_hash: bool = True
     meta = read_teacher_info(directory)
     try:
         architecture = TeacherConfig.from_dict(meta["architecture"])
-        norm_cfg = NormalizerConfig.from_dict(meta["normalizer"]) if meta.get("normalizer") else None
+        norm_cfg = (NormalizerConfig.from_dict(meta["normalizer"]) if meta.get("normalizer")
+                    else None)
     except (TypeError, ValueError) as exc:
         raise TeacherFormatError(f"{directory / META_FILE}: {exc}") from None
     try:
         tensors = load_file(str(directory / WEIGHTS_FILE))
     except (SafetensorError, OSError) as exc:  # a truncated or corrupt file, or none
-        raise TeacherFormatError(f"{directory / WEIGHTS_FILE}: unreadable ({exc})") from None
+        raise TeacherFormatError(f"{directory / WEIGHTS_FILE}: "
+                                 f"unreadable ({exc})") from None
     if verify_hash:
         actual = content_hash(meta["architecture"], meta.get("normalizer"), tensors)
         if actual != meta["sha256"]:
@@ -173,14 +184,15 @@ def load_teacher(path: str | os.PathLike, verify_hash: bool = True
     normalizer = None
     if norm_cfg is not None:
         normalizer = EmpiricalNormalizer(norm_cfg)
-        norm_state = {k[len("normalizer."):]: v for k, v in tensors.items() if k.startswith("normalizer.")}
+        norm_state = {k[len("normalizer."):]: v for k, v in tensors.items()
+                      if k.startswith("normalizer.")}
         _load_strict(normalizer, norm_state, directory / WEIGHTS_FILE, "normalizer.")
         if meta.get("normalizer_frozen", True):
             normalizer.freeze()
         normalizer.eval()
     elif any(k.startswith("normalizer.") for k in tensors):
-        raise TeacherFormatError(f"{directory / WEIGHTS_FILE}: normalizer tensors present but teacher.json "
-                                 f"declares no normalizer")
+        raise TeacherFormatError(f"{directory / WEIGHTS_FILE}: normalizer tensors present but "
+                                 f"teacher.json declares no normalizer")
     teacher.eval()
     teacher.requires_grad_(False)
     info = TeacherInfo(sha256=meta["sha256"], architecture=architecture, normalizer=norm_cfg,
@@ -188,15 +200,18 @@ def load_teacher(path: str | os.PathLike, verify_hash: bool = True
     return teacher, normalizer, info
 
 
-def _load_strict(module: torch.nn.Module, state: dict[str, torch.Tensor], where: Path, prefix: str) -> None:
+def _load_strict(module: torch.nn.Module, state: dict[str, torch.Tensor], where: Path,
+                 prefix: str) -> None:
     expected = module.state_dict()
     missing = sorted(set(expected) - set(state))
     unexpected = sorted(set(state) - set(expected))
     if missing or unexpected:
         raise TeacherFormatError(f"{where}: keys do not match the architecture: missing "
-                                 f"{[prefix + k for k in missing]}, unexpected {[prefix + k for k in unexpected]}")
+                                 f"{[prefix + k for k in missing]}, "
+                                 f"unexpected {[prefix + k for k in unexpected]}")
     for key, wanted in expected.items():  # module order: the first layer at fault is named
         if tuple(state[key].shape) != tuple(wanted.shape):
-            raise TeacherFormatError(f"{where}: {prefix}{key} has shape {list(state[key].shape)}, architecture "
+            raise TeacherFormatError(f"{where}: {prefix}{key} has shape "
+                                     f"{list(state[key].shape)}, architecture "
                                      f"needs {list(wanted.shape)}")
     module.load_state_dict(state, strict=True)
