@@ -623,3 +623,20 @@ def test_non_finite_legacy_tensors_are_refused_by_name(tmp_path):
     torch.save(ckpt, tmp_path / "legacy.pt")
     with pytest.raises(TeacherImportError, match=r"tensor critic.0.weight holds 1 NaN/Inf"):
         import_rsl_rl(tmp_path / "legacy.pt", activation="elu")
+
+
+def test_self_check_tolerance_is_relative_on_large_actions():
+    """float32 rounding on an action mean of ~300 is ~1e-5 absolute: not a wrong conversion;
+    a drift of 1e-3 of the value is one, at any scale."""
+    from policy_distill_ros.training.import_selfcheck import compare, ours
+    torch.manual_seed(0)
+    teacher = TeacherPolicy(TeacherConfig(obs_size=6, action_size=3, hidden_sizes=(8,)))
+    with torch.no_grad():
+        teacher.mean_head.bias.fill_(300.0)
+    obs = np.random.default_rng(0).normal(size=(50, 6)).astype(np.float32)
+    action, std = ours(teacher, None, obs)
+    assert np.abs(action).min() > 250
+    near = compare("t", "ref", lambda o: (action * (1 + 3e-7), std), teacher, None, obs)
+    assert 1e-5 < np.max(np.abs(action * 3e-7)) and near["max_action_diff"] < 1e-6
+    with pytest.raises(TeacherImportError, match=r"max action difference 0\.00(1|0999)"):
+        compare("t", "ref", lambda o: (action * (1 + 1e-3), std), teacher, None, obs)
