@@ -7,6 +7,7 @@
   vectors (within 1e-12) and report the same problems.
 - `ActionSpec.postprocess(raw, out=)` with a float32 array: the same command as from a list.
 - `OnnxPolicy.act()` (I/O binding) against a plain ONNX Runtime session, recurrent too.
+- `InputPeriod`'s median, sorted out when read, equals the median of the last gaps.
 """
 from __future__ import annotations
 
@@ -216,3 +217,23 @@ def test_act_carries_recurrent_state_like_call(tmp_path):
     assert np.abs(policy.state_feeds()["h_in"]).max() > 0
     policy.reset_state()
     assert not policy.state_feeds()["h_in"].any()
+
+
+def test_input_period_median_sorted_when_read_equals_per_stamp_median():
+    from policy_distill_ros.core.enforcement import InputPeriod
+    rng = np.random.default_rng(7)
+    period = InputPeriod(window=8)
+    t, last, gaps = 0.0, None, []
+    for k in range(300):
+        t += 0.0 if k % 17 == 5 else float(rng.uniform(0.001, 0.004))  # a repeat: ignored
+        if k == 150:
+            t, last, gaps = t - 1.0, None, []  # stamps went back: start again
+        if last is not None and t > last:
+            gaps = (gaps + [t - last])[-8:]
+        last = t
+        period.add(t)
+        if gaps:
+            assert period.period_s == pytest.approx(sorted(gaps)[(len(gaps) - 1) // 2],
+                                                    abs=1e-12)
+        else:
+            assert period.period_s is None

@@ -232,13 +232,17 @@ class _TopicGather:
             np.subtract(buf, self.offset, out=buf)
         if self.mult:
             np.multiply(buf, self.scale, out=buf)
+        dest_index = self.dest_index
         if self.clip:
             np.minimum(buf, self.high, out=buf)
+            if dest_index is None:  # the last operation writes the step (float32) itself
+                np.maximum(buf, self.low, out=self.dest)
+                return True
             np.maximum(buf, self.low, out=buf)
-        if self.dest_index is None:
+        if dest_index is None:
             self.dest[:] = buf
         else:
-            self.dest[self.dest_index] = buf
+            self.dest[dest_index] = buf
         return True
 
 
@@ -390,7 +394,8 @@ class ObservationAssembler:
         the caller produced it, so a wrong size or NaN here is a bug, not sensor noise."""
         if self._last_action is None:
             return
-        a = np.asarray(action, dtype=np.float64).reshape(-1)
+        a = action if type(action) is np.ndarray and action.ndim == 1 \
+            and action.dtype is _F8 else np.asarray(action, dtype=np.float64).reshape(-1)
         problem = self._last_action.load(a, None)
         if problem is not None:
             raise ValueError(f"set_last_action: {problem}")

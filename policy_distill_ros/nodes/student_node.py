@@ -433,13 +433,13 @@ class StudentNode(LifecycleNode):
 
     def _control_step(self, now_s: float) -> None:
         self._feed_command()
-        obs = self._asm.build(now_s)
         policy = self._policy  # one read: a hot reload swaps this reference between ticks
+        obs = self._asm.build(now_s, out=policy.obs_row)  # straight into the bound input
         fault = input_fault(obs, self._cfg.max_input_age_s)
         command = None
         if fault is None:
             try:
-                raw = policy(obs.vector)
+                raw = policy.act()
             except Exception as exc:  # noqa: BLE001 - any runtime failure -> fallback
                 fault = ("inference", f"inference failed: {exc}")
             else:
