@@ -1,10 +1,10 @@
 """The control loop's fast paths equal the checked reference paths they shortcut.
 
-- `ObservationAssembler.on_message` gathers a topic's terms at once (`_TopicGather`) for
-  array-backed messages (core.cdr's decoded messages, array.array fields); list-backed
-  messages take the per-term path. Both assemblers see the same random frames (shuffled joint
-  order, extra joints, values beyond the clip, bad frames in between) and must build the same
-  vectors (within 1e-12) and report the same problems.
+- `ObservationAssembler.on_message` gathers a topic's terms at once (`_TopicGather`): one take
+  for core.cdr's flat form, one per term for other array-backed messages (ndarray,
+  array.array fields); list-backed messages take the per-term path. Three assemblers see the
+  same random frames (shuffled joint order, extra joints, values beyond the clip, bad frames
+  in between) and must build the same vectors (within 1e-12) and report the same problems.
 - `ActionSpec.postprocess(raw, out=)` with a float32 array: the same command as from a list.
 - `OnnxPolicy.act()` (I/O binding) against a plain ONNX Runtime session, recurrent too.
 - `InputPeriod`'s median, sorted out when read, equals the median of the last gaps.
@@ -66,14 +66,30 @@ def frame(rng: np.random.Generator, t: float, joints: list[str]) -> dict:
             "gyro": rng.standard_normal(3), "quat": rng.standard_normal(4)}
 
 
+def decoded_joint_state(header: Header, names: list, pos, vel, eff) -> DecodedJointState:
+    """A JointState in core.cdr's flat form: the doubles in one payload, a count slot apart."""
+    pos, vel, eff = (np.asarray(a, dtype=np.float64) for a in (pos, vel, eff))
+    payload = np.concatenate([pos, [7.0], vel, [7.0], eff])
+    layout = (0, pos.size, pos.size + 1, vel.size, pos.size + vel.size + 2, eff.size)
+    return DecodedJointState(header, names, payload, layout)
+
+
 def fast_messages(f: dict) -> tuple:
-    """What core.cdr decodes: ndarray fields (the gather's path)."""
+    """What core.cdr decodes: flat form (one take per topic)."""
     header = Header(stamp(f["t"]), "")
-    js = DecodedJointState(header, list(f["names"]), np.array(f["pos"]), np.array(f["vel"]),
-                           np.zeros(0))
+    js = decoded_joint_state(header, list(f["names"]), f["pos"], f["vel"], np.zeros(2))
     values = np.zeros(37)
     values[0:4], values[13:16] = f["quat"], f["gyro"]
     return js, DecodedImu(header, values)
+
+
+def array_messages(f: dict) -> tuple:
+    """ndarray fields without the flat form (one take or copy per term)."""
+    header = Header(stamp(f["t"]), "")
+    js = NS(header=header, name=list(f["names"]), position=np.array(f["pos"]),
+            velocity=np.array(f["vel"]), effort=np.zeros(0))
+    return js, NS(header=header, orientation=np.array(f["quat"]),
+                  angular_velocity=np.array(f["gyro"]))
 
 
 def reference_messages(f: dict) -> tuple:
@@ -106,6 +122,7 @@ def spoil(rng: np.random.Generator, f: dict, kind: str) -> dict:
 def test_gather_equals_per_term_path_on_random_frames(make_spec, monkeypatch):
     spec = make_spec()
     fast = ObservationAssembler(spec.observation, spec.action.size)
+    arrays = ObservationAssembler(spec.observation, spec.action.size)
     reference = ObservationAssembler(spec.observation, spec.action.size)
     spec_joints = [t for t in spec.observation.terms if t.joints is not None][0].joints
     per_term_loads = []
@@ -124,26 +141,30 @@ def test_gather_equals_per_term_path_on_random_frames(make_spec, monkeypatch):
         f = frame(rng, 100.0 + 0.002 * k, order)
         if k % 7 == 3:
             f = spoil(rng, f, bad_kinds[(k // 7) % len(bad_kinds)])
-        js_fast, imu_fast = fast_messages(f)
         js_ref, imu_ref = reference_messages(f)
-        before = len(per_term_loads)
-        problems = [fast.on_message("imu", imu_fast, f["t"]),
-                    fast.on_message("joint_states", js_fast, f["t"])]
-        if problems == [None, None]:
-            assert len(per_term_loads) == before, "a healthy frame took the per-term path"
-            gathered += 1
-        assert problems == [reference.on_message("imu", imu_ref, f["t"]),
-                            reference.on_message("joint_states", js_ref, f["t"])]
+        want_problems = [reference.on_message("imu", imu_ref, f["t"]),
+                         reference.on_message("joint_states", js_ref, f["t"])]
+        for asm, (js, imu) in ((fast, fast_messages(f)), (arrays, array_messages(f))):
+            before = len(per_term_loads)
+            problems = [asm.on_message("imu", imu, f["t"]),
+                        asm.on_message("joint_states", js, f["t"])]
+            if problems == [None, None]:
+                assert len(per_term_loads) == before, "a healthy frame took the per-term path"
+                gathered += asm is fast
+            assert problems == want_problems
         action = rng.standard_normal(spec.action.size)
-        for asm in (fast, reference):
+        for asm in (fast, arrays, reference):
             asm.set_last_action(action)
-        out = np.zeros(spec.observation.size, dtype=np.float32)
-        got, want = fast.build(f["t"] + 1e-3, out=out), reference.build(f["t"] + 1e-3)
-        assert got.vector is out
-        assert np.abs(got.vector.astype(np.float64) - want.vector).max() <= 1e-12
-        assert (got.problem, got.stamp_s, got.ages_s) == \
-            (want.problem, want.stamp_s, want.ages_s)
+        want = reference.build(f["t"] + 1e-3)
+        for asm in (fast, arrays):
+            out = np.zeros(spec.observation.size, dtype=np.float32)
+            got = asm.build(f["t"] + 1e-3, out=out)
+            assert got.vector is out
+            assert np.abs(got.vector.astype(np.float64) - want.vector).max() <= 1e-12
+            assert (got.problem, got.stamp_s, got.ages_s) == \
+                (want.problem, want.stamp_s, want.ages_s)
     assert gathered > 300
+    assert fast._topics["joint_states"].gather.flat_index is not None  # the one-take path ran
 
 
 def test_gather_takes_array_array_fields_and_refuses_other_types():
@@ -151,7 +172,7 @@ def test_gather_takes_array_array_fields_and_refuses_other_types():
     asm = ObservationAssembler(spec.observation, spec.action.size)
     gather = asm._topics["joint_states"].gather
     f = frame(np.random.default_rng(3), 1.0, list(reversed(LEGS)) + ["extra"])
-    js, _ = fast_messages(f)
+    js, _ = array_messages(f)
     js.position = array.array("d", f["pos"])  # rclpy's sequence<double>
     assert gather.load(js)
     js.position = f["pos"].astype(np.float32)  # converted by the per-term path only

@@ -139,18 +139,22 @@ _F8 = np.dtype(np.float64)
 class _TopicGather:
     """A topic's terms loaded together: the hot path of `on_message` for a healthy stream.
 
-    Per message: one name-list comparison (indices resolved once per name order by the
-    terms' own `index_for`), one `take` or copy per term into one float64 buffer, then one
-    finiteness check, offset, scale and clip over the whole buffer with per-element constants
-    and one copy into the step. Element for element these are the operations of
-    `_TermState.load` + `commit` (x - 0 and x * 1 are exact, a clip of +-inf is none), so the
-    result is identical; anything unusual (missing or non-array field, wrong length, unknown
-    or duplicate joint, a non-finite value) returns False and the caller takes the per-term
-    path, which names the problem. Layout-label terms always take that path.
+    Per message: one name-list comparison (indices resolved once per name order by the terms'
+    own `index_for`), the values gathered into one float64 buffer, then one finiteness check,
+    offset, scale and clip over the whole buffer with per-element constants, written into the
+    step. A message in flat form (core.cdr's decoded messages: every double in `payload`, each
+    field's (start, count) in `flat_layout`) is gathered with one `take` over an index built
+    once per name order and layout; other array-backed messages with one `take` or copy per
+    term. Element for element these are the operations of `_TermState.load` + `commit` (x - 0
+    and x * 1 are exact, a clip of +-inf is none), so the result is identical; anything unusual
+    (missing or non-array field, wrong length, unknown or duplicate joint, a non-finite value)
+    returns False and the caller takes the per-term path, which names the problem.
+    Layout-label terms always take that path.
     """
 
     __slots__ = ("terms", "by_name", "buf", "ones", "offset", "scale", "low", "high", "shift",
-                 "mult", "clip", "dest", "dest_index", "names", "plan")
+                 "mult", "clip", "dest", "dest_index", "names", "plan", "flat_type",
+                 "flat_names", "flat_layout", "flat_index")
 
     def __init__(self, states: list[_TermState], step: np.ndarray, slices: Mapping[str, slice]):
         sizes = [ts.size for ts in states]
@@ -158,8 +162,9 @@ class _TopicGather:
         self.ones = np.ones_like(self.buf)
         bounds = np.cumsum([0] + sizes)
         segments = [self.buf[a:b] for a, b in zip(bounds[:-1], bounds[1:], strict=True)]
-        # (value getter, buffer segment, term state or None when not selected by name)
-        self.terms = [(operator.attrgetter(ts.field), seg, ts if ts.by_name is not None else None)
+        # (field, value getter, buffer segment, term state or None when not selected by name)
+        self.terms = [(ts.field, operator.attrgetter(ts.field), seg,
+                       ts if ts.by_name is not None else None)
                       for ts, seg in zip(states, segments, strict=True)]
         self.by_name = any(ts.by_name is not None for ts in states)
         self.offset = np.concatenate([ts.offset for ts in states])
@@ -177,55 +182,25 @@ class _TopicGather:
         self.dest_index = None if contiguous else where
         self.names: list | None = None  # the name order `plan` was resolved for
         self.plan: list = []            # per term: (getter, segment, index or None, by name)
+        self.flat_type: type | None = None  # flat form: resolved for this type, names, layout
+        self.flat_names: list | None = None
+        self.flat_layout: tuple | None = None
+        self.flat_index: np.ndarray | None = None
 
     @staticmethod
     def eligible(states: list[_TermState]) -> bool:
         return all(ts.term.labels is None for ts in states)
 
-    def _resolve(self, names: list) -> bool:
-        plan = []
-        for get, seg, ts in self.terms:
-            idx = None
-            if ts is not None:
-                idx, problem = ts.index_for(ts.by_name, names)
-                if problem is not None:
-                    return False
-            plan.append((get, seg, idx, ts is not None))
-        self.names, self.plan = list(names), plan
-        return True
-
     def load(self, msg: Any) -> bool:
         """Gather, check, transform and commit `msg`'s terms; False: use the per-term path."""
-        count = 0
-        if self.by_name:
-            names = getattr(msg, "name", None)
-            if type(names) is not list:
-                if names is None or isinstance(names, str):
-                    return False
-                names = list(names)
-            if names != self.names and not self._resolve(names):
-                return False
-            count = len(names)
-        elif not self.plan:
-            self._resolve([])
-        buf = self.buf
-        try:
-            for get, seg, idx, by_name in self.plan:
-                raw = get(msg)
-                if type(raw) is not np.ndarray:
-                    if type(raw) is not array.array or raw.typecode != "d":
-                        return False
-                    raw = np.frombuffer(raw, dtype=_F8)
-                elif raw.dtype is not _F8 or raw.ndim != 1:
-                    return False
-                if raw.shape[0] != (count if by_name else seg.shape[0]):
-                    return False
-                if idx is None:
-                    seg[:] = raw
-                else:
-                    raw.take(idx, out=seg)
-        except AttributeError:
+        if type(msg) is self.flat_type and msg.flat_layout == self.flat_layout \
+                and (not self.by_name or msg.name == self.flat_names):
+            msg.payload.take(self.flat_index, out=self.buf)
+        elif self._load_fields(msg):
+            self._learn_flat(msg)
+        else:
             return False
+        buf = self.buf
         if not math.isfinite(buf @ self.ones):
             return False
         if self.shift:
@@ -244,6 +219,66 @@ class _TopicGather:
         else:
             self.dest[dest_index] = buf
         return True
+
+    def _resolve(self, names: list) -> bool:
+        plan = []
+        for _, get, seg, ts in self.terms:
+            idx = None
+            if ts is not None:
+                idx, problem = ts.index_for(ts.by_name, names)
+                if problem is not None:
+                    return False
+            plan.append((get, seg, idx, ts is not None))
+        self.names, self.plan = list(names), plan
+        return True
+
+    def _load_fields(self, msg: Any) -> bool:
+        """Field by field into the buffer (names and lengths checked)."""
+        count = 0
+        if self.by_name:
+            names = getattr(msg, "name", None)
+            if type(names) is not list:
+                if names is None or isinstance(names, str):
+                    return False
+                names = list(names)
+            if names != self.names and not self._resolve(names):
+                return False
+            count = len(names)
+        elif not self.plan:
+            self._resolve([])
+        try:
+            for get, seg, idx, by_name in self.plan:
+                raw = get(msg)
+                if type(raw) is not np.ndarray:
+                    if type(raw) is not array.array or raw.typecode != "d":
+                        return False
+                    raw = np.frombuffer(raw, dtype=_F8)
+                elif raw.dtype is not _F8 or raw.ndim != 1:
+                    return False
+                if raw.shape[0] != (count if by_name else seg.shape[0]):
+                    return False
+                if idx is None:
+                    seg[:] = raw
+                else:
+                    raw.take(idx, out=seg)
+        except AttributeError:
+            return False
+        return True
+
+    def _learn_flat(self, msg: Any) -> None:
+        """After `_load_fields` accepted `msg`: if it is in flat form, the one index that
+        gathers the same values from its payload, for the next message of this layout."""
+        fields = getattr(type(msg), "FLAT_FIELDS", None)
+        layout = getattr(msg, "flat_layout", None)
+        if fields is None or layout is None or not all(f in fields for f, *_ in self.terms):
+            return
+        parts = []
+        for (field, *_), (_, seg, idx, _) in zip(self.terms, self.plan, strict=True):
+            start = layout[2 * fields.index(field)]
+            parts.append(start + (np.arange(seg.shape[0]) if idx is None else idx))
+        self.flat_index = np.concatenate(parts).astype(np.intp)
+        self.flat_type, self.flat_layout = type(msg), layout
+        self.flat_names = list(self.names) if self.by_name else None
 
 
 class _TopicState:
