@@ -182,7 +182,7 @@ class _TopicGather:
         self.dest_index = None if contiguous else where
         self.names: list | None = None  # the name order `plan` was resolved for
         self.plan: list = []            # per term: (getter, segment, index or None, by name)
-        self.flat_type: type | None = None  # flat form: resolved for this type, names, layout
+        self.flat_type: Any = None  # flat form: resolved for this type, names and layout
         self.flat_names: list | None = None
         self.flat_layout: tuple | None = None
         self.flat_index: np.ndarray | None = None
@@ -225,7 +225,7 @@ class _TopicGather:
         for _, get, seg, ts in self.terms:
             idx = None
             if ts is not None:
-                idx, problem = ts.index_for(ts.by_name, names)
+                idx, problem = ts.index_for(ts.by_name or (), names)
                 if problem is not None:
                     return False
             plan.append((get, seg, idx, ts is not None))
@@ -278,7 +278,7 @@ class _TopicGather:
             parts.append(start + (np.arange(seg.shape[0]) if idx is None else idx))
         self.flat_index = np.concatenate(parts).astype(np.intp)
         self.flat_type, self.flat_layout = type(msg), layout
-        self.flat_names = list(self.names) if self.by_name else None
+        self.flat_names = list(self.names or ()) if self.by_name else None
 
 
 class _TopicState:
@@ -326,9 +326,9 @@ class ObservationAssembler:
             elif term.topic is not None:  # kind "topic": ObsTerm makes sure it has one
                 self._topics.setdefault(term.topic, _TopicState(term.topic, [])).terms.append(
                     state)
-        for state in self._topics.values():
-            if _TopicGather.eligible(state.terms):
-                state.gather = _TopicGather(state.terms, self._step, slices)
+        for topic_state in self._topics.values():
+            if _TopicGather.eligible(topic_state.terms):
+                topic_state.gather = _TopicGather(topic_state.terms, self._step, slices)
         self._zero_action = np.zeros(self.action_size)
         if self._command is not None:  # a zero command until one is set
             self._command.load(np.zeros(self._command.size), None)
