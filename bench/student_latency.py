@@ -269,14 +269,22 @@ def summarize(runs: list, rate_hz: float, warmup_s: float) -> dict:
             "misses": int((gaps_ms > 2 * period_ms).sum())}
 
 
-def run_stages(model: str, rate_hz: float, iterations: int, cold: bool = False) -> None:
+def run_stages(model: str, rate_hz: float, iterations: int, cold: bool = False,
+               student_from: str = "") -> None:
     """Where the time goes, without DDS or other processes: the student's message handlers (the
     node's own raw subscription callbacks, fed the serialized bytes the live path takes: the
     sensor publisher's frames, shuffled joint order plus an extra joint) and their stages, and
     the baseline's callback with the same messages. `cold`: before each frame 6 MB are written
     and the process sleeps 1 ms, evicting caches as the other processes of a live run do (a
-    live frame costs several times its warm in-process time, see README)."""
+    live frame costs several times its warm in-process time, see README). `student_from`:
+    the student of another checkout (--before), same harness and frames, no baseline."""
     import collections
+
+    sys.path.insert(0, str(REPO))
+    for name in [m for m in sys.modules if m.split(".")[0] == "policy_distill_ros"]:
+        del sys.modules[name]  # imported from whichever checkout comes first on the path
+    if student_from:
+        sys.path.insert(0, os.path.abspath(student_from))
 
     import rclpy
     from rclpy.serialization import serialize_message
@@ -287,6 +295,8 @@ def run_stages(model: str, rate_hz: float, iterations: int, cold: bool = False) 
     times = collections.defaultdict(list)
 
     def timed(cls, name: str, label: str) -> None:
+        if not hasattr(cls, name):  # before act(): the node called the policy itself
+            name = "__call__"
         inner = getattr(cls, name)
 
         def wrapper(*args, **kwargs):
@@ -345,6 +355,12 @@ def run_stages(model: str, rate_hz: float, iterations: int, cold: bool = False) 
     ticks = node.ticks
     node.destroy_node()
     rclpy.try_shutdown()
+    print(f"\nin-process stage costs, {iterations} iterations ({ticks} student ticks)"
+          f"{', caches evicted before each frame' if cold else ''}; student from "
+          f"{os.path.dirname(os.path.dirname(student_node.__file__))}, us:")
+    if student_from:
+        del sys.path[0]
+        return print_stages(times)
     from baseline_node import BaselineNode  # torch, only for the comparison
     rclpy.init(args=["--ros-args", "-p", f"joints:={','.join(LEGS)}",
                      "-p", f"hidden:={','.join(map(str, HIDDEN))}"])
@@ -359,13 +375,15 @@ def run_stages(model: str, rate_hz: float, iterations: int, cold: bool = False) 
         times["baseline: imu + joint_states callbacks"].append(time.perf_counter_ns() - t0)
     base.destroy_node()
     rclpy.try_shutdown()
-    print(f"\nin-process stage costs, {iterations} iterations ({ticks} student ticks)"
-          f"{', caches evicted before each frame' if cold else ''}, us:")
+    print_stages(times)
+
+
+def print_stages(times: dict) -> None:
     print(f"{'stage':<42}{'p50':>8}{'p99':>8}{'max':>9}")
     order = ["student: imu message handled", "student: joint_states in -> action out",
              "student: whole frame"] + [k for k in times if k.startswith("  ")] + \
         ["baseline: imu + joint_states callbacks"]
-    for label in order:
+    for label in (k for k in order if times.get(k)):
         us = np.array(times[label][len(times[label]) // 10:]) / 1e3
         print(f"{label:<42}{np.percentile(us, 50):>8.1f}{np.percentile(us, 99):>8.1f}"
               f"{us.max():>9.1f}")
@@ -586,6 +604,8 @@ def main() -> None:
         sys.path.insert(0, str(REPO / "bench"))
         os.environ.update(ROS_DOMAIN_ID=env["ROS_DOMAIN_ID"],  # nobody else hears us
                           ROS_AUTOMATIC_DISCOVERY_RANGE="LOCALHOST")
+        if args.before:  # the other checkout's student first: same harness, same frames
+            run_stages(model, args.rate_hz, args.stages, args.cold, args.before)
         return run_stages(model, args.rate_hz, args.stages, args.cold)
     infra = ["--rt-infra"] if args.rt_infra else []
     if args.profile:
