@@ -57,42 +57,49 @@ class DecodedJointState:
 
     Flat form, for a reader that gathers several fields in one `take`: `payload`, every double
     of the message (a float64 view of the bytes after the 4-byte encapsulation header), and
-    `flat_layout`, (start, count) in `payload` of each of `FLAT_FIELDS`, flattened."""
+    `flat_layout`, (start, count) in `payload` of each of `FLAT_FIELDS`, flattened. The field
+    arrays are views of it made when read: the flat reader never pays for them."""
 
-    __slots__ = ("header", "name", "position", "velocity", "effort", "payload", "flat_layout")
+    __slots__ = ("header", "name", "payload", "flat_layout")
     FLAT_FIELDS = ("position", "velocity", "effort")
 
     def __init__(self, header, name, payload: np.ndarray, flat_layout: tuple) -> None:
         self.header, self.name = header, name
         self.payload, self.flat_layout = payload, flat_layout
-        p, np_, v, nv, e, ne = flat_layout
-        self.position, self.velocity, self.effort = \
-            payload[p:p + np_], payload[v:v + nv], payload[e:e + ne]
+
+    def _field(self, k: int) -> np.ndarray:
+        start, count = self.flat_layout[2 * k], self.flat_layout[2 * k + 1]
+        return self.payload[start:start + count]
+
+    position = property(lambda self: self._field(0))
+    velocity = property(lambda self: self._field(1))
+    effort = property(lambda self: self._field(2))
 
 
 class DecodedImu:
     """sensor_msgs/Imu fields; orientation is [x, y, z, w], vectors [x, y, z]. Flat form as
-    for DecodedJointState."""
+    for DecodedJointState: the 37 doubles start at `start` in `payload`."""
 
-    __slots__ = ("header", "orientation", "orientation_covariance", "angular_velocity",
-                 "angular_velocity_covariance", "linear_acceleration",
-                 "linear_acceleration_covariance", "payload", "flat_layout")
+    __slots__ = ("header", "payload", "flat_layout")
     FLAT_FIELDS = ("orientation", "orientation_covariance", "angular_velocity",
                    "angular_velocity_covariance", "linear_acceleration",
                    "linear_acceleration_covariance")
     _SPANS = ((0, 4), (4, 9), (13, 3), (16, 9), (25, 3), (28, 9))  # within the 37 doubles
 
-    def __init__(self, header, values: np.ndarray, payload: np.ndarray | None = None,
-                 start: int = 0) -> None:
-        self.header = header
-        self.payload = values if payload is None else payload
+    def __init__(self, header, payload: np.ndarray, start: int = 0) -> None:
+        self.header, self.payload = header, payload
         self.flat_layout = _imu_layout(start)
-        self.orientation = values[0:4]
-        self.orientation_covariance = values[4:13]
-        self.angular_velocity = values[13:16]
-        self.angular_velocity_covariance = values[16:25]
-        self.linear_acceleration = values[25:28]
-        self.linear_acceleration_covariance = values[28:37]
+
+    def _field(self, k: int) -> np.ndarray:
+        start, count = self.flat_layout[2 * k], self.flat_layout[2 * k + 1]
+        return self.payload[start:start + count]
+
+    orientation = property(lambda self: self._field(0))
+    orientation_covariance = property(lambda self: self._field(1))
+    angular_velocity = property(lambda self: self._field(2))
+    angular_velocity_covariance = property(lambda self: self._field(3))
+    linear_acceleration = property(lambda self: self._field(4))
+    linear_acceleration_covariance = property(lambda self: self._field(5))
 
 
 _IMU_LAYOUTS: dict[int, tuple] = {}
@@ -197,8 +204,7 @@ def decode_imu(data: bytes) -> DecodedImu:
     pos = _align(pos, 8)
     if pos + 37 * 8 > len(data):
         raise CdrError(f"Imu needs {pos + 37 * 8} bytes, got {len(data)}")
-    payload, start = _payload(data), (pos - 4) >> 3
-    return DecodedImu(header, payload[start:start + 37], payload, start)
+    return DecodedImu(header, _payload(data), (pos - 4) >> 3)
 
 
 def _new_joint_state_decoder() -> Callable[[bytes], DecodedJointState]:
