@@ -307,14 +307,6 @@ def run_stages(model: str, rate_hz: float, iterations: int, cold: bool = False,
                 times[label].append(time.perf_counter_ns() - t0)
         setattr(cls, name, wrapper)
 
-    for cls, name, label in (
-            (cdr.JointStateDecoder, "__call__", "  decode joint_states bytes (core)"),
-            (observation.ObservationAssembler, "on_message", "  assemble one message (core)"),
-            (observation.ObservationAssembler, "build", "  build history vector (core)"),
-            (policy_file.OnnxPolicy, "act", "  onnxruntime inference (core)"),
-            (spec.ActionSpec, "postprocess", "  postprocess action (core)"),
-            (action_publisher.ActionPublisher, "publish", "  publish command + echo")):
-        timed(cls, name, label)
     rclpy.init(args=["--ros-args", "--log-level", "fatal", "-p", f"model_path:={model}",
                      "-p", f"rate_hz:={rate_hz}", "-p", "trigger:=on_message",
                      "-p", "trigger_topic:=joint_states", "-p", "max_input_age_s:=10.0",
@@ -339,6 +331,26 @@ def run_stages(model: str, rate_hz: float, iterations: int, cold: bool = False,
         info = {"received_timestamp": time.time_ns()}
         return serialize_message(imu), serialize_message(joints), info
 
+    calls = {"call": 0, "c_call": 0}  # Python-level calls per frame (before the timing)
+
+    def count(frame, event, arg) -> None:
+        if event in calls:
+            calls[event] += 1
+    for k in range(200):
+        imu_bytes, joints_bytes, info = frame()
+        if k >= 100:  # the first frames fill caches (joint names, index maps)
+            sys.setprofile(count)
+        on_imu(imu_bytes, info)
+        on_joints(joints_bytes, info)
+        sys.setprofile(None)
+    for cls, name, label in (
+            (cdr.JointStateDecoder, "__call__", "  decode joint_states bytes (core)"),
+            (observation.ObservationAssembler, "on_message", "  assemble one message (core)"),
+            (observation.ObservationAssembler, "build", "  build history vector (core)"),
+            (policy_file.OnnxPolicy, "act", "  onnxruntime inference (core)"),
+            (spec.ActionSpec, "postprocess", "  postprocess action (core)"),
+            (action_publisher.ActionPublisher, "publish", "  publish command + echo")):
+        timed(cls, name, label)
     for _ in range(iterations):
         imu_bytes, joints_bytes, info = frame()
         if cold:
@@ -355,6 +367,9 @@ def run_stages(model: str, rate_hz: float, iterations: int, cold: bool = False,
     ticks = node.ticks
     node.destroy_node()
     rclpy.try_shutdown()
+    print(f"\nper frame: {calls['call'] / 100:.0f} Python function calls, "
+          f"{calls['c_call'] / 100:.0f} calls of built-in functions (sys.setprofile; numpy "
+          "ufuncs are not counted)", end="")
     print(f"\nin-process stage costs, {iterations} iterations ({ticks} student ticks)"
           f"{', caches evicted before each frame' if cold else ''}; student from "
           f"{os.path.dirname(os.path.dirname(student_node.__file__))}, us:")
