@@ -3,7 +3,7 @@
     .venv/bin/python bench/student_latency.py [--duration-s 20] [--rate-hz 500] [--repeat 3]
         [--cases echo,on_message,on_message_rt,timer,baseline] [--drop-check-hz 1000]
         [--before CHECKOUT --cases ...,on_message_before,timer_before]
-    .venv/bin/python bench/student_latency.py --stages 5000    # in-process, where time goes
+    .venv/bin/python bench/student_latency.py --stages 5000 [--cold]   # in-process, where time goes
     .venv/bin/python bench/student_latency.py --profile on_message   # py-spy on the running node
 
 Processes, same machine, same run, one policy node at a time: a sensor publisher (JointState for
@@ -269,19 +269,34 @@ def summarize(runs: list, rate_hz: float, warmup_s: float) -> dict:
             "misses": int((gaps_ms > 2 * period_ms).sum())}
 
 
-def run_stages(model: str, rate_hz: float, iterations: int) -> None:
-    """Where the time goes, without DDS or other processes: the student's message handler and
-    its stages, and the baseline's callback, called directly with the same messages."""
+def run_stages(model: str, rate_hz: float, iterations: int, cold: bool = False,
+               student_from: str = "") -> None:
+    """Where the time goes, without DDS or other processes: the student's message handlers (the
+    node's own raw subscription callbacks, fed the serialized bytes the live path takes: the
+    sensor publisher's frames, shuffled joint order plus an extra joint) and their stages, and
+    the baseline's callback with the same messages. `cold`: before each frame 6 MB are written
+    and the process sleeps 1 ms, evicting caches as the other processes of a live run do (a
+    live frame costs several times its warm in-process time, see README). `student_from`:
+    the student of another checkout (--before), same harness and frames, no baseline."""
     import collections
 
+    sys.path.insert(0, str(REPO))
+    for name in [m for m in sys.modules if m.split(".")[0] == "policy_distill_ros"]:
+        del sys.modules[name]  # imported from whichever checkout comes first on the path
+    if student_from:
+        sys.path.insert(0, os.path.abspath(student_from))
+
     import rclpy
+    from rclpy.serialization import serialize_message
     from sensor_msgs.msg import Imu, JointState
 
-    from policy_distill_ros.core import observation, policy_file, spec
+    from policy_distill_ros.core import cdr, observation, policy_file, spec
     from policy_distill_ros.nodes import action_publisher, student_node
     times = collections.defaultdict(list)
 
     def timed(cls, name: str, label: str) -> None:
+        if not hasattr(cls, name):  # before act(): the node called the policy itself
+            name = "__call__"
         inner = getattr(cls, name)
 
         def wrapper(*args, **kwargs):
@@ -292,54 +307,99 @@ def run_stages(model: str, rate_hz: float, iterations: int) -> None:
                 times[label].append(time.perf_counter_ns() - t0)
         setattr(cls, name, wrapper)
 
+    rclpy.init(args=["--ros-args", "--log-level", "fatal", "-p", f"model_path:={model}",
+                     "-p", f"rate_hz:={rate_hz}", "-p", "trigger:=on_message",
+                     "-p", "trigger_topic:=joint_states", "-p", "max_input_age_s:=10.0",
+                     "-p", "enforcement_wait_s:=0.0"])
+    node = student_node.StudentNode()
+    handlers = {sub.topic_name.lstrip("/"): sub.callback for sub in node._io.subscriptions}
+    on_joints, on_imu = handlers["joint_states"], handlers["imu"]
+    rng = np.random.default_rng(0)
+    order = list(reversed(LEGS)) + ["extra_joint"]
+    joints = JointState(name=order)
+    imu = Imu()
+    imu.orientation.w = 1.0
+    evict = np.ones(6_000_000 // 8) if cold else None
+
+    def frame() -> tuple:
+        joints.position = (0.1 * rng.standard_normal(len(order))).tolist()
+        joints.velocity = rng.standard_normal(len(order)).tolist()
+        imu.angular_velocity.x = float(rng.standard_normal())
+        sec, nanosec = divmod(time.time_ns(), 1_000_000_000)
+        for msg in (imu, joints):
+            msg.header.stamp.sec, msg.header.stamp.nanosec = sec, nanosec
+        info = {"received_timestamp": time.time_ns()}
+        return serialize_message(imu), serialize_message(joints), info
+
+    calls = {"call": 0, "c_call": 0}  # Python-level calls per frame (before the timing)
+
+    def count(frame, event, arg) -> None:
+        if event in calls:
+            calls[event] += 1
+    for k in range(200):
+        imu_bytes, joints_bytes, info = frame()
+        if k >= 100:  # the first frames fill caches (joint names, index maps)
+            sys.setprofile(count)
+        on_imu(imu_bytes, info)
+        on_joints(joints_bytes, info)
+        sys.setprofile(None)
     for cls, name, label in (
+            (cdr.JointStateDecoder, "__call__", "  decode joint_states bytes (core)"),
             (observation.ObservationAssembler, "on_message", "  assemble one message (core)"),
             (observation.ObservationAssembler, "build", "  build history vector (core)"),
-            (policy_file.OnnxPolicy, "__call__", "  onnxruntime inference (core)"),
+            (policy_file.OnnxPolicy, "act", "  onnxruntime inference (core)"),
             (spec.ActionSpec, "postprocess", "  postprocess action (core)"),
             (action_publisher.ActionPublisher, "publish", "  publish command + echo")):
         timed(cls, name, label)
-    rclpy.init(args=["--ros-args", "--log-level", "fatal", "-p", f"model_path:={model}",
-                     "-p", f"rate_hz:={rate_hz}", "-p", "trigger:=on_message",
-                     "-p", "trigger_topic:=joint_states", "-p", "max_input_age_s:=10.0"])
-    node = student_node.StudentNode()
-    joints = JointState(name=list(reversed(LEGS)), position=[0.1] * 12, velocity=[0.2] * 12)
-    imu = Imu()
-    imu.orientation.w = 1.0
-
-    def stamp(msg) -> None:
-        msg.header.stamp.sec, msg.header.stamp.nanosec = divmod(time.time_ns(), 1_000_000_000)
-
     for _ in range(iterations):
-        stamp(imu)
-        stamp(joints)
+        imu_bytes, joints_bytes, info = frame()
+        if cold:
+            evict += 1.0
+            time.sleep(0.001)
         t0 = time.perf_counter_ns()
-        node._on_input("imu", imu)
+        on_imu(imu_bytes, info)
         t1 = time.perf_counter_ns()
-        node._on_input("joint_states", joints)
+        on_joints(joints_bytes, info)
         t2 = time.perf_counter_ns()
         times["student: imu message handled"].append(t1 - t0)
         times["student: joint_states in -> action out"].append(t2 - t1)
+        times["student: whole frame"].append(t2 - t0)
     ticks = node.ticks
     node.destroy_node()
     rclpy.try_shutdown()
+    print(f"\nper frame: {calls['call'] / 100:.0f} Python function calls, "
+          f"{calls['c_call'] / 100:.0f} calls of built-in functions (sys.setprofile; numpy "
+          "ufuncs are not counted)", end="")
+    print(f"\nin-process stage costs, {iterations} iterations ({ticks} student ticks)"
+          f"{', caches evicted before each frame' if cold else ''}; student from "
+          f"{os.path.dirname(os.path.dirname(student_node.__file__))}, us:")
+    if student_from:
+        del sys.path[0]
+        return print_stages(times)
     from baseline_node import BaselineNode  # torch, only for the comparison
     rclpy.init(args=["--ros-args", "-p", f"joints:={','.join(LEGS)}",
                      "-p", f"hidden:={','.join(map(str, HIDDEN))}"])
     base = BaselineNode()
     for _ in range(iterations):
+        if cold:
+            evict += 1.0
+            time.sleep(0.001)
         t0 = time.perf_counter_ns()
         base.on_imu(imu)
         base.on_joints(joints)
         times["baseline: imu + joint_states callbacks"].append(time.perf_counter_ns() - t0)
     base.destroy_node()
     rclpy.try_shutdown()
-    print(f"\nin-process stage costs, {iterations} iterations ({ticks} student ticks), us:")
+    print_stages(times)
+
+
+def print_stages(times: dict) -> None:
     print(f"{'stage':<42}{'p50':>8}{'p99':>8}{'max':>9}")
-    order = ["student: imu message handled", "student: joint_states in -> action out"] + \
-        [k for k in times if k.startswith("  ")] + ["baseline: imu + joint_states callbacks"]
-    for label in order:
-        us = np.array(times[label][iterations // 10:]) / 1e3
+    order = ["student: imu message handled", "student: joint_states in -> action out",
+             "student: whole frame"] + [k for k in times if k.startswith("  ")] + \
+        ["baseline: imu + joint_states callbacks"]
+    for label in (k for k in order if times.get(k)):
+        us = np.array(times[label][len(times[label]) // 10:]) / 1e3
         print(f"{label:<42}{np.percentile(us, 50):>8.1f}{np.percentile(us, 99):>8.1f}"
               f"{us.max():>9.1f}")
 
@@ -533,6 +593,9 @@ def main() -> None:
                              "timer_before), for a before/after comparison in one run")
     parser.add_argument("--stages", type=int, default=0, metavar="N",
                         help="instead: N in-process iterations, per-stage costs (no DDS)")
+    parser.add_argument("--cold", action="store_true",
+                        help="with --stages: evict the caches before each frame, as a live "
+                             "run's other processes do")
     args = parser.parse_args()
     if args.rt_infra and args.role != "main":
         from policy_distill_ros.core.realtime import set_realtime_priority
@@ -556,7 +619,9 @@ def main() -> None:
         sys.path.insert(0, str(REPO / "bench"))
         os.environ.update(ROS_DOMAIN_ID=env["ROS_DOMAIN_ID"],  # nobody else hears us
                           ROS_AUTOMATIC_DISCOVERY_RANGE="LOCALHOST")
-        return run_stages(model, args.rate_hz, args.stages)
+        if args.before:  # the other checkout's student first: same harness, same frames
+            run_stages(model, args.rate_hz, args.stages, args.cold, args.before)
+        return run_stages(model, args.rate_hz, args.stages, args.cold)
     infra = ["--rt-infra"] if args.rt_infra else []
     if args.profile:
         sensors = start([sys.executable, __file__, "--role", "sensors", "--rate-hz",

@@ -39,7 +39,15 @@ def test_joint_state_matches_rclpy(names, frame, sizes):
         assert got.header.frame_id == frame and got.name == list(ref.name)
         for field in ("position", "velocity", "effort"):
             np.testing.assert_array_equal(extract(got, field), extract(ref, field))
+        assert_flat_form(got, ref)
         assert header_stamp_s(got) == header_stamp_s(ref)
+
+
+def assert_flat_form(got, ref) -> None:
+    """The flat form (one payload, each field's (start, count)) holds the same values."""
+    for k, field in enumerate(type(got).FLAT_FIELDS):
+        start, count = got.flat_layout[2 * k:2 * k + 2]
+        np.testing.assert_array_equal(got.payload[start:start + count], extract(ref, field))
 
 
 def test_joint_names_cache_follows_the_bytes():
@@ -64,6 +72,7 @@ def test_imu_matches_rclpy():
     for field in ("orientation", "angular_velocity", "linear_acceleration",
                   "orientation_covariance", "linear_acceleration_covariance"):
         np.testing.assert_array_equal(extract(got, field), extract(ref, field))
+    assert_flat_form(got, ref)
     assert got.header.frame_id == "imu_link" and header_stamp_s(got) == 5 + 6e-9
 
 

@@ -26,7 +26,7 @@ __all__ = ["CdrError", "Stamp", "Header", "DecodedJointState", "DecodedImu", "Jo
 
 _CDR_LE = b"\x00\x01"
 _U32 = struct.Struct("<I")
-_STAMP = struct.Struct("<iI")
+_HEAD = struct.Struct("<2s2xiII")  # encapsulation, options, stamp sec + nanosec, frame_id length
 _F8 = np.dtype("<f8")
 
 
@@ -53,30 +53,72 @@ class Header:
 
 
 class DecodedJointState:
-    """sensor_msgs/JointState fields: header, name (list), position/velocity/effort (arrays)."""
+    """sensor_msgs/JointState fields: header, name (list), position/velocity/effort (arrays).
 
-    __slots__ = ("header", "name", "position", "velocity", "effort")
+    Flat form, for a reader that gathers several fields in one `take`: `payload`, every double
+    of the message (a float64 view of the bytes after the 4-byte encapsulation header), and
+    `flat_layout`, (start, count) in `payload` of each of `FLAT_FIELDS`, flattened. The field
+    arrays are views of it made when read: the flat reader never pays for them."""
 
-    def __init__(self, header, name, position, velocity, effort) -> None:
+    __slots__ = ("header", "name", "payload", "flat_layout")
+    FLAT_FIELDS = ("position", "velocity", "effort")
+
+    def __init__(self, header, name, payload: np.ndarray, flat_layout: tuple) -> None:
         self.header, self.name = header, name
-        self.position, self.velocity, self.effort = position, velocity, effort
+        self.payload, self.flat_layout = payload, flat_layout
+
+    def _field(self, k: int) -> np.ndarray:
+        start, count = self.flat_layout[2 * k], self.flat_layout[2 * k + 1]
+        return self.payload[start:start + count]
+
+    position = property(lambda self: self._field(0))
+    velocity = property(lambda self: self._field(1))
+    effort = property(lambda self: self._field(2))
 
 
 class DecodedImu:
-    """sensor_msgs/Imu fields; orientation is [x, y, z, w], vectors [x, y, z]."""
+    """sensor_msgs/Imu fields; orientation is [x, y, z, w], vectors [x, y, z]. Flat form as
+    for DecodedJointState: the 37 doubles start at `start` in `payload`."""
 
-    __slots__ = ("header", "orientation", "orientation_covariance", "angular_velocity",
-                 "angular_velocity_covariance", "linear_acceleration",
-                 "linear_acceleration_covariance")
+    __slots__ = ("header", "payload", "flat_layout")
+    FLAT_FIELDS = ("orientation", "orientation_covariance", "angular_velocity",
+                   "angular_velocity_covariance", "linear_acceleration",
+                   "linear_acceleration_covariance")
+    _SPANS = ((0, 4), (4, 9), (13, 3), (16, 9), (25, 3), (28, 9))  # within the 37 doubles
 
-    def __init__(self, header, values: np.ndarray) -> None:
-        self.header = header
-        self.orientation = values[0:4]
-        self.orientation_covariance = values[4:13]
-        self.angular_velocity = values[13:16]
-        self.angular_velocity_covariance = values[16:25]
-        self.linear_acceleration = values[25:28]
-        self.linear_acceleration_covariance = values[28:37]
+    def __init__(self, header, payload: np.ndarray, start: int = 0) -> None:
+        self.header, self.payload = header, payload
+        self.flat_layout = _imu_layout(start)
+
+    def _field(self, k: int) -> np.ndarray:
+        start, count = self.flat_layout[2 * k], self.flat_layout[2 * k + 1]
+        return self.payload[start:start + count]
+
+    orientation = property(lambda self: self._field(0))
+    orientation_covariance = property(lambda self: self._field(1))
+    angular_velocity = property(lambda self: self._field(2))
+    angular_velocity_covariance = property(lambda self: self._field(3))
+    linear_acceleration = property(lambda self: self._field(4))
+    linear_acceleration_covariance = property(lambda self: self._field(5))
+
+
+_IMU_LAYOUTS: dict[int, tuple] = {}
+
+
+def _imu_layout(start: int) -> tuple:
+    """The Imu's flat layout when its 37 doubles start at `start` (the same for every message
+    with the same frame_id length): built once per start."""
+    layout = _IMU_LAYOUTS.get(start)
+    if layout is None:
+        layout = _IMU_LAYOUTS[start] = tuple(
+            x for offset, count in DecodedImu._SPANS for x in (start + offset, count))
+    return layout
+
+
+def _payload(data: bytes) -> np.ndarray:
+    """Every 8-byte slot after the encapsulation header as float64: XCDR1 aligns doubles to 8
+    relative to the payload, so a double at byte offset o is element (o - 4) // 8."""
+    return np.frombuffer(data, _F8, (len(data) - 4) >> 3, 4)
 
 
 def _align(pos: int, n: int) -> int:
@@ -85,27 +127,31 @@ def _align(pos: int, n: int) -> int:
 
 
 def _header(data: bytes) -> tuple[Header, int]:
-    if len(data) < 16 or data[0:2] != _CDR_LE:
+    if len(data) < 16:
         raise CdrError(f"not plain little-endian CDR (encapsulation {data[0:2].hex() or '-'})")
-    sec, nanosec = _STAMP.unpack_from(data, 4)
-    (length,) = _U32.unpack_from(data, 12)
+    encapsulation, sec, nanosec, length = _HEAD.unpack_from(data)
+    if encapsulation != _CDR_LE:
+        raise CdrError(f"not plain little-endian CDR (encapsulation {data[0:2].hex()})")
     end = 16 + length
     if length == 0 or end > len(data) or data[end - 1] != 0:
         raise CdrError("bad header.frame_id string")
     return Header(Stamp(sec, nanosec), data[16:end - 1].decode()), end
 
 
-def _doubles(data: bytes, pos: int) -> tuple[np.ndarray, int]:
-    """A sequence<double>: count, then the values (8-aligned)."""
-    pos = _align(pos, 4)
+def _doubles(data: bytes, pos: int) -> tuple[int, int, int]:
+    """A sequence<double>: count, then the values (8-aligned). Returns (start in the payload
+    view, count, end byte)."""
+    pos += -pos & 3  # _align(pos, 4), inlined
     if pos + 4 > len(data):
         raise CdrError("truncated sequence length")
     (count,) = _U32.unpack_from(data, pos)
-    pos = _align(pos + 4, 8) if count else pos + 4
+    if not count:
+        return 0, 0, pos + 4
+    pos += 4 + (-pos & 7)  # _align(pos + 4, 8), inlined
     end = pos + 8 * count
     if end > len(data):
         raise CdrError(f"sequence of {count} doubles runs past the end ({len(data)} bytes)")
-    return np.frombuffer(data, _F8, count, pos), end
+    return (pos - 4) >> 3, count, end
 
 
 class JointStateDecoder:
@@ -125,10 +171,10 @@ class JointStateDecoder:
         (count,) = _U32.unpack_from(data, pos)
         start = pos
         names, end = self._names_at(data, start, count)
-        position, pos = _doubles(data, end)
-        velocity, pos = _doubles(data, pos)
-        effort, pos = _doubles(data, pos)
-        return DecodedJointState(header, names, position, velocity, effort)
+        p, n_p, pos = _doubles(data, end)
+        v, n_v, pos = _doubles(data, pos)
+        e, n_e, pos = _doubles(data, pos)
+        return DecodedJointState(header, names, _payload(data), (p, n_p, v, n_v, e, n_e))
 
     def _names_at(self, data: bytes, start: int, count: int) -> tuple[list[str], int]:
         # the block's length is unknown until parsed: look it up by the bytes it would span
@@ -158,7 +204,7 @@ def decode_imu(data: bytes) -> DecodedImu:
     pos = _align(pos, 8)
     if pos + 37 * 8 > len(data):
         raise CdrError(f"Imu needs {pos + 37 * 8} bytes, got {len(data)}")
-    return DecodedImu(header, np.frombuffer(data, _F8, 37, pos))
+    return DecodedImu(header, _payload(data), (pos - 4) >> 3)
 
 
 def _new_joint_state_decoder() -> Callable[[bytes], DecodedJointState]:

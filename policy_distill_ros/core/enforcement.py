@@ -56,14 +56,24 @@ def misses_in_gap(gap_s: float, deadline_s: float) -> int:
 
 class InputPeriod:
     """Median gap between distinct input stamps over the last `window` gaps (None before the
-    first gap)."""
+    first gap). The median is sorted out when read, not per stamp: a control loop adds a
+    stamp every action but needs the period only for a gap longer than the base deadline."""
 
     def __init__(self, window: int = 32) -> None:
         if window < 3:
             raise ValueError(f"InputPeriod window must be >= 3, got {window}")
         self._gaps: deque = deque(maxlen=window)
         self._last: float | None = None
-        self.period_s: float | None = None
+        self._period_s: float | None = None
+        self._stale = False  # gaps added since the median was last sorted out
+
+    @property
+    def period_s(self) -> float | None:
+        if self._stale:
+            ordered = sorted(self._gaps)
+            self._period_s = ordered[(len(ordered) - 1) // 2]  # the lower median
+            self._stale = False
+        return self._period_s
 
     def add(self, stamp_s: float) -> None:
         last = self._last
@@ -74,15 +84,14 @@ class InputPeriod:
             return  # the same input again (a timer student acts faster than its sensors)
         if last is not None:
             self._gaps.append(stamp_s - last)
-            if len(self._gaps) >= 1:
-                ordered = sorted(self._gaps)
-                self.period_s = ordered[(len(ordered) - 1) // 2]  # the lower median
+            self._stale = True
         self._last = stamp_s
 
     def reset(self) -> None:
         self._gaps.clear()
         self._last = None
-        self.period_s = None
+        self._period_s = None
+        self._stale = False
 
 
 @dataclass(frozen=True)
@@ -160,7 +169,9 @@ class DeadlineEnforcer:
             self.time_jumps += 1
             last = None  # a time jump: no gap to judge
         gap_s = None if last is None else t_s - last  # None: a first action has no gap
-        missed = 0 if gap_s is None else misses_in_gap(gap_s, self.deadline_s)
+        # deadline_s >= base_deadline_s: a gap within the base misses nothing (no median)
+        missed = 0 if gap_s is None or gap_s <= self.base_deadline_s else \
+            misses_in_gap(gap_s, self.deadline_s)
         self.last_gap_misses = missed
         if gap_s is not None and missed:
             self.closed_misses += missed

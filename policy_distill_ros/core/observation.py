@@ -7,7 +7,9 @@ last good value is kept, so the caller decides (fallback) with full information.
 """
 from __future__ import annotations
 
+import array
 import math
+import operator
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -131,8 +133,156 @@ class _TermState:
         self.dest[:] = self.scratch
 
 
+_F8 = np.dtype(np.float64)
+
+
+class _TopicGather:
+    """A topic's terms loaded together: the hot path of `on_message` for a healthy stream.
+
+    Per message: one name-list comparison (indices resolved once per name order by the terms'
+    own `index_for`), the values gathered into one float64 buffer, then one finiteness check,
+    offset, scale and clip over the whole buffer with per-element constants, written into the
+    step. A message in flat form (core.cdr's decoded messages: every double in `payload`, each
+    field's (start, count) in `flat_layout`) is gathered with one `take` over an index built
+    once per name order and layout; other array-backed messages with one `take` or copy per
+    term. Element for element these are the operations of `_TermState.load` + `commit` (x - 0
+    and x * 1 are exact, a clip of +-inf is none), so the result is identical; anything unusual
+    (missing or non-array field, wrong length, unknown or duplicate joint, a non-finite value)
+    returns False and the caller takes the per-term path, which names the problem.
+    Layout-label terms always take that path.
+    """
+
+    __slots__ = ("terms", "by_name", "buf", "ones", "offset", "scale", "low", "high", "shift",
+                 "mult", "clip", "dest", "dest_index", "names", "plan", "flat_type",
+                 "flat_names", "flat_layout", "flat_index")
+
+    def __init__(self, states: list[_TermState], step: np.ndarray, slices: Mapping[str, slice]):
+        sizes = [ts.size for ts in states]
+        self.buf = np.zeros(sum(sizes), dtype=np.float64)
+        self.ones = np.ones_like(self.buf)
+        bounds = np.cumsum([0] + sizes)
+        segments = [self.buf[a:b] for a, b in zip(bounds[:-1], bounds[1:], strict=True)]
+        # (field, value getter, buffer segment, term state or None when not selected by name)
+        self.terms = [(ts.field, operator.attrgetter(ts.field), seg,
+                       ts if ts.by_name is not None else None)
+                      for ts, seg in zip(states, segments, strict=True)]
+        self.by_name = any(ts.by_name is not None for ts in states)
+        self.offset = np.concatenate([ts.offset for ts in states])
+        self.scale = np.concatenate([ts.scale for ts in states])
+        self.low = np.concatenate([np.full(ts.size, ts.clip[0] if ts.clip else -np.inf)
+                                   for ts in states])
+        self.high = np.concatenate([np.full(ts.size, ts.clip[1] if ts.clip else np.inf)
+                                    for ts in states])
+        self.shift = bool(np.any(self.offset != 0.0))
+        self.mult = bool(np.any(self.scale != 1.0))
+        self.clip = any(ts.clip is not None for ts in states)
+        where = np.concatenate([np.arange(step.size)[slices[ts.term.name]] for ts in states])
+        contiguous = bool(np.all(np.diff(where) == 1))
+        self.dest = step[where[0]:where[-1] + 1] if contiguous else step
+        self.dest_index = None if contiguous else where
+        self.names: list | None = None  # the name order `plan` was resolved for
+        self.plan: list = []            # per term: (getter, segment, index or None, by name)
+        self.flat_type: Any = None  # flat form: resolved for this type, names and layout
+        self.flat_names: list | None = None
+        self.flat_layout: tuple | None = None
+        self.flat_index: np.ndarray | None = None
+
+    @staticmethod
+    def eligible(states: list[_TermState]) -> bool:
+        return all(ts.term.labels is None for ts in states)
+
+    def load(self, msg: Any) -> bool:
+        """Gather, check, transform and commit `msg`'s terms; False: use the per-term path."""
+        if type(msg) is self.flat_type and msg.flat_layout == self.flat_layout \
+                and (not self.by_name or msg.name == self.flat_names):
+            msg.payload.take(self.flat_index, out=self.buf)
+        elif self._load_fields(msg):
+            self._learn_flat(msg)
+        else:
+            return False
+        buf = self.buf
+        if not math.isfinite(buf @ self.ones):
+            return False
+        if self.shift:
+            np.subtract(buf, self.offset, out=buf)
+        if self.mult:
+            np.multiply(buf, self.scale, out=buf)
+        dest_index = self.dest_index
+        if self.clip:
+            np.minimum(buf, self.high, out=buf)
+            if dest_index is None:  # the last operation writes the step (float32) itself
+                np.maximum(buf, self.low, out=self.dest)
+                return True
+            np.maximum(buf, self.low, out=buf)
+        if dest_index is None:
+            self.dest[:] = buf
+        else:
+            self.dest[dest_index] = buf
+        return True
+
+    def _resolve(self, names: list) -> bool:
+        plan = []
+        for _, get, seg, ts in self.terms:
+            idx = None
+            if ts is not None:
+                idx, problem = ts.index_for(ts.by_name or (), names)
+                if problem is not None:
+                    return False
+            plan.append((get, seg, idx, ts is not None))
+        self.names, self.plan = list(names), plan
+        return True
+
+    def _load_fields(self, msg: Any) -> bool:
+        """Field by field into the buffer (names and lengths checked)."""
+        count = 0
+        if self.by_name:
+            names = getattr(msg, "name", None)
+            if type(names) is not list:
+                if names is None or isinstance(names, str):
+                    return False
+                names = list(names)
+            if names != self.names and not self._resolve(names):
+                return False
+            count = len(names)
+        elif not self.plan:
+            self._resolve([])
+        try:
+            for get, seg, idx, by_name in self.plan:
+                raw = get(msg)
+                if type(raw) is not np.ndarray:
+                    if type(raw) is not array.array or raw.typecode != "d":
+                        return False
+                    raw = np.frombuffer(raw, dtype=_F8)
+                elif raw.dtype is not _F8 or raw.ndim != 1:
+                    return False
+                if raw.shape[0] != (count if by_name else seg.shape[0]):
+                    return False
+                if idx is None:
+                    seg[:] = raw
+                else:
+                    raw.take(idx, out=seg)
+        except AttributeError:
+            return False
+        return True
+
+    def _learn_flat(self, msg: Any) -> None:
+        """After `_load_fields` accepted `msg`: if it is in flat form, the one index that
+        gathers the same values from its payload, for the next message of this layout."""
+        fields = getattr(type(msg), "FLAT_FIELDS", None)
+        layout = getattr(msg, "flat_layout", None)
+        if fields is None or layout is None or not all(f in fields for f, *_ in self.terms):
+            return
+        parts = []
+        for (field, *_), (_, seg, idx, _) in zip(self.terms, self.plan, strict=True):
+            start = layout[2 * fields.index(field)]
+            parts.append(start + (np.arange(seg.shape[0]) if idx is None else idx))
+        self.flat_index = np.concatenate(parts).astype(np.intp)
+        self.flat_type, self.flat_layout = type(msg), layout
+        self.flat_names = list(self.names or ()) if self.by_name else None
+
+
 class _TopicState:
-    __slots__ = ("topic", "terms", "received", "receive_time_s", "stamp_s", "problem")
+    __slots__ = ("topic", "terms", "received", "receive_time_s", "stamp_s", "problem", "gather")
 
     def __init__(self, topic: str, terms: list[_TermState]):
         self.topic = topic
@@ -141,6 +291,7 @@ class _TopicState:
         self.receive_time_s = -math.inf
         self.stamp_s: float | None = None
         self.problem: str | None = None
+        self.gather: _TopicGather | None = None
 
 
 class ObservationAssembler:
@@ -175,6 +326,9 @@ class ObservationAssembler:
             elif term.topic is not None:  # kind "topic": ObsTerm makes sure it has one
                 self._topics.setdefault(term.topic, _TopicState(term.topic, [])).terms.append(
                     state)
+        for topic_state in self._topics.values():
+            if _TopicGather.eligible(topic_state.terms):
+                topic_state.gather = _TopicGather(topic_state.terms, self._step, slices)
         self._zero_action = np.zeros(self.action_size)
         if self._command is not None:  # a zero command until one is set
             self._command.load(np.zeros(self._command.size), None)
@@ -206,6 +360,10 @@ class ObservationAssembler:
             stamp = header_stamp_s(msg)
         except AttributeError as e:
             return self._fail(state, f"topic '{topic}': bad header stamp ({e})")
+        gather = state.gather
+        if gather is not None and gather.load(msg):
+            self._received(state, stamp, receive_time_s)
+            return None
         for ts in state.terms:
             try:
                 raw = extract(msg, ts.field)
@@ -257,6 +415,10 @@ class ObservationAssembler:
                 receive_time_s: float) -> None:
         for ts in state.terms:
             ts.commit()
+        self._received(state, stamp_s, receive_time_s)
+
+    @staticmethod
+    def _received(state: _TopicState, stamp_s: float | None, receive_time_s: float) -> None:
         state.received = True
         state.receive_time_s = float(receive_time_s)
         state.stamp_s = float(stamp_s) if stamp_s is not None else float(receive_time_s)
@@ -267,7 +429,8 @@ class ObservationAssembler:
         the caller produced it, so a wrong size or NaN here is a bug, not sensor noise."""
         if self._last_action is None:
             return
-        a = np.asarray(action, dtype=np.float64).reshape(-1)
+        a = action if type(action) is np.ndarray and action.ndim == 1 \
+            and action.dtype is _F8 else np.asarray(action, dtype=np.float64).reshape(-1)
         problem = self._last_action.load(a, None)
         if problem is not None:
             raise ValueError(f"set_last_action: {problem}")
@@ -288,8 +451,10 @@ class ObservationAssembler:
         return None
 
     # -- output -----------------------------------------------------------------------------
-    def build(self, now_s: float) -> Observation:
-        """Push the current step into the history and return the flattened observation."""
+    def build(self, now_s: float, out: np.ndarray | None = None) -> Observation:
+        """Push the current step into the history and return the flattened observation;
+        with `out` (float32, the observation's size, e.g. the policy's bound input row) the
+        vector is written there and is `out`, else it is a new array."""
         problem: str | None = None
         newest: float | None = None
         ages: dict[str, float] = {}
@@ -316,7 +481,10 @@ class ObservationAssembler:
             history[-1] = self._step
         if self._filled < history.shape[0]:
             self._filled += 1
-        return Observation(self._history_flat.copy(), newest, ages, problem)
+        if out is None:
+            return Observation(self._history_flat.copy(), newest, ages, problem)
+        out[:] = self._history_flat
+        return Observation(out, newest, ages, problem)
 
     def current_step(self) -> np.ndarray:
         """A copy of the newest single step (no history), e.g. for logging."""

@@ -365,7 +365,7 @@ class ActionSpec:
             if not lo[i] < hi[i]:
                 raise SpecError(f"action joint '{j}': lower {lo[i]} must be below upper {hi[i]}")
         self._arrays.update(scale=_expand(self.scale, n), offset=_expand(self.offset, n),
-                            lower=lo, upper=hi)
+                            lower=lo, upper=hi, ones=np.ones(n), shape=(n,))
 
     @property
     def size(self) -> int:
@@ -385,7 +385,20 @@ class ActionSpec:
         return self._arrays["upper"].copy()
 
     def postprocess(self, raw: Any, out: np.ndarray | None = None) -> np.ndarray:
-        """Scale, offset and clip a raw policy output; non-finite or wrong-size raw raises."""
+        """Scale, offset and clip a raw policy output; non-finite or wrong-size raw raises.
+
+        The control loop's case (an array of the right shape, a float64 `out`) runs as five
+        in-place operations; a non-finite result there goes through the checked path below,
+        which raises naming the joints (or, for a finite raw that overflowed, clips it)."""
+        arrays = self._arrays
+        if out is not None and type(raw) is np.ndarray and raw.shape == arrays["shape"] \
+                and out.dtype == np.float64:
+            np.multiply(raw, arrays["scale"], out=out)  # float32 raw: cast exactly, as below
+            np.add(out, arrays["offset"], out=out)
+            if math.isfinite(out @ arrays["ones"]):  # NaN/Inf propagate into the sum
+                np.maximum(out, arrays["lower"], out=out)  # = np.clip for lower < upper
+                np.minimum(out, arrays["upper"], out=out)
+                return out
         a = np.asarray(raw, dtype=np.float64)
         if a.shape != (self.size,):
             raise ValueError(f"raw action has shape {a.shape}; expected ({self.size},) for "

@@ -135,13 +135,11 @@ class _Feeds:
     inputs are the states the fp32 student actually had at each row."""
 
     def __init__(self, reference: OnnxPolicy, obs: np.ndarray) -> None:
-        states = reference.metadata.recurrent_states()
         rows = []
         reference.reset_state()
         for row in obs:
             feed = {OBS_INPUT: row.reshape(1, -1).astype(np.float32)}
-            for r in states:
-                feed[r.input] = reference._feeds[r.input].copy()
+            feed.update(reference.state_feeds())
             rows.append(feed)
             reference(row)
         reference.reset_state()
