@@ -52,7 +52,19 @@ class Header:
         self.stamp, self.frame_id = stamp, frame_id
 
 
-class DecodedJointState:
+class _FlatFields:
+    """A decoded message's field `k` of `FLAT_FIELDS` as a view of `payload`, by `flat_layout`."""
+
+    __slots__ = ()
+    payload: np.ndarray
+    flat_layout: tuple
+
+    def _field(self, k: int) -> np.ndarray:
+        start, count = self.flat_layout[2 * k], self.flat_layout[2 * k + 1]
+        return self.payload[start:start + count]
+
+
+class DecodedJointState(_FlatFields):
     """sensor_msgs/JointState fields: header, name (list), position/velocity/effort (arrays).
 
     Flat form, for a reader that gathers several fields in one `take`: `payload`, every double
@@ -67,16 +79,12 @@ class DecodedJointState:
         self.header, self.name = header, name
         self.payload, self.flat_layout = payload, flat_layout
 
-    def _field(self, k: int) -> np.ndarray:
-        start, count = self.flat_layout[2 * k], self.flat_layout[2 * k + 1]
-        return self.payload[start:start + count]
-
     position = property(lambda self: self._field(0))
     velocity = property(lambda self: self._field(1))
     effort = property(lambda self: self._field(2))
 
 
-class DecodedImu:
+class DecodedImu(_FlatFields):
     """sensor_msgs/Imu fields; orientation is [x, y, z, w], vectors [x, y, z]. Flat form as
     for DecodedJointState: the 37 doubles start at `start` in `payload`."""
 
@@ -89,10 +97,6 @@ class DecodedImu:
     def __init__(self, header, payload: np.ndarray, start: int = 0) -> None:
         self.header, self.payload = header, payload
         self.flat_layout = _imu_layout(start)
-
-    def _field(self, k: int) -> np.ndarray:
-        start, count = self.flat_layout[2 * k], self.flat_layout[2 * k + 1]
-        return self.payload[start:start + count]
 
     orientation = property(lambda self: self._field(0))
     orientation_covariance = property(lambda self: self._field(1))
