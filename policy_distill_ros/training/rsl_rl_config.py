@@ -17,6 +17,8 @@ from pathlib import Path
 
 import yaml
 
+from policy_distill_ros.core.config_keys import yaml_problem
+
 AGENT_CONFIG_RELPATH = Path("params") / "agent.yaml"
 
 
@@ -64,9 +66,7 @@ def read_actor_config(path: str | os.PathLike) -> ActorConfig:
             f"{path}: not a text file (expected the run's agent config YAML)"
         ) from None
     except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        at = f" at line {mark.line + 1}" if mark is not None else ""
-        raise ValueError(f"{path}: invalid YAML{at}") from None
+        raise ValueError(f"{path}: invalid YAML ({yaml_problem(exc)})") from None
     if not isinstance(data, dict):
         raise ValueError(
             f"{path}: expected a mapping (the run's agent config), got {type(data).__name__}"
