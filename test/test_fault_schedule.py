@@ -54,6 +54,7 @@ class Observer:
     def __init__(self, peer: RobotPeer) -> None:
         self.lock = threading.Lock()
         self.events: list = []   # (source_s, kind)
+        self.received: list = []  # (received_s, source_s, kind): when this process got it
         self.states: list = []
         node = peer.node
         self._subs = [
@@ -67,12 +68,31 @@ class Observer:
     def _on_echo(self, msg, info) -> None:
         frame = msg.header.frame_id
         kind = "-" if frame.startswith("withheld") else ("S" if frame == "fallback" else "P")
-        with self.lock:
-            self.events.append((info["source_timestamp"] * 1e-9, kind))
+        self._add(info, kind)
 
     def _on_monitor(self, msg, info) -> None:
+        self._add(info, "M")
+
+    def _add(self, info, kind: str) -> None:
+        source_s = info["source_timestamp"] * 1e-9
         with self.lock:
-            self.events.append((info["source_timestamp"] * 1e-9, "M"))
+            self.events.append((source_s, kind))
+            self.received.append((info["received_timestamp"] * 1e-9, source_s, kind))
+
+    def delivery(self, start_s: float, end_s: float) -> str:
+        """The student's echoes sent in a window as this process received them: the longest
+        gap between receptions and the longest delay, to tell a late delivery from a silence."""
+        with self.lock:
+            rows = sorted(r for r in self.received if start_s <= r[1] < end_s and r[2] != "M")
+        if len(rows) < 2:
+            return "fewer than two echoes received"
+        received = np.array([r[0] for r in rows])
+        delays = received - np.array([r[1] for r in rows])
+        worst = int(np.argmax(np.diff(received)))
+        return (f"{len(rows)} echoes; longest gap between receptions "
+                f"{np.diff(received)[worst] * 1e3:.1f} ms (ending at {received[worst + 1]:.3f});"
+                f" delivery delay max {delays.max() * 1e3:.1f} ms, median "
+                f"{np.median(delays) * 1e3:.1f} ms")
 
     def window(self, start_s: float, end_s: float) -> list:
         with self.lock:
@@ -100,12 +120,21 @@ def declarations(log: str) -> int:
     return log.count("nominal -> fallback")
 
 
+def late_deliveries(log: str) -> int:
+    """Silence fallbacks the monitor found, once the echoes came in, to be echoes held up in
+    delivery (sent in time, taken after the verdict): a watchdog cannot tell them from a
+    silence when it must decide; the fallback then ends as soon as they arrive."""
+    return log.count("late delivery:")
+
+
 def check_window(events: list, declared: int, what: str, continues: bool = False,
-                 before_s: float | None = None, resumed_s: float | None = None) -> None:
+                 before_s: float | None = None, resumed_s: float | None = None,
+                 late: int = 0) -> None:
     """No alternation, and monitor commands only inside declared fallbacks. `continues`: the
     previous window ended inside a monitor run (its declaration was counted there);
     `before_s`: the student's last action before this window (a gap may span the boundary);
-    `resumed_s`: when a SIGSTOPped student was continued (see FROZEN_PUBLISH_S)."""
+    `resumed_s`: when a SIGSTOPped student was continued (see FROZEN_PUBLISH_S); `late`: of
+    the declarations, those the monitor reported as a late delivery (see `late_deliveries`)."""
     if resumed_s is not None:
         frozen = [e for e in events if e[1] == "P"
                   and resumed_s - FROZEN_PUBLISH_S <= e[0] <= resumed_s + FROZEN_PUBLISH_S]
@@ -122,7 +151,7 @@ def check_window(events: list, declared: int, what: str, continues: bool = False
     student = ([before_s] if before_s is not None else []) + \
         [t for t, kind in events if kind != "M"]
     gaps = np.diff(np.array(student)) if len(student) > 1 else np.array([])
-    if declared:
+    if declared > late:
         # a declared fallback answers a silence: a gap between the student's actions longer
         # than the deadline (or a student that was silent from the window's start)
         first_m = next((t for t, kind in events if kind == "M"), math.inf)
@@ -171,7 +200,9 @@ def test_random_fault_schedule(model, tmp_path):
 
             recover("start")
             started = time.monotonic()
-            mark_s, declared_mark, in_run = time.time(), declarations(mon.node.read_log()), False
+            mon_log = mon.node.read_log()
+            mark_s, in_run = time.time(), False
+            declared_mark, late_mark = declarations(mon_log), late_deliveries(mon_log)
             last_student_s = None
             while time.monotonic() - started < SCHEDULE_S:
                 kind = str(rng.choice(["pause", "nan", "stall", "kill", "quiet"]))
@@ -204,15 +235,17 @@ def test_random_fault_schedule(model, tmp_path):
                 # windows tile the run: each event is judged on what happened since the last check
                 now_s = time.time()
                 events = observer.window(mark_s, now_s)
-                declared_now = declarations(mon.node.read_log())
-                declared = declared_now - declared_mark
+                mon_log = mon.node.read_log()
+                declared_now, late_now = declarations(mon_log), late_deliveries(mon_log)
+                declared, late = declared_now - declared_mark, late_now - late_mark
                 what = f"event {len(done)} {kind} {duration_s:.2f} s"
                 try:
                     check_window(events, declared, what, continues=in_run,
                                  before_s=last_student_s,
-                                 resumed_s=resumed_s if kind == "stall" else None)
+                                 resumed_s=resumed_s if kind == "stall" else None, late=late)
                 except AssertionError as exc:
-                    raise AssertionError(f"{exc}\n--- monitor:\n{mon.node.read_log()[-2000:]}"
+                    raise AssertionError(f"{exc}\n--- observer: {observer.delivery(mark_s, now_s)}"
+                                         f"\n--- monitor:\n{mon.node.read_log()[-2000:]}"
                                          f"\n--- student:\n{student[0].node.read_log()[-2500:]}"
                                          ) from None
                 if kind in ("stall", "kill"):
@@ -226,18 +259,19 @@ def test_random_fault_schedule(model, tmp_path):
                 with peer.lock:
                     commands = [c for _, c in peer.commands]
                 assert all(np.all(np.isfinite(c)) for c in commands), what
-                done.append((kind, round(duration_s, 2), declared))
+                done.append((kind, round(duration_s, 2), declared)
+                            + ((f"{late} late delivery",) if late else ()))
                 kinds_seen = [k for _, k in events if k not in "-S"]
                 in_run = bool(kinds_seen) and kinds_seen[-1] == "M"
                 last_student_s = max((t for t, k in events if k != "M"),
                                      default=last_student_s)
-                mark_s, declared_mark = now_s, declared_now
+                mark_s, declared_mark, late_mark = now_s, declared_now, late_now
             mon_log = mon.node.read_log()
     finally:
         observer.close()
         peer.close()
         rclpy.try_shutdown()
-    kinds = {k for k, _, _ in done}
+    kinds = {event[0] for event in done}
     print(f"seed {SEED}: {len(done)} events in {SCHEDULE_S:g} s: {done}")
     assert len(done) >= 4 and {"stall", "kill"} & kinds, done
     assert "Traceback" not in mon_log

@@ -220,6 +220,9 @@ class TimingMonitorNode(Node):
         self.monitor_fallbacks = 0   # fallback commands published here
         self.clock_mismatches = 0    # latencies beyond LATENCY_SANE_S, not in the statistics
         self.time_jumps = 0
+        self.late_deliveries = 0     # declared silences that were echoes delivered late
+        self._delivery_max_s = 0.0   # longest send-to-take delay since the last report
+        self._silence_declared_s: float | None = None  # when the open silence fallback began
         self._last_stamp_s = -math.inf
         self._lock = threading.Lock()
         sim_time = bool(self.get_parameter("use_sim_time").value)
@@ -288,10 +291,9 @@ class TimingMonitorNode(Node):
         """Echo thread (TakeLoop; `info`: the rmw message info with the source timestamp)."""
         now_s = self._now_s()
         sent_s = now_s
-        if info is not None and not self._sim_time:
-            source_ns = info.get("source_timestamp", 0) if isinstance(info, dict) else 0
-            if source_ns > 0:
-                sent_s = ns_to_s(source_ns)  # when the student published: our stalls do not count
+        source_ns = info.get("source_timestamp", 0) if isinstance(info, dict) else 0
+        if source_ns > 0 and not self._sim_time:
+            sent_s = ns_to_s(source_ns)  # when the student published: our stalls do not count
         stamp_s = stamp_to_s(msg.header.stamp)
         latency_s = now_s - stamp_s
         frame = msg.header.frame_id
@@ -305,6 +307,9 @@ class TimingMonitorNode(Node):
             else:
                 self.clock_mismatches += 1
             self.period.add(sent_s)
+            self._delivery_max_s = max(self._delivery_max_s, now_s - sent_s)
+            if self._silence_declared_s is not None and sent_s < self._silence_declared_s:
+                self._late_delivery(sent_s, now_s, info)
             good = not is_fallback_frame(frame)
             if not good:
                 self.student_fallbacks += 1
@@ -317,6 +322,21 @@ class TimingMonitorNode(Node):
         if abs(latency_s) <= LATENCY_SANE_S:
             self._latency_msg.data = latency_s * 1e3
             self._latency_pub.publish(self._latency_msg)
+
+    def _late_delivery(self, sent_s: float, now_s: float, info: dict) -> None:
+        """Lock held. An echo sent before the silence fallback was declared is taken only now:
+        what the watchdog saw as a silence was (at least partly) a delivery held up between
+        the student and this node. Nothing here could have known sooner; the fallback ends by
+        itself once enough on-time echoes are in. Said once per fallback, with the figures that
+        tell where it was held (DDS's own reception time against the send time)."""
+        self._silence_declared_s = None
+        self.late_deliveries += 1
+        received_ns = info.get("received_timestamp", 0)
+        held = (f" (DDS received it after {(ns_to_s(received_ns) - sent_s) * 1e3:.1f} ms)"
+                if received_ns > 0 else "")
+        self._log.warning(f"late delivery: an echo sent before this fallback was declared was "
+                          f"taken {(now_s - sent_s) * 1e3:.1f} ms after it was sent{held}; the "
+                          "silence was (at least partly) in delivery, not in the policy")
 
     def _time_jump(self, why: str) -> None:
         """Lock held. Statistics restart: a sim reset must not leave absurd figures."""
@@ -356,7 +376,10 @@ class TimingMonitorNode(Node):
             jumps = self.enforcer.time_jumps
             # A silence is judged half a watchdog period late: an echo sent just within the
             # deadline may still be in flight, and the student would not see its own miss.
-            self._apply(self.enforcer.check(now_s, self._margin_s()))
+            change = self.enforcer.check(now_s, self._margin_s())
+            if change is not None and change.old == NOMINAL and not self._sim_time:
+                self._silence_declared_s = now_s - self._margin_s()  # the silence judged to here
+            self._apply(change)
             if self.enforcer.time_jumps != jumps:
                 self._time_jump("the clock went back")
             if self.enforcer.state != NOMINAL and self._out is not None:
@@ -389,6 +412,7 @@ class TimingMonitorNode(Node):
         self._last_state_publish = time.monotonic()
         text = change.describe()
         if change.new == NOMINAL:
+            self._silence_declared_s = None
             self._log.info(text)
         elif change.new == LATCHED:
             self._log.error(text + "; call ~/reset to release")
@@ -467,6 +491,8 @@ class TimingMonitorNode(Node):
                   "on_time_streak": e.on_time_streak,
                   "student_fallbacks": self.student_fallbacks, "withheld": self.withheld,
                   "monitor_fallbacks": self.monitor_fallbacks, "time_jumps": self.time_jumps,
+                  "late_deliveries": self.late_deliveries,
+                  "delivery_delay_max_ms": self._delivery_max_s * 1e3,
                   "clock_mismatches": self.clock_mismatches}
         for key, value in window.items():
             values[f"latency_{key}_ms_window"] = value * 1e3
@@ -480,6 +506,7 @@ class TimingMonitorNode(Node):
         array = DiagnosticArray(status=[status])
         array.header.stamp = self.get_clock().now().to_msg()
         self._p50_ms, self._p99_ms = window["p50"] * 1e3, window["p99"] * 1e3
+        self._delivery_max_s = 0.0  # a maximum per report, not since start
         self._jitter_ms = period["jitter_s"] * 1e3
         return array
 
