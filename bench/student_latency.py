@@ -1,7 +1,7 @@
 """Sensor-message-to-action latency: student node (ONNX Runtime) vs a plain rclpy + torch node.
 
     .venv/bin/python bench/student_latency.py [--duration-s 20] [--rate-hz 500] [--repeat 3]
-        [--cases echo,on_message,on_message_rt,timer,baseline] [--drop-check-hz 1000]
+        [--cases echo,on_message,on_message_rt,timer,timer_floor,baseline] [--drop-check-hz 1000]
         [--before CHECKOUT --cases ...,on_message_before,timer_before]
     .venv/bin/python bench/student_latency.py --stages 5000 [--cold]   # in-process, where time goes
     .venv/bin/python bench/student_latency.py --profile on_message   # py-spy on the running node
@@ -23,6 +23,9 @@ What "latency" means per configuration (honestly different):
   on_message_rt       the same with `realtime_priority:=50` (SCHED_FIFO for the student process,
                       what a robot deployment would use; needs root/CAP_SYS_NICE)
   student timer       fixed-rate loop thread: adds a sampling delay of 0..1 period on top
+  timer_floor         the student's timer pattern without compute: core's LoopTimer, the
+                      takes of both topics at each due time, a command and the echo out; its
+                      lateness against the due times is the floor of the timer target
   baseline            inference in the joint_states callback, torch, default executor
 Deadline misses: echo gaps longer than 2 control periods (an action that never came).
 Unanswered frames: sensor frames (stamps the publisher saved) that no echo carries; the
@@ -206,6 +209,62 @@ def run_io_floor() -> None:
     try:
         _serve(node, [joints], "io_floor", passive=[imu])
     finally:
+        node.destroy_node()
+        rclpy.try_shutdown()
+
+
+def run_timer_floor(rate_hz: float) -> None:
+    """The student's timer pattern with no compute: core's LoopTimer at `rate_hz`; each tick
+    takes what arrived on both sensor topics, then a command and the newest joint_states (as
+    the echo) go out. It logs its lateness against the due times in the student's own words,
+    so the timer target can be read against what the loop, the takes and the publishes cost
+    on this machine before any policy work."""
+    import rclpy
+    from rclpy.serialization import serialize_message
+    from sensor_msgs.msg import Imu, JointState
+    from std_msgs.msg import Float64MultiArray
+
+    from policy_distill_ros.core.loop_timer import LoopTimer
+    from policy_distill_ros.core.timing import LogHistogram
+    from policy_distill_ros.nodes.ros_common import COMMAND_QOS, SENSOR_QOS
+    rclpy.init()
+    node = rclpy.create_node("bench_timer_floor")
+    command_pub = node.create_publisher(Float64MultiArray, "policy_command", COMMAND_QOS)
+    echo_pub = node.create_publisher(JointState, "policy_action", COMMAND_QOS)
+    command = serialize_message(Float64MultiArray(data=[0.0] * len(LEGS)))
+    subs = [node.create_subscription(kind, topic, lambda raw: None, SENSOR_QOS, raw=True)
+            for kind, topic in ((Imu, "imu"), (JointState, "joint_states"))]
+    takes = [(sub.handle, kind) for sub, kind in zip(subs, (Imu, JointState), strict=True)]
+    lateness = LogHistogram()
+    newest = [None]
+
+    def tick() -> None:
+        for handle, kind in takes:
+            taken = handle.take_message(kind, True)
+            while taken is not None:
+                if kind is JointState:
+                    newest[0] = taken[0]
+                taken = handle.take_message(kind, True)
+        if newest[0] is None:
+            return
+        command_pub.publish(command)
+        echo_pub.publish(newest[0])
+        lateness.add(time.monotonic() - loop.due_s)
+
+    loop = LoopTimer(1.0 / rate_hz, tick, name="timer_floor")
+    loop.start()
+    try:
+        while rclpy.ok():
+            time.sleep(0.1)
+    except KeyboardInterrupt:
+        pass
+    finally:
+        loop.stop()
+        if lateness.count:  # the student's own line (TIMER_LINE), so one parser reads both
+            print(f"timer loop: {lateness.count} actions, published after their due time p50 "
+                  f"{lateness.percentile(50) * 1e3:.3f} / p99 {lateness.percentile(99) * 1e3:.3f}"
+                  f" / max {lateness.max * 1e3:.3f} ms; {loop.skipped_ticks} ticks skipped "
+                  f"after {loop.overruns} overruns", flush=True)
         node.destroy_node()
         rclpy.try_shutdown()
 
@@ -568,7 +627,8 @@ def cpu_time_s(pid: int) -> float:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--role", choices=("main", "sensors", "probe", "echo", "io_floor"),
+    parser.add_argument("--role", choices=("main", "sensors", "probe", "echo", "io_floor",
+                                           "timer_floor"),
                         default="main")
     parser.add_argument("--out", default="")
     parser.add_argument("--duration-s", type=float, default=20.0)
@@ -610,6 +670,8 @@ def main() -> None:
         return run_echo()
     if args.role == "io_floor":
         return run_io_floor()
+    if args.role == "timer_floor":
+        return run_timer_floor(args.rate_hz)
 
     workdir = tempfile.mkdtemp(prefix="student_latency_")
     env = bench_env()
@@ -720,6 +782,8 @@ def case_commands(model: str, rate_hz: float, infra: list, env: dict, before: st
     cases = {
         "echo": ([sys.executable, __file__, "--role", "echo"] + infra, env),
         "io_floor": ([sys.executable, __file__, "--role", "io_floor"], env),
+        "timer_floor": ([sys.executable, __file__, "--role", "timer_floor", "--rate-hz",
+                         f"{rate_hz:g}"], env),
         "on_message": student(on_message),
         "on_message_rt": student(on_message + ["-p", "realtime_priority:=50"]),
         "timer": student(["-p", "trigger:=timer"]),
@@ -774,6 +838,11 @@ def print_targets(results: dict) -> None:
              timer["due_p99_ms"] <= 0.5)
     else:
         line("timer: p99 of (action time - due time) <= 0.5 ms", "-", None)
+    timer_floor = get("timer_floor")
+    if timer and "due_p99_ms" in timer and "due_p99_ms" in timer_floor:
+        print(f"  (reference: timer_floor, the student's timer loop, takes and 2 publishes "
+              f"without compute: p99 {timer_floor['due_p99_ms']:.3f} ms after the due time; "
+              f"the student {timer['due_p99_ms'] - timer_floor['due_p99_ms']:+.3f} ms)")
     if fast:
         line(f"on_message at {fast['input_hz']:g} Hz: every frame answered",
              f"{fast['frames_unanswered']} of {fast['frames_sent']} not",
