@@ -39,8 +39,10 @@ def test_patched_messages_deserialize_to_the_published_values(ros_node):
         assert len(msg.velocity) == 0 and len(msg.effort) == 0
 
 
+@pytest.mark.filterwarnings("error")  # +inf and -inf must not print numpy's invalid-value warning
 def test_publish_refuses_non_finite_and_wrong_size(ros_node):
     pub = ActionPublisher(ros_node, JOINTS)
+    pub.publish(np.array([1e308, 1e308, -1e308]), 1.5)  # huge but finite: no overflow refusal
     with pytest.raises(ValueError, match="non-finite"):
         pub.publish(np.array([0.0, np.nan, 0.0]), 1.5)
     with pytest.raises(ValueError, match="non-finite"):
