@@ -33,9 +33,10 @@ RULES = {
         r"\(msg\|srv",                                          # a type-name regex
         r"""["']\w+/msg/\w+["']""",                               # a type name spelled out
     ],
-    "topic table (core.contract: TOPIC_TYPES, input_type_name, EPISODE_LABELS)": [
+    "topic table (core.contract: TOPIC_TYPES, POLICY_COMMAND, POLICY_ACTION, EPISODE_LABELS)": [
         r"""["'][\w/~]+["']\s*:\s*["']\w+/msg/\w+["']""",       # 'topic': 'pkg/msg/Type'
         r"""["']episode_id["']\s*,\s*["']step["']""",           # the episode layout labels
+        r"""["']policy_(?:command|action|enforcement)["']""",     # the policy's own topics
     ],
     "unknown-key check (core.config_keys.check_keys)": [
         r"""f["'].*unknown keys?\b""",
@@ -92,7 +93,8 @@ def test_the_rules_catch_the_copies_they_are_for():
                          'f"{pkg}/{kind or \'msg\'}/{name}"', 're.compile(r"^(\\w+)/(?:(msg|srv',
                          '    "sensor_msgs/msg/Imu": _imu_decoder,'],
         "topic table": ['    "imu": "sensor_msgs/msg/Imu",',
-                        'LABELS = ("episode_id", "step", "stamp_s")'],
+                        'LABELS = ("episode_id", "step", "stamp_s")',
+                        '    action_topic: str = "policy_action"'],
         "unknown-key": ['raise ValueError(f"{where}: unknown keys {unknown}")',
                         "unknown = sorted(set(d) - known)"],
     }

@@ -40,6 +40,8 @@ from policy_distill_ros.core.contract import (
     IMU,
     JOINT_STATES,
     ODOMETRY,
+    POLICY_ACTION,
+    POLICY_COMMAND,
     header_stamp_ns,
     ns_to_s,
     s_to_ns,
@@ -186,7 +188,7 @@ def plan_run(args: argparse.Namespace, workdir: Path) -> Plan:
     if args.teacher_spec:
         teacher_params["spec_path"] = str(spec_path)
     recorder = node_params(params_file, RECORDER)
-    topics = list(recorder.get("topics") or SIM_TOPICS + ["policy_command", "policy_action",
+    topics = list(recorder.get("topics") or SIM_TOPICS + [POLICY_COMMAND, POLICY_ACTION,
                                                          "teacher_label"])
     if mode == "mix" and "student/policy_action" not in topics:
         topics.append("student/policy_action")
@@ -215,7 +217,7 @@ def plan_run(args: argparse.Namespace, workdir: Path) -> Plan:
                                           log_path=log(TEACHER))
     from policy_distill_ros.core.spec import load_policy_spec
     teacher_inputs = list(load_policy_spec(spec_path).observation.topics) + ["episode"]
-    known = set(SIM_TOPICS) | {"policy_command", "policy_action"} | (
+    known = set(SIM_TOPICS) | {POLICY_COMMAND, POLICY_ACTION} | (
         {"teacher_label"} if mode != "drive" else set()) | (
         {"student/policy_action"} if mode == "mix" else set())
     plan.subscribers = {RECORDER: [t for t in topics if t in known],

@@ -11,6 +11,8 @@ from std_msgs.msg import Float64MultiArray, MultiArrayDimension
 
 from policy_distill_ros.core.contract import (
     FALLBACK_FRAME,
+    POLICY_ACTION,
+    POLICY_COMMAND,
     WITHHELD_FALLBACK_FRAME,
     WITHHELD_FRAME,
     echo_frame,
@@ -34,7 +36,7 @@ class ActionPublisher:
     """
 
     def __init__(self, node: Node, joint_names: Sequence[str],
-                 command_topic: str = "policy_command", echo_topic: str = "policy_action") -> None:
+                 command_topic: str = POLICY_COMMAND, echo_topic: str = POLICY_ACTION) -> None:
         self._names = list(joint_names)
         self._size = len(self._names)
         self._command_pub = node.create_publisher(Float64MultiArray, command_topic, COMMAND_QOS)

@@ -23,7 +23,7 @@ from rosgraph_msgs.msg import Clock
 from sensor_msgs.msg import Imu, JointState
 from std_msgs.msg import Float64MultiArray, MultiArrayDimension
 
-from policy_distill_ros.core.contract import ns_to_s
+from policy_distill_ros.core.contract import POLICY_COMMAND, ns_to_s
 from policy_distill_ros.nodes.ros_common import (
     COMMAND_QOS,
     SENSOR_QOS,
@@ -139,7 +139,7 @@ class SimNode(Node):
         self.pub_episode = self.create_publisher(Float64MultiArray, topics.EPISODE,
                                                  RELIABLE_EVENTS_QOS)
         self.pub_clock = self.create_publisher(Clock, "/clock", RELIABLE_EVENTS_QOS)
-        self.create_subscription(Float64MultiArray, "policy_command", self._on_command,
+        self.create_subscription(Float64MultiArray, POLICY_COMMAND, self._on_command,
                                  COMMAND_QOS)
         self._last_publish_ns = 0
         self._stopping = False

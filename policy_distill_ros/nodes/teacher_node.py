@@ -45,7 +45,7 @@ from rclpy.qos import HistoryPolicy, QoSProfile, ReliabilityPolicy
 from sensor_msgs.msg import JointState
 from std_msgs.msg import Float64MultiArray
 
-from policy_distill_ros.core.contract import is_fallback_frame, ns_to_s, stamp_ns
+from policy_distill_ros.core.contract import POLICY_ACTION, is_fallback_frame, ns_to_s, stamp_ns
 from policy_distill_ros.core.fallback import FALLBACK_MODES, FallbackCommand, input_fault
 from policy_distill_ros.core.faults import FaultTracker
 from policy_distill_ros.core.fields import layout_labels
@@ -89,7 +89,7 @@ class TeacherNodeConfig:
     max_input_age_s: float = 0.5
     fallback_mode: str = "hold_default"
     episode_topic: str = "episode"
-    executed_action_topic: str = "policy_action"
+    executed_action_topic: str = POLICY_ACTION
     other_action_topic: str = "student/policy_action"
     label_topic: str = "teacher_label"
     topic_types: str = ""
@@ -148,7 +148,7 @@ class TeacherNode(Node):
             "episode_topic": declare(self, "episode_topic", "episode", "Float64MultiArray with "
                                      "an 'episode_id' label: a new id resets history; '' = off",
                                      read_only=True),
-            "executed_action_topic": declare(self, "executed_action_topic", "policy_action",
+            "executed_action_topic": declare(self, "executed_action_topic", POLICY_ACTION,
                                              "label: the driver's stamped echo (executed "
                                              "action)", read_only=True),
             "other_action_topic": declare(self, "other_action_topic", "student/policy_action",

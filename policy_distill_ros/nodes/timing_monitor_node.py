@@ -42,6 +42,7 @@ from std_msgs.msg import Float64, String
 from std_srvs.srv import Trigger
 
 from policy_distill_ros.core.contract import (
+    POLICY_ACTION,
     POLICY_ENFORCEMENT,
     header_stamp_s,
     is_fallback_frame,
@@ -251,7 +252,7 @@ class TimingMonitorNode(Node):
             ChangeState, f"{cfg.student_node.rstrip('/')}/change_state")
         # On this node (`ros2 node info` lists it), served by the echo thread, not the executor.
         echo_group = LoopServed()
-        self._echo_sub = self.create_subscription(JointState, "policy_action", self._on_action,
+        self._echo_sub = self.create_subscription(JointState, POLICY_ACTION, self._on_action,
                                                   ECHO_QOS, callback_group=echo_group)
         # The promise: the fallback starts within deadline + watchdog period (half the deadline)
         # of the last action. Half of that period is the margin for an echo still in flight (a

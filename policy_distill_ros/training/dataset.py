@@ -49,6 +49,7 @@ import numpy as np
 from policy_distill_ros.core.contract import (
     EPISODE,
     FALLBACK_FRAME,
+    POLICY_ACTION,
     header_stamp_ns,
     is_fallback_frame,
     ns_to_s,
@@ -452,7 +453,7 @@ def _needed_topics(student_spec: PolicySpec, teacher_spec: PolicySpec) -> dict[s
 
 
 def dataset_from_bag(path: str | os.PathLike, student_spec: PolicySpec, teacher_spec: PolicySpec,
-                     action_topic: str = "policy_action", allow_incomplete: bool = False
+                     action_topic: str = POLICY_ACTION, allow_incomplete: bool = False
                      ) -> tuple[DistillDataset, BagStats]:
     """One bag -> (dataset with the bag's own episode ids, replay statistics)."""
     path = str(path)
@@ -505,7 +506,7 @@ def dataset_from_bag(path: str | os.PathLike, student_spec: PolicySpec, teacher_
 
 def dataset_from_bags(paths: Sequence[str | os.PathLike] | str | os.PathLike,
                       student_spec: PolicySpec, teacher_spec: PolicySpec,
-                      action_topic: str = "policy_action", allow_incomplete: bool = False,
+                      action_topic: str = POLICY_ACTION, allow_incomplete: bool = False,
                       stats: list[BagStats] | None = None) -> DistillDataset:
     """Every bag replayed (see the module docstring) and concatenated; episode ids are made
     unique across bags. `stats`, when given, receives one BagStats per bag."""

@@ -30,6 +30,7 @@ from typing import Any
 import yaml
 
 from policy_distill_ros.core.config_keys import check_keys, read_yaml
+from policy_distill_ros.core.contract import POLICY_ACTION
 from policy_distill_ros.core.spec import PolicySpec, load_policy_spec
 
 from .checkpoint import CheckpointOptions, resolve_resume
@@ -65,7 +66,7 @@ class RunConfig:
     bags: list[str]
     train: TrainConfig
     teacher_normalizer: str | None = None   # SB3 zip: VecNormalize .pkl or obs-norm .json
-    action_topic: str = "policy_action"
+    action_topic: str = POLICY_ACTION
     min_episode_return: float | None = None
     run_name: str = "student"
     runs_dir: str = "runs"
