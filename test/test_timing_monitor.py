@@ -329,11 +329,12 @@ def test_a_stalled_monitor_does_not_blame_the_student(peer, model):
     declares a fallback only for a gap the observer saw too."""
     with monitor(model) as mon, student(model) as s:
         wait_nominal_and_ok(peer, (mon, s))
-        time.sleep(1.2)
-        misses = latest_count(peer, "deadline_misses")
-        declared = mon.node.read_log().count("nominal -> fallback")
-        observer = EchoTimes(peer)
+        observer = EchoTimes(peer)  # matched before the counts start (see on_time above)
         try:
+            wait_until(lambda: len(observer.sent_s) >= 10, 10, "the observer hears echoes")
+            time.sleep(1.2)  # the 1 Hz status read next is then younger than the observer
+            misses = latest_count(peer, "deadline_misses")
+            declared = mon.node.read_log().count("nominal -> fallback")
             for _ in range(3):
                 os.kill(mon.pid, signal.SIGSTOP)
                 time.sleep(0.4)
