@@ -324,7 +324,7 @@ class TimingMonitorNode(Node):
             self._latency_msg.data = latency_s * 1e3
             self._latency_pub.publish(self._latency_msg)
 
-    def _late_delivery(self, sent_s: float, now_s: float, info: dict) -> None:
+    def _late_delivery(self, sent_s: float, now_s: float, info: dict | None) -> None:
         """Lock held. An echo sent before the silence fallback was declared is taken only now:
         what the watchdog saw as a silence was (at least partly) a delivery held up between
         the student and this node. Nothing here could have known sooner; the fallback ends by
@@ -332,7 +332,7 @@ class TimingMonitorNode(Node):
         tell where it was held (DDS's own reception time against the send time)."""
         self._silence_declared_s = None
         self.late_deliveries += 1
-        received_ns = info.get("received_timestamp", 0)
+        received_ns = info.get("received_timestamp", 0) if isinstance(info, dict) else 0
         held = (f" (DDS received it after {(ns_to_s(received_ns) - sent_s) * 1e3:.1f} ms)"
                 if received_ns > 0 else "")
         self._log.warning(f"late delivery: an echo sent before this fallback was declared was "
