@@ -108,17 +108,22 @@ def run_sensors(rate_hz: float, out_path: str) -> None:
         rclpy.try_shutdown()
 
 
-def _serve(node, subscriptions, name: str, passive=()) -> None:
-    """Serve raw subscriptions on a TakeLoop thread until SIGINT."""
+def _until_sigint() -> None:
+    """Sleep on the main thread (where Python runs the SIGINT handler) until SIGINT."""
     import rclpy
-
-    from policy_distill_ros.nodes.rclpy_internals import TakeLoop
-    loop = TakeLoop(node, subscriptions, name, passive=passive).start()
     try:
         while rclpy.ok():
             time.sleep(0.1)
     except KeyboardInterrupt:
         pass
+
+
+def _serve(node, subscriptions, name: str, passive=()) -> None:
+    """Serve raw subscriptions on a TakeLoop thread until SIGINT."""
+    from policy_distill_ros.nodes.rclpy_internals import TakeLoop
+    loop = TakeLoop(node, subscriptions, name, passive=passive).start()
+    try:
+        _until_sigint()
     finally:
         loop.close()
 
@@ -224,7 +229,7 @@ def run_timer_floor(rate_hz: float) -> None:
     from sensor_msgs.msg import Imu, JointState
     from std_msgs.msg import Float64MultiArray
 
-    from policy_distill_ros.core.loop_timer import LoopTimer
+    from policy_distill_ros.core.loop_timer import LoopTimer, lateness_line
     from policy_distill_ros.core.timing import LogHistogram
     from policy_distill_ros.nodes.ros_common import COMMAND_QOS, SENSOR_QOS
     rclpy.init()
@@ -254,17 +259,11 @@ def run_timer_floor(rate_hz: float) -> None:
     loop = LoopTimer(1.0 / rate_hz, tick, name="timer_floor")
     loop.start()
     try:
-        while rclpy.ok():
-            time.sleep(0.1)
-    except KeyboardInterrupt:
-        pass
+        _until_sigint()
     finally:
         loop.stop()
-        if lateness.count:  # the student's own line (TIMER_LINE), so one parser reads both
-            print(f"timer loop: {lateness.count} actions, published after their due time p50 "
-                  f"{lateness.percentile(50) * 1e3:.3f} / p99 {lateness.percentile(99) * 1e3:.3f}"
-                  f" / max {lateness.max * 1e3:.3f} ms; {loop.skipped_ticks} ticks skipped "
-                  f"after {loop.overruns} overruns", flush=True)
+        if lateness.count:  # the student's own line, so TIMER_LINE reads both
+            print(lateness_line(lateness, loop), flush=True)
         node.destroy_node()
         rclpy.try_shutdown()
 

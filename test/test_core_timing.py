@@ -12,8 +12,13 @@ import numpy as np
 import pytest
 
 from policy_distill_ros.core.faults import FaultTracker
-from policy_distill_ros.core.loop_timer import LoopTimer
-from policy_distill_ros.core.timing import DeadlineCounter, LatencyStats, PeriodStats
+from policy_distill_ros.core.loop_timer import LoopTimer, lateness_line
+from policy_distill_ros.core.timing import (
+    DeadlineCounter,
+    LatencyStats,
+    LogHistogram,
+    PeriodStats,
+)
 
 
 def test_window_percentiles_equal_numpy_on_the_last_window():
@@ -208,3 +213,23 @@ def test_fault_tracker_update_gives_log_lines_per_kind():
     assert f.update("policy", None) == [("info", "fault 'policy' cleared "
                                                  "(was: inference failed: boom)")]
     assert f.update("policy", None) == [] and not f
+
+
+def test_the_loop_lateness_line_is_what_the_latency_bench_parses():
+    """The student logs it when its loop stops, bench/student_latency.py's timer_floor prints
+    it, and the bench reads both with one pattern: a change on one side breaks the other."""
+    import importlib.util
+    from pathlib import Path
+    path = Path(__file__).resolve().parents[1] / "bench" / "student_latency.py"
+    spec = importlib.util.spec_from_file_location("student_latency", path)
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    late = LogHistogram()
+    for value_s in (2e-4, 3e-4, 5e-3):
+        late.add(value_s)
+    loop = LoopTimer(0.002, lambda: None)
+    loop.skipped_ticks, loop.overruns = 4, 3
+    found = bench.TIMER_LINE.search(lateness_line(late, loop))
+    assert found is not None
+    assert int(found[1]) == 3 and int(found[5]) == 4
+    assert float(found[4]) == pytest.approx(5.0)  # max, ms (exact: the histogram keeps it)

@@ -15,9 +15,9 @@ import threading
 import time
 from collections.abc import Callable
 
-from .timing import PeriodStats
+from .timing import LogHistogram, PeriodStats
 
-__all__ = ["LoopTimer"]
+__all__ = ["LoopTimer", "lateness_line"]
 
 _MAX_SLEEP_CHUNK_S = 0.05  # stop() is honoured within this even at slow rates
 
@@ -142,3 +142,12 @@ class LoopTimer:
                 behind = int((now - start) / period) + 1  # first tick still in the future
                 self.skipped_ticks += behind - k
                 k = behind
+
+
+def lateness_line(lateness: LogHistogram, loop: LoopTimer) -> str:
+    """How late a loop's actions went out against their due times, in one line: the student's
+    log line on stopping, which bench/student_latency.py parses (its TIMER_LINE)."""
+    return (f"timer loop: {lateness.count} actions, published after their due time p50 "
+            f"{lateness.percentile(50) * 1e3:.3f} / p99 {lateness.percentile(99) * 1e3:.3f} / "
+            f"max {lateness.max * 1e3:.3f} ms; {loop.skipped_ticks} ticks skipped after "
+            f"{loop.overruns} overruns")

@@ -63,7 +63,7 @@ from policy_distill_ros.core.fallback import FALLBACK_MODES, FallbackCommand, in
 from policy_distill_ros.core.faults import FaultTracker
 from policy_distill_ros.core.fields import layout_labels
 from policy_distill_ros.core.log_throttle import LogThrottle
-from policy_distill_ros.core.loop_timer import LoopTimer
+from policy_distill_ros.core.loop_timer import LoopTimer, lateness_line
 from policy_distill_ros.core.observation import ObservationAssembler
 from policy_distill_ros.core.policy_file import OnnxPolicy
 from policy_distill_ros.core.realtime import MAX_PRIORITY, set_realtime_priority
@@ -496,14 +496,8 @@ class StudentNode(LifecycleNode):
 
     def _log_loop_timing(self, loop: LoopTimer) -> None:
         """Timer trigger: how late actions went out against their due times, in one line."""
-        late = self._action_lateness
-        if late.count == 0:
-            return
-        self.get_logger().info(
-            f"timer loop: {late.count} actions, published after their due time p50 "
-            f"{late.percentile(50) * 1e3:.3f} / p99 {late.percentile(99) * 1e3:.3f} / max "
-            f"{late.max * 1e3:.3f} ms; {loop.skipped_ticks} ticks skipped after "
-            f"{loop.overruns} overruns")
+        if self._action_lateness.count:
+            self.get_logger().info(lateness_line(self._action_lateness, loop))
 
     @property
     def deadline_misses(self) -> int:
